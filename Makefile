@@ -1,0 +1,61 @@
+# ModelHub developer commands. `make up` runs the suite locally, `make test` runs the tests;
+# both install what they need first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_INSTALL := $(VENV)/.installed
+STAMP_PROTO := modelhub/api/.generated
+PROTO_FILES := $(shell find protos -name '*.proto')
+PYTEST_ARGS ?=
+EXTRAS ?= dev
+
+.PHONY: install proto migrate test test-unit lint fmt up bench clean postgres
+
+install: $(STAMP_INSTALL)
+
+$(STAMP_INSTALL): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+proto: $(STAMP_PROTO)
+
+$(STAMP_PROTO): $(STAMP_INSTALL) $(PROTO_FILES) tools/gen_protos.py
+	$(PY) tools/gen_protos.py
+	touch $@
+
+# Brings the registry and monitor databases to the newest schema (a deployment step; the
+# services refuse to start on an old schema). URLs come from the usual settings variables.
+migrate: proto
+	$(PY) -m modelhub.registry.migrate upgrade
+	$(PY) -m modelhub.monitor.migrate upgrade
+
+# Starts the local PostgreSQL server when it is installed but stopped.
+postgres:
+	@tools/ensure_postgres.sh || echo "PostgreSQL not available: PostgreSQL tests will be skipped"
+
+test: proto postgres
+	$(PY) -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
+
+test-unit: proto
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+lint: proto
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy modelhub
+
+fmt: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+up: proto migrate
+	$(PY) -m modelhub.stack
+
+bench: proto
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) modelhub/api deploy/envoy/modelhub.pb build .pytest_cache

@@ -1,0 +1,1 @@
+"""Pieces every ModelHub service shares: settings, server bootstrap, errors, auth, telemetry."""

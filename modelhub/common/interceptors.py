@@ -1,0 +1,238 @@
+"""The server interceptor every service runs at its edge: authentication and authorization,
+domain errors → gRPC status (through `modelhub.common.status`), and per-RPC Prometheus
+metrics. Handlers stay free of transport concerns: they raise domain exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from modelhub.common import errors
+from modelhub.common.auth import Authenticator, Role
+from modelhub.common.status import STATUS_DETAILS_KEY, to_rpc_status
+
+log = logging.getLogger("modelhub.rpc")
+
+# Services every caller may use without credentials: health checks and reflection.
+OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class RpcMetrics:
+    """gRPC server metrics in Prometheus conventions (one registry per server)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.handled = Counter(
+            "modelhub_grpc_server_handled_total",
+            "RPCs completed on the server, by method and status code.",
+            ["service", "method", "code"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "modelhub_grpc_server_handling_seconds",
+            "Time from the start of an RPC to its end on the server.",
+            ["service", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: errors.ModelHubError) -> NoReturn:
+    code, status = to_rpc_status(error)
+    await context.abort(
+        code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+    )
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+def _as_domain_error(exc: BaseException, method: str) -> errors.ModelHubError:
+    if isinstance(exc, errors.ModelHubError):
+        return exc
+    log.exception("unhandled error in %s", method, exc_info=exc)
+    return errors.InternalError(f"internal error in {method}: {type(exc).__name__}")
+
+
+class _Call:
+    """Bookkeeping for one RPC: its metrics labels and start time."""
+
+    __slots__ = ("labels", "metrics", "start")
+
+    def __init__(self, metrics: RpcMetrics | None, labels: tuple[str, str]) -> None:
+        self.metrics = metrics
+        self.labels = labels
+        self.start = time.perf_counter()
+
+    def done(self, code: grpc.StatusCode) -> None:
+        if self.metrics is None:
+            return
+        service, method = self.labels
+        self.metrics.handled.labels(service, method, code.name).inc()
+        self.metrics.duration.labels(service, method).observe(time.perf_counter() - self.start)
+
+
+def _code_of(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+    try:
+        code = context.code()
+    except Exception:
+        return default
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return default
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler, method: str, metrics: RpcMetrics | None
+) -> grpc.RpcMethodHandler:
+    _, _, tail = method.partition("/")
+    service, _, name = tail.partition("/")
+    labels = (service, name)
+
+    async def on_error(context: grpc.aio.ServicerContext, exc: BaseException, call: _Call) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            call.done(grpc.StatusCode.CANCELLED)
+            raise exc
+        if isinstance(exc, grpc.aio.AbortError):
+            call.done(_code_of(context, grpc.StatusCode.UNKNOWN))
+            raise exc
+        error = _as_domain_error(exc, method)
+        code, _ = to_rpc_status(error)
+        call.done(code)
+        await _abort(context, error)
+
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(metrics, labels)
+            try:
+                response = await inner_uu(request, context)
+            except BaseException as exc:
+                await on_error(context, exc, call)
+            call.done(_code_of(context, grpc.StatusCode.OK) or grpc.StatusCode.OK)
+            return response
+
+        return handler._replace(unary_unary=unary_unary)
+
+    if handler.unary_stream is not None:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+            call = _Call(metrics, labels)
+            try:
+                async for item in inner_us(request, context):
+                    yield item
+            except BaseException as exc:
+                await on_error(context, exc, call)
+            call.done(grpc.StatusCode.OK)
+
+        return handler._replace(unary_stream=unary_stream)
+
+    if handler.stream_unary is not None:
+        inner_su = handler.stream_unary
+
+        async def stream_unary(requests: AsyncIterator, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(metrics, labels)
+            try:
+                response = await inner_su(requests, context)
+            except BaseException as exc:
+                await on_error(context, exc, call)
+            call.done(grpc.StatusCode.OK)
+            return response
+
+        return handler._replace(stream_unary=stream_unary)
+
+    if handler.stream_stream is not None:
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(
+            requests: AsyncIterator, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator:
+            call = _Call(metrics, labels)
+            try:
+                async for item in inner_ss(requests, context):
+                    yield item
+            except BaseException as exc:
+                await on_error(context, exc, call)
+            call.done(grpc.StatusCode.OK)
+
+        return handler._replace(stream_stream=stream_stream)
+
+    return handler
+
+
+def _deny_handler(handler: grpc.RpcMethodHandler, error: errors.ModelHubError) -> Any:
+    """A handler of the same kind as `handler` that fails every call with `error`."""
+
+    async def deny_unary(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _abort(context, error)
+
+    async def deny_stream(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        await _abort(context, error)
+        yield  # pragma: no cover - makes this an async generator
+
+    if handler.unary_unary is not None:
+        return handler._replace(unary_unary=deny_unary)
+    if handler.unary_stream is not None:
+        return handler._replace(unary_stream=deny_stream)
+    if handler.stream_unary is not None:
+        return handler._replace(stream_unary=deny_unary)
+    return handler._replace(stream_stream=deny_stream)
+
+
+def required_role(method: str, roles: Mapping[str, Role]) -> Role:
+    """The role an RPC needs: its entry in `roles` (keyed by bare method name), else ADMIN."""
+    return roles.get(method.rsplit("/", 1)[-1], Role.ADMIN)
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    """Authentication, authorization, error mapping and RPC metrics for one server."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        roles: Mapping[str, Role],
+        metrics: RpcMetrics | None = None,
+    ) -> None:
+        self._auth = authenticator
+        self._roles = roles
+        self._metrics = metrics
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        if self._auth.enabled:
+            header = None
+            for key, value in handler_call_details.invocation_metadata or ():
+                if key == "authorization":
+                    header = value if isinstance(value, str) else value.decode()
+                    break
+            try:
+                principal = self._auth.authenticate(header)
+                self._auth.authorize(principal, required_role(method, self._roles), method)
+            except errors.ModelHubError as exc:
+                if self._metrics is not None:
+                    _, _, tail = method.partition("/")
+                    service, _, name = tail.partition("/")
+                    code, _ = to_rpc_status(exc)
+                    self._metrics.handled.labels(service, name, code.name).inc()
+                return _deny_handler(handler, exc)
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = self._wrapped[method] = _wrap_handler(handler, method, self._metrics)
+        return wrapped

@@ -1,0 +1,91 @@
+"""The one place where domain exceptions become gRPC status codes.
+
+Every `ModelHubError` subclass resolves, through its MRO, to an entry of `STATUS_TABLE`.
+The status carries `google.rpc.Status` details: an `ErrorInfo` with the error's reason and
+metadata, and a `BadRequest` listing field violations for invalid arguments.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from modelhub.common import errors
+
+ERROR_DOMAIN = "modelhub.dev"
+
+STATUS_TABLE: dict[type[errors.ModelHubError], grpc.StatusCode] = {
+    errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.InvalidArtifactError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.DigestMismatchError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.InUseError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.SchemaOutdatedError: grpc.StatusCode.FAILED_PRECONDITION,
+    # AIP-154: a stale etag fails with ABORTED (retry after re-reading).
+    errors.ConflictError: grpc.StatusCode.ABORTED,
+    # etcd answers a compacted watch revision with OUT_OF_RANGE too.
+    errors.RevisionCompactedError: grpc.StatusCode.OUT_OF_RANGE,
+    errors.ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.PayloadTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DeadlineExpiredError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    errors.ModelNotReadyError: grpc.StatusCode.UNAVAILABLE,
+    errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    errors.CancelledError: grpc.StatusCode.CANCELLED,
+    errors.InternalError: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_code_for(error_class: type[errors.ModelHubError]) -> grpc.StatusCode | None:
+    """The status code of an error class: its own entry or its nearest mapped ancestor's."""
+    for cls in error_class.__mro__:
+        code = STATUS_TABLE.get(cls)  # type: ignore[call-overload]
+        if code is not None:
+            return code
+    return None
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_rpc_status(error: errors.ModelHubError) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    """The gRPC code and the rich `google.rpc.Status` for a domain error."""
+    code = status_code_for(type(error)) or grpc.StatusCode.INTERNAL
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    status.details.append(_pack(info))
+    if isinstance(error, errors.InvalidArgumentError) and error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        status.details.append(_pack(bad_request))
+    return code, status
+
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def error_info(status_details: bytes) -> error_details_pb2.ErrorInfo | None:
+    """Extract the ErrorInfo from serialized `grpc-status-details-bin` trailing metadata."""
+    status = status_pb2.Status.FromString(status_details)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None

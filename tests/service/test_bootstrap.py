@@ -1,0 +1,149 @@
+"""The shared server bootstrap: health, reflection, error mapping, auth, metrics, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from modelhub.api.router.v1 import router_pb2, router_pb2_grpc
+from modelhub.common import errors
+from modelhub.common.auth import Role
+from modelhub.common.server import ServiceRuntime
+from modelhub.common.settings import AuthSettings, ServiceSettings
+from modelhub.common.status import STATUS_DETAILS_KEY, error_info
+
+SERVICE = "modelhub.router.v1.RouterService"
+ROLES = {"GetRoutingTable": Role.READER, "ExplainRoute": Role.READER, "RecordOutcome": Role.ADMIN}
+
+
+class FakeRouter(router_pb2_grpc.RouterServiceServicer):
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def GetRoutingTable(self, request, context):  # noqa: N802
+        raise errors.NotFoundError("endpoint 'x' not found", metadata={"endpoint": "x"})
+
+    async def ExplainRoute(self, request, context):  # noqa: N802
+        if request.key == "slow":
+            await self.release.wait()
+        return router_pb2.ExplainRouteResponse(endpoint=request.endpoint, key=request.key)
+
+    async def RecordOutcome(self, request, context):  # noqa: N802
+        raise ValueError("boom")
+
+
+async def _start(auth: AuthSettings | None = None) -> tuple[ServiceRuntime, FakeRouter]:
+    settings = ServiceSettings(auth=auth or AuthSettings(), grace_period_s=5)
+    runtime = ServiceRuntime("test", settings, ROLES)
+    servicer = FakeRouter()
+    runtime.add_service(SERVICE, router_pb2_grpc.add_RouterServiceServicer_to_server, servicer)
+    await runtime.start()
+    return runtime, servicer
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[tuple[ServiceRuntime, FakeRouter]]:
+    rt, servicer = await _start()
+    yield rt, servicer
+    await rt.stop(0)
+
+
+async def test_health_reflection_and_errors(runtime: tuple[ServiceRuntime, FakeRouter]) -> None:
+    rt, _ = runtime
+    async with grpc.aio.insecure_channel(rt.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = refl.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = set()
+        async for response in responses:
+            names = {s.name for s in response.list_services_response.service}
+        assert SERVICE in names
+
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetRoutingTable(router_pb2.GetRoutingTableRequest())
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert err.value.details() == "endpoint 'x' not found"
+        details = dict(err.value.trailing_metadata())[STATUS_DETAILS_KEY]
+        info = error_info(details)
+        assert info is not None
+        assert info.reason == "NOT_FOUND"
+        assert info.metadata["endpoint"] == "x"
+
+        # An unexpected exception is INTERNAL, never UNKNOWN, and the server keeps serving.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.RecordOutcome(router_pb2.RecordOutcomeRequest(request_id="r"))
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert "ValueError" in (err.value.details() or "")
+        ok = await stub.ExplainRoute(router_pb2.ExplainRouteRequest(endpoint="e", key="k"))
+        assert ok.key == "k"
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{rt.metrics_port}/metrics").read().decode()
+    assert (
+        'modelhub_grpc_server_handled_total{code="NOT_FOUND",method="GetRoutingTable",'
+        'service="modelhub.router.v1.RouterService"} 1.0' in body
+    )
+    assert 'code="INTERNAL",method="RecordOutcome"' in body
+
+
+async def test_auth_roles() -> None:
+    rt, _ = await _start(AuthSettings(tokens="rtok:reader,atok:admin"))
+    try:
+        async with grpc.aio.insecure_channel(rt.address) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            request = router_pb2.ExplainRouteRequest(endpoint="e", key="k")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.ExplainRoute(request)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.ExplainRoute(request, metadata=[("authorization", "Bearer bad")])
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            reply = await stub.ExplainRoute(request, metadata=[("authorization", "Bearer rtok")])
+            assert reply.key == "k"
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.RecordOutcome(
+                    router_pb2.RecordOutcomeRequest(request_id="r"),
+                    metadata=[("authorization", "Bearer rtok")],
+                )
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "needs role admin" in (err.value.details() or "")
+            # Health stays open without a token.
+            health = health_pb2_grpc.HealthStub(channel)
+            reply2 = await health.Check(health_pb2.HealthCheckRequest())
+            assert reply2.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await rt.stop(0)
+
+
+async def test_graceful_shutdown_drains_in_flight_calls() -> None:
+    rt, servicer = await _start()
+    async with grpc.aio.insecure_channel(rt.address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        slow = asyncio.ensure_future(
+            stub.ExplainRoute(router_pb2.ExplainRouteRequest(endpoint="e", key="slow"))
+        )
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(rt.stop(5))
+        await asyncio.sleep(0.2)
+        health = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        except grpc.aio.AioRpcError as exc:  # or already refusing new calls
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+        assert not slow.done()
+        servicer.release.set()
+        reply = await slow
+        assert reply.key == "slow"
+        await stopping
