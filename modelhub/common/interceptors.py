@@ -97,7 +97,7 @@ def _wrap_handler(
     labels = (service, name)
 
     async def on_error(context: grpc.aio.ServicerContext, exc: BaseException, call: _Call) -> None:
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             call.done(grpc.StatusCode.CANCELLED)
             raise exc
         if isinstance(exc, grpc.aio.AbortError):

@@ -74,6 +74,7 @@ class ServiceRuntime:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
         self._metrics_http: Any = None
+        self._stop_hooks: list[Callable[[], None]] = []
         self.port = 0
         self.metrics_port = 0
 
@@ -81,6 +82,11 @@ class ServiceRuntime:
         """Register a servicer (`add_fn` is the generated `add_XServicer_to_server`)."""
         add_fn(servicer, self.server)
         self._service_names.append(full_name)
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Run `hook` when stopping begins, e.g. to end long-lived streams so they do not
+        hold the shutdown for the whole grace period."""
+        self._stop_hooks.append(hook)
 
     @property
     def address(self) -> str:
@@ -131,6 +137,8 @@ class ServiceRuntime:
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s > 0:
             await asyncio.sleep(self.settings.drain_delay_s)
+        for hook in self._stop_hooks:
+            hook()
         await self.server.stop(grace)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

@@ -26,15 +26,15 @@ class FakeRouter(router_pb2_grpc.RouterServiceServicer):
     def __init__(self) -> None:
         self.release = asyncio.Event()
 
-    async def GetRoutingTable(self, request, context):  # noqa: N802
+    async def GetRoutingTable(self, request, context):
         raise errors.NotFoundError("endpoint 'x' not found", metadata={"endpoint": "x"})
 
-    async def ExplainRoute(self, request, context):  # noqa: N802
+    async def ExplainRoute(self, request, context):
         if request.key == "slow":
             await self.release.wait()
         return router_pb2.ExplainRouteResponse(endpoint=request.endpoint, key=request.key)
 
-    async def RecordOutcome(self, request, context):  # noqa: N802
+    async def RecordOutcome(self, request, context):
         raise ValueError("boom")
 
 

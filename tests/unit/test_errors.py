@@ -18,7 +18,7 @@ def _import_all_services() -> None:
     import modelhub
 
     for info in pkgutil.walk_packages(modelhub.__path__, "modelhub."):
-        if ".api" in info.name or info.name.endswith(("__main__", ".main", "stack")):
+        if ".api" in info.name or ".migrations" in info.name or info.name.endswith("__main__"):
             continue
         importlib.import_module(info.name)
 

@@ -1,0 +1,1 @@
+"""Registry service: the control plane and single source of truth."""

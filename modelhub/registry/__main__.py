@@ -1,0 +1,3 @@
+from modelhub.registry.main import main
+
+main()

@@ -1,0 +1,202 @@
+"""Registry resources as plain domain objects (no grpc, no protobuf)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from modelhub.common.serving import BatchingConfig, Device, RuntimeConfig
+
+
+class VersionStatus(enum.StrEnum):
+    READY = "READY"
+    ARCHIVED = "ARCHIVED"
+
+
+class Kind(enum.StrEnum):
+    MODEL = "MODEL"
+    MODEL_VERSION = "MODEL_VERSION"
+    ALIAS = "ALIAS"
+    DEPLOYMENT = "DEPLOYMENT"
+    ENDPOINT = "ENDPOINT"
+
+
+class EventType(enum.StrEnum):
+    PUT = "PUT"
+    DELETE = "DELETE"
+    SYNCED = "SYNCED"
+    PROGRESS = "PROGRESS"
+
+
+@dataclass
+class Model:
+    id: str
+    uid: str
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    latest_version: int = 0
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+    etag: str = ""
+
+
+@dataclass
+class Source:
+    run_id: str = ""
+    dataset: str = ""
+    commit: str = ""
+    uri: str = ""
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: list[int]
+    dim_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelSchema:
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+    opsets: list[tuple[str, int]] = field(default_factory=list)
+    producer_name: str = ""
+    producer_version: str = ""
+    ir_version: int = 0
+    graph_name: str = ""
+
+
+@dataclass
+class Artifact:
+    sha256: str
+    size_bytes: int
+    format: str = "onnx"
+
+
+@dataclass
+class ModelVersion:
+    model: str
+    version: int
+    uid: str
+    artifact: Artifact
+    schema: ModelSchema
+    status: VersionStatus = VersionStatus.READY
+    description: str = ""
+    author: str = ""
+    source: Source = field(default_factory=Source)
+    metadata: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    # JSON form of a DataProfile (see modelhub.registry.profile); None when not given.
+    data_profile: dict[str, Any] | None = None
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+    etag: str = ""
+
+
+@dataclass
+class Alias:
+    model: str
+    alias: str
+    version: int
+    update_time: datetime | None = None
+
+
+@dataclass
+class VersionSelector:
+    """A version by number, by alias, or (both None) the newest READY version."""
+
+    version: int | None = None
+    alias: str | None = None
+    resolved_version: int = 0
+
+    def describe(self) -> str:
+        if self.version is not None:
+            return f"version {self.version}"
+        return f"alias {self.alias or 'latest'!r}"
+
+
+@dataclass
+class Deployment:
+    id: str
+    model: str
+    versions: list[VersionSelector]
+    uid: str = ""
+    instance_count: int = 1
+    device: Device = Device.AUTO
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    labels: dict[str, str] = field(default_factory=dict)
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+    etag: str = ""
+
+
+class KeySource(enum.StrEnum):
+    METADATA = "metadata"
+    PARAMETER = "parameter"
+
+
+@dataclass
+class StickyKey:
+    source: KeySource
+    name: str
+
+
+@dataclass
+class Variant:
+    name: str
+    model: str
+    selector: VersionSelector
+    weight: float
+    pool: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Shadow:
+    name: str
+    model: str
+    selector: VersionSelector
+    sample_rate: float
+    pool: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Endpoint:
+    id: str
+    variants: list[Variant]
+    uid: str = ""
+    description: str = ""
+    sticky_key: StickyKey | None = None
+    salt: str = ""
+    shadows: list[Shadow] = field(default_factory=list)
+    fallback: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+    etag: str = ""
+
+
+Resource = Model | ModelVersion | Alias | Deployment | Endpoint
+
+
+@dataclass
+class WatchEvent:
+    type: EventType
+    revision: int
+    kind: Kind | None = None
+    name: str = ""
+    resource: Resource | None = None
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str = ""

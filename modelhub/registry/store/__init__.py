@@ -1,0 +1,1 @@
+"""Registry persistence: SQLAlchemy tables, the database handle and the store."""
