@@ -1,0 +1,312 @@
+"""`modelhub`: publish, promote and inspect models from the shell.
+
+    modelhub models push fraud model.onnx --alias challenger
+    modelhub alias set fraud champion 3
+    modelhub endpoints apply fraud endpoint.json
+    modelhub versions list fraud
+
+The registry address comes from --registry or MODELHUB_REGISTRY_ADDRESS (default
+127.0.0.1:50051), the token from --token or MODELHUB_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from modelhub.api.common.v1 import types_pb2
+from modelhub.api.registry.v1 import registry_pb2 as pb
+from modelhub.client import ClientError, RegistryClient
+
+STATUS_NAMES = {pb.ModelVersion.READY: "READY", pb.ModelVersion.ARCHIVED: "ARCHIVED"}
+
+
+def _json(message: Message) -> str:
+    return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        width = 30
+        filled = int(width * done / total)
+        rate = done / max(time.monotonic() - self.start, 1e-6) / 1e6
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{done / 1e6:.1f}/{total / 1e6:.1f} MB {rate:.1f} MB/s"
+        )
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip() for row in cells
+    )
+
+
+def _load_message(path: str, message: Message) -> Message:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    return json_format.Parse(text, message)
+
+
+async def _models(client: RegistryClient, args: argparse.Namespace) -> str:
+    if args.action == "create":
+        return _json(await client.create_model(args.model, args.description, args.tag or []))
+    if args.action == "get":
+        return _json(await client.get_model(args.model))
+    if args.action == "delete":
+        await client.delete_model(args.model)
+        return f"deleted models/{args.model}"
+    if args.action == "push":
+        profile = None
+        if args.profile:
+            profile = _load_message(args.profile, types_pb2.DataProfile())
+        version = await client.push(
+            args.model,
+            args.file,
+            description=args.description,
+            author=args.author or os.environ.get("USER", ""),
+            source=pb.Source(run_id=args.run_id, dataset=args.dataset, commit=args.commit),
+            tags=args.tag or [],
+            aliases=args.alias or [],
+            data_profile=profile,  # type: ignore[arg-type]
+            progress=ProgressBar(f"pushing {Path(args.file).name}"),
+        )
+        return (
+            _json(version)
+            if args.json
+            else (
+                f"{version.name} sha256:{version.artifact.sha256[:12]} "
+                f"aliases={','.join(version.aliases) or '-'}"
+            )
+        )
+    models = await client.list_models(args.prefix, args.tag_filter)
+    if args.json:
+        return json.dumps([json.loads(_json(m)) for m in models], indent=2)
+    rows = [(m.name, m.latest_version, ",".join(m.tags), m.description[:40]) for m in models]
+    return _table(rows, ["NAME", "LATEST", "TAGS", "DESCRIPTION"])
+
+
+async def _versions(client: RegistryClient, args: argparse.Namespace) -> str:
+    if args.action == "get":
+        return _json(await client.resolve(args.reference))
+    if args.action == "download":
+        version = await client.download(
+            args.reference, args.output, ProgressBar(f"downloading {args.reference}")
+        )
+        return f"{version.name} → {args.output} (sha256 verified)"
+    if args.action == "archive":
+        return _json(await client.archive(args.reference))
+    if args.action == "delete":
+        await client.delete_version(args.reference)
+        return f"deleted {args.reference}"
+    versions = await client.list_versions(args.model, alias=args.alias or "")
+    if args.json:
+        return json.dumps([json.loads(_json(v)) for v in versions], indent=2)
+    rows = [
+        (
+            v.version,
+            STATUS_NAMES.get(v.status, "?"),
+            ",".join(v.aliases) or "-",
+            v.artifact.sha256[:12],
+            v.artifact.size_bytes,
+            v.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        for v in versions
+    ]
+    return _table(rows, ["VERSION", "STATUS", "ALIASES", "SHA256", "BYTES", "CREATED"])
+
+
+async def _alias(client: RegistryClient, args: argparse.Namespace) -> str:
+    if args.action == "set":
+        alias = await client.set_alias(args.model, args.alias, args.version)
+        return f"{alias.name} → version {alias.version}"
+    if args.action == "delete":
+        await client.delete_alias(args.model, args.alias)
+        return f"deleted alias {args.alias} of models/{args.model}"
+    aliases = await client.list_aliases(args.model)
+    return _table([(a.alias, a.version) for a in aliases], ["ALIAS", "VERSION"])
+
+
+async def _deployments(client: RegistryClient, args: argparse.Namespace) -> str:
+    if args.action == "apply":
+        spec = _load_message(args.file, pb.Deployment())
+        return _json(await client.apply_deployment(args.deployment, spec))  # type: ignore[arg-type]
+    if args.action == "delete":
+        await client.delete_deployment(args.deployment)
+        return f"deleted deployments/{args.deployment}"
+    items = await client.list_deployments()
+    rows = [
+        (d.name, d.model, ",".join(str(v.resolved_version) for v in d.versions), d.instance_count)
+        for d in items
+    ]
+    return _table(rows, ["NAME", "MODEL", "VERSIONS", "INSTANCES"])
+
+
+async def _endpoints(client: RegistryClient, args: argparse.Namespace) -> str:
+    if args.action == "apply":
+        spec = _load_message(args.file, pb.Endpoint())
+        return _json(await client.apply_endpoint(args.endpoint, spec))  # type: ignore[arg-type]
+    if args.action == "get":
+        return _json(await client.get_endpoint(args.endpoint))
+    if args.action == "delete":
+        await client.delete_endpoint(args.endpoint)
+        return f"deleted endpoints/{args.endpoint}"
+    items = await client.list_endpoints()
+    rows = [
+        (
+            e.name,
+            " ".join(
+                f"{v.name}={v.weight:g}→{v.model.removeprefix('models/')}:"
+                f"{v.selector.resolved_version}"
+                for v in e.variants
+            ),
+            " ".join(f"{s.name}@{s.sample_rate:g}" for s in e.shadows) or "-",
+        )
+        for e in items
+    ]
+    return _table(rows, ["NAME", "VARIANTS", "SHADOWS"])
+
+
+async def _watch(client: RegistryClient, args: argparse.Namespace) -> str:
+    async for event in client.watch(args.start_revision):
+        line = json_format.MessageToDict(event, preserving_proto_field_name=True)
+        print(json.dumps(line), flush=True)
+    return ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelhub", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("MODELHUB_REGISTRY_ADDRESS", "127.0.0.1:50051"),
+        help="registry address host:port",
+    )
+    parser.add_argument("--token", default=os.environ.get("MODELHUB_TOKEN"))
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    models = groups.add_parser("models", help="models and publishing").add_subparsers(
+        dest="action", required=True
+    )
+    p = models.add_parser("create")
+    p.add_argument("model")
+    p.add_argument("--description", default="")
+    p.add_argument("--tag", action="append")
+    models.add_parser("get").add_argument("model")
+    models.add_parser("delete").add_argument("model")
+    p = models.add_parser("list")
+    p.add_argument("--prefix", default="")
+    p.add_argument("--tag", dest="tag_filter", default="")
+    p = models.add_parser("push", help="upload an ONNX file as a new version")
+    p.add_argument("model")
+    p.add_argument("file")
+    p.add_argument("--description", default="")
+    p.add_argument("--author", default="")
+    p.add_argument("--run-id", default="")
+    p.add_argument("--dataset", default="")
+    p.add_argument("--commit", default="")
+    p.add_argument("--tag", action="append")
+    p.add_argument("--alias", action="append", help="point this alias at the new version")
+    p.add_argument("--profile", help="DataProfile JSON file (the drift baseline)")
+
+    versions = groups.add_parser("versions", help="model versions").add_subparsers(
+        dest="action", required=True
+    )
+    p = versions.add_parser("list")
+    p.add_argument("model")
+    p.add_argument("--alias")
+    for action in ("get", "archive", "delete"):
+        versions.add_parser(action).add_argument(
+            "reference", help="fraud@champion, fraud:3, fraud/versions/3"
+        )
+    p = versions.add_parser("download")
+    p.add_argument("reference")
+    p.add_argument("-o", "--output", required=True)
+
+    alias = groups.add_parser("alias", help="aliases").add_subparsers(dest="action", required=True)
+    p = alias.add_parser("set")
+    p.add_argument("model")
+    p.add_argument("alias")
+    p.add_argument("version", type=int)
+    p = alias.add_parser("delete")
+    p.add_argument("model")
+    p.add_argument("alias")
+    alias.add_parser("list").add_argument("model")
+
+    deployments = groups.add_parser("deployments").add_subparsers(dest="action", required=True)
+    p = deployments.add_parser("apply", help="create or replace from a JSON Deployment")
+    p.add_argument("deployment")
+    p.add_argument("file", help="JSON file, - for stdin")
+    deployments.add_parser("delete").add_argument("deployment")
+    deployments.add_parser("list")
+
+    endpoints = groups.add_parser("endpoints").add_subparsers(dest="action", required=True)
+    p = endpoints.add_parser("apply", help="create or replace from a JSON Endpoint")
+    p.add_argument("endpoint")
+    p.add_argument("file", help="JSON file, - for stdin")
+    endpoints.add_parser("get").add_argument("endpoint")
+    endpoints.add_parser("delete").add_argument("endpoint")
+    endpoints.add_parser("list")
+
+    p = groups.add_parser("watch", help="follow the registry's change feed")
+    p.add_argument("--from", dest="start_revision", type=int, default=0)
+    return parser
+
+
+COMMANDS: dict[str, Callable[[RegistryClient, argparse.Namespace], Awaitable[str]]] = {
+    "models": _models,
+    "versions": _versions,
+    "alias": _alias,
+    "deployments": _deployments,
+    "endpoints": _endpoints,
+    "watch": _watch,
+}
+
+
+async def run(args: argparse.Namespace) -> str:
+    async with RegistryClient(args.registry, args.token) as client:
+        return await COMMANDS[args.group](client, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        output = asyncio.run(run(args))
+    except ClientError as exc:
+        print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except (OSError, json_format.ParseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if output:
+        print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
