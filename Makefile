@@ -51,7 +51,7 @@ fmt: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-up: proto migrate
+up: proto
 	$(PY) -m modelhub.stack
 
 bench: proto
