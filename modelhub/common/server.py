@@ -141,7 +141,8 @@ class ServiceRuntime:
             hook()
         await self.server.stop(grace)
         if self._metrics_http is not None:
-            self._metrics_http.shutdown()
+            # shutdown() waits for the serving thread's next poll (up to 0.5 s).
+            await asyncio.to_thread(self._metrics_http.shutdown)
             self._metrics_http.server_close()
             self._metrics_http = None
         log.info("%s stopped", self.name, extra={"fields": {"event": "stopped"}})

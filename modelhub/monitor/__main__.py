@@ -1,0 +1,7 @@
+"""`python -m modelhub.monitor` runs the monitor service."""
+
+import sys
+
+from modelhub.monitor.main import main
+
+sys.exit(main())

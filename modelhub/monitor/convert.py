@@ -1,0 +1,559 @@
+"""Protocol buffers ↔ monitor domain objects. The only monitor module besides `api` and
+`registry_client` that knows the wire types."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from modelhub.api.common.v1 import types_pb2
+from modelhub.api.monitor.v1 import monitor_pb2 as pb
+from modelhub.common.errors import FieldViolation, InvalidArgumentError
+from modelhub.monitor.alerts import Alert, AlertEvent, AlertState
+from modelhub.monitor.drift import (
+    DriftConfig,
+    DriftReport,
+    FeatureDrift,
+    PartialThresholds,
+    Thresholds,
+)
+from modelhub.monitor.events import Event, Outcome, ShadowResult, Value
+from modelhub.monitor.experiments import ExperimentReport
+from modelhub.monitor.monitor import IngestResult, OutcomeResult
+from modelhub.monitor.profile import (
+    CATEGORICAL,
+    NUMERIC,
+    Baseline,
+    DataProfile,
+    FeatureProfile,
+    FeatureSample,
+)
+from modelhub.monitor.rules import UPDATABLE_FIELDS, AlertRule, Comparator
+from modelhub.monitor.series import SeriesKey
+from modelhub.monitor.shadows import ShadowSummary
+from modelhub.monitor.stats import LatencySummary, WindowStats
+
+_KIND_TO_PROTO = {
+    NUMERIC: types_pb2.FeatureProfile.NUMERIC,
+    CATEGORICAL: types_pb2.FeatureProfile.CATEGORICAL,
+}
+_KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
+_COMPARATOR_TO_PROTO = {
+    Comparator.GREATER_THAN: pb.AlertRule.GREATER_THAN,
+    Comparator.GREATER_OR_EQUAL: pb.AlertRule.GREATER_OR_EQUAL,
+    Comparator.LESS_THAN: pb.AlertRule.LESS_THAN,
+    Comparator.LESS_OR_EQUAL: pb.AlertRule.LESS_OR_EQUAL,
+}
+_COMPARATOR_FROM_PROTO = {v: k for k, v in _COMPARATOR_TO_PROTO.items()}
+_STATE_TO_PROTO = {
+    AlertState.INACTIVE: pb.ALERT_STATE_UNSPECIFIED,
+    AlertState.PENDING: pb.PENDING,
+    AlertState.FIRING: pb.FIRING,
+    AlertState.RESOLVED: pb.RESOLVED,
+}
+
+# ------------------------------------------------------------------- basics
+
+
+def to_epoch(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def to_timestamp(t: float) -> Timestamp:
+    ts = Timestamp()
+    if t and math.isfinite(t):
+        seconds = math.floor(t)
+        nanos = round((t - seconds) * 1e9)
+        if nanos >= 1_000_000_000:
+            seconds, nanos = seconds + 1, nanos - 1_000_000_000
+        ts.seconds, ts.nanos = seconds, nanos
+    return ts
+
+
+def unknown_field_violations(
+    message: Message, path: str = "", *, recursive: bool = True
+) -> list[FieldViolation]:
+    """Fields the sender set that this schema does not know, in `message` (and, with
+    `recursive`, every message nested in it): a sender built against another schema,
+    whose data would be misread."""
+    out: list[FieldViolation] = []
+    unknown = unknown_fields.UnknownFieldSet(message)
+    for i in range(len(unknown)):
+        number = unknown[i].field_number
+        out.append(
+            FieldViolation(
+                path,
+                f"unknown field number {number} in {message.DESCRIPTOR.full_name}: the "
+                "sender uses a schema this server does not know",
+            )
+        )
+    if not recursive:
+        return out
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
+            continue
+        child = f"{path}.{descriptor.name}" if path else descriptor.name
+        if descriptor.is_repeated:
+            for i, item in enumerate(value):
+                out.extend(unknown_field_violations(item, f"{child}[{i}]"))
+        else:
+            out.extend(unknown_field_violations(value, child))
+    return out
+
+
+def reject_unknown_fields(message: Message, *, recursive: bool = True) -> None:
+    """INVALID_ARGUMENT when a request carries fields unknown to this schema."""
+    violations = [
+        FieldViolation(v.field or "request", v.description)
+        for v in unknown_field_violations(message, recursive=recursive)
+    ]
+    if violations:
+        raise InvalidArgumentError(
+            f"request has fields this server does not know ({violations[0].description}); "
+            "nothing was stored",
+            violations=violations,
+        )
+
+
+# ------------------------------------------------------------------ events
+
+
+def _values(
+    values: Sequence[pb.FeatureValue], path: str, out: list[FieldViolation]
+) -> list[tuple[str, Value]]:
+    result: list[tuple[str, Value]] = []
+    for i, value in enumerate(values):
+        which = value.WhichOneof("value")
+        if which == "number":
+            result.append((value.name, value.number))
+        elif which == "category":
+            result.append((value.name, value.category))
+        else:
+            out.append(FieldViolation(f"{path}[{i}]", "set exactly one of number and category"))
+    return result
+
+
+def event_from_proto(
+    message: pb.InferenceEvent, *, check_unknown: bool = True
+) -> tuple[Event, list[FieldViolation]]:
+    """The domain event, and the problems only the wire form shows (unknown fields, values
+    without a number or category). `check_unknown=False` skips the unknown-field walk when
+    the caller already knows there are none."""
+    problems = unknown_field_violations(message) if check_unknown else []
+    event = Event(
+        model=message.model,
+        version=message.version,
+        latency_s=message.latency_seconds,
+        time=to_epoch(message.time) if message.HasField("time") else 0.0,
+        request_id=message.request_id,
+        endpoint=message.endpoint,
+        variant=message.variant,
+        queue_s=message.queue_seconds,
+        compute_s=message.compute_seconds,
+        status_code=message.status_code,
+        key_hash=message.key_hash,
+        rows=message.rows,
+        features=_values(message.features, "features", problems),
+        predictions=_values(message.predictions, "predictions", problems),
+        shadows=[
+            ShadowResult(
+                shadow=s.shadow,
+                model=s.model,
+                version=s.version,
+                status_code=s.status_code,
+                latency_s=s.latency_seconds,
+                max_abs_diff=s.max_abs_diff,
+                argmax_agree=s.argmax_agree,
+                has_argmax=s.has_argmax,
+            )
+            for s in message.shadows
+        ],
+        source=message.source or "unknown",
+    )
+    return event, problems
+
+
+def events_with_unknown_fields(request: pb.IngestEventsRequest) -> set[int]:
+    """Indexes of the events that carry unknown fields anywhere inside them.
+
+    Walking every nested message in Python costs more than ingesting the event; a copy
+    without unknown fields, made and sized in C, shows the same thing at a fraction of the
+    cost, and only the events it flags are walked for the exact fields."""
+    clean = pb.IngestEventsRequest()
+    clean.CopyFrom(request)
+    clean.DiscardUnknownFields()
+    if clean.ByteSize() == request.ByteSize():
+        return set()
+    return {
+        i
+        for i, (original, stripped) in enumerate(zip(request.events, clean.events, strict=True))
+        if original.ByteSize() != stripped.ByteSize()
+    }
+
+
+def events_from_proto(
+    request: pb.IngestEventsRequest,
+) -> tuple[list[Event], dict[int, list[FieldViolation]]]:
+    """The batch's events, and the wire-level problems of each (by index)."""
+    flagged = events_with_unknown_fields(request)
+    events: list[Event] = []
+    problems: dict[int, list[FieldViolation]] = {}
+    for i, message in enumerate(request.events):
+        event, found = event_from_proto(message, check_unknown=i in flagged)
+        events.append(event)
+        if found:
+            problems[i] = found
+    return events, problems
+
+
+def ingest_response(result: IngestResult) -> pb.IngestEventsResponse:
+    return pb.IngestEventsResponse(
+        accepted=result.accepted,
+        rejected=result.rejected,
+        reject_reasons=result.reject_reasons,
+        dropped=result.dropped,
+        drop_reasons=result.drop_reasons,
+    )
+
+
+def outcomes_from_proto(request: pb.RecordOutcomesRequest) -> list[Outcome]:
+    return [
+        Outcome(
+            request_id=o.request_id,
+            value=o.value,
+            kind=o.kind or "conversion",
+            time=to_epoch(o.time) if o.HasField("time") else 0.0,
+        )
+        for o in request.outcomes
+    ]
+
+
+def outcomes_response(result: OutcomeResult) -> pb.RecordOutcomesResponse:
+    return pb.RecordOutcomesResponse(
+        attributed=result.attributed,
+        unattributed=result.unattributed,
+        duplicates=result.duplicates,
+    )
+
+
+# ------------------------------------------------------------------- stats
+
+
+def series_key_from_proto(key: pb.SeriesKey) -> SeriesKey:
+    return SeriesKey(key.model, key.version, key.endpoint, key.variant, key.source)
+
+
+def series_key_to_proto(key: SeriesKey) -> pb.SeriesKey:
+    return pb.SeriesKey(
+        model=key.model,
+        version=key.version,
+        endpoint=key.endpoint,
+        variant=key.variant,
+        source=key.source,
+    )
+
+
+def latency_to_proto(summary: LatencySummary) -> pb.LatencySummary:
+    return pb.LatencySummary(
+        p50=summary.p50,
+        p90=summary.p90,
+        p95=summary.p95,
+        p99=summary.p99,
+        mean=summary.mean,
+        max=summary.max,
+        relative_accuracy=summary.relative_accuracy,
+        count=summary.count,
+    )
+
+
+def stats_to_proto(key: SeriesKey, stats: WindowStats) -> pb.Stats:
+    return pb.Stats(
+        key=series_key_to_proto(key),
+        window_seconds=stats.window_s,
+        requests=stats.requests,
+        errors=stats.errors,
+        request_rate=stats.request_rate,
+        error_rate=stats.error_rate,
+        status_codes=stats.codes,
+        latency=latency_to_proto(LatencySummary.of(stats.latency)),
+        predictions=stats.predictions,
+        outcomes=stats.outcomes,
+        outcome_rate=stats.outcome_rate,
+        conversions=stats.conversions,
+        outcome_mean=stats.outcome_mean,
+        queue_seconds_mean=stats.queue_mean,
+        compute_seconds_mean=stats.compute_mean,
+    )
+
+
+# ---------------------------------------------------------- profiles, drift
+
+
+def feature_profile_from_proto(message: types_pb2.FeatureProfile) -> FeatureProfile:
+    return FeatureProfile(
+        name=message.name,
+        kind=_KIND_FROM_PROTO.get(message.kind, ""),
+        bin_edges=list(message.bin_edges),
+        counts=list(message.counts),
+        categories=list(message.categories),
+        quantiles=list(message.quantiles),
+        count=message.count,
+        mean=message.mean,
+        stddev=message.stddev,
+        min=message.min,
+        max=message.max,
+    )
+
+
+def feature_profile_to_proto(profile: FeatureProfile) -> types_pb2.FeatureProfile:
+    return types_pb2.FeatureProfile(
+        name=profile.name,
+        kind=_KIND_TO_PROTO.get(profile.kind, types_pb2.FeatureProfile.KIND_UNSPECIFIED),
+        bin_edges=profile.bin_edges,
+        counts=profile.counts,
+        categories=profile.categories,
+        quantiles=profile.quantiles,
+        count=profile.count,
+        mean=profile.mean,
+        stddev=profile.stddev,
+        min=profile.min,
+        max=profile.max,
+    )
+
+
+def profile_from_proto(message: types_pb2.DataProfile) -> DataProfile:
+    return DataProfile(
+        features=[feature_profile_from_proto(f) for f in message.features],
+        predictions=[feature_profile_from_proto(f) for f in message.predictions],
+    )
+
+
+def profile_to_proto(profile: DataProfile) -> types_pb2.DataProfile:
+    return types_pb2.DataProfile(
+        features=[feature_profile_to_proto(f) for f in profile.features],
+        predictions=[feature_profile_to_proto(f) for f in profile.predictions],
+    )
+
+
+def samples_from_proto(
+    samples: Sequence[pb.FeatureSample],
+) -> list[FeatureSample]:
+    return [FeatureSample(s.name, list(s.numbers), list(s.categories)) for s in samples]
+
+
+def baseline_to_proto(baseline: Baseline) -> pb.Baseline:
+    return pb.Baseline(
+        model=baseline.model,
+        version=baseline.version,
+        profile=profile_to_proto(baseline.profile),
+        origin=baseline.origin,
+        update_time=to_timestamp(baseline.update_time),
+    )
+
+
+def thresholds_from_proto(message: pb.DriftThresholds) -> PartialThresholds:
+    return PartialThresholds(
+        psi=message.psi,
+        js=message.js,
+        ks=message.ks,
+        min_samples=message.min_samples,
+        p_value=message.p_value,
+    )
+
+
+def thresholds_to_proto(t: Thresholds | PartialThresholds) -> pb.DriftThresholds:
+    return pb.DriftThresholds(
+        psi=t.psi, js=t.js, ks=t.ks, min_samples=t.min_samples, p_value=t.p_value
+    )
+
+
+def drift_config_from_proto(message: pb.DriftConfig) -> DriftConfig:
+    return DriftConfig(message.model, thresholds_from_proto(message.thresholds))
+
+
+def drift_config_to_proto(config: DriftConfig) -> pb.DriftConfig:
+    return pb.DriftConfig(
+        model=config.model,
+        thresholds=thresholds_to_proto(config.thresholds),
+        update_time=to_timestamp(config.update_time),
+    )
+
+
+def _feature_drift_to_proto(drift: FeatureDrift) -> pb.FeatureDrift:
+    return pb.FeatureDrift(
+        name=drift.name,
+        kind=_KIND_TO_PROTO.get(drift.kind, types_pb2.FeatureProfile.KIND_UNSPECIFIED),
+        psi=drift.psi,
+        js_distance=drift.js_distance,
+        ks_statistic=drift.ks_statistic,
+        ks_p_value=drift.ks_p_value,
+        drifted=drift.drifted,
+        insufficient_data=drift.insufficient_data,
+        live_count=drift.live_count,
+        bin_edges=drift.bin_edges,
+        categories=drift.categories,
+        baseline_counts=drift.baseline_counts,
+        live_counts=drift.live_counts,
+        new_categories=drift.new_categories,
+        chi2_p_value=drift.chi2_p_value,
+        reasons=drift.reasons,
+    )
+
+
+def drift_report_to_proto(report: DriftReport) -> pb.DriftReport:
+    return pb.DriftReport(
+        model=report.model,
+        version=report.version,
+        window_seconds=report.window_s,
+        thresholds=thresholds_to_proto(report.thresholds),
+        features=[_feature_drift_to_proto(f) for f in report.features],
+        predictions=[_feature_drift_to_proto(f) for f in report.predictions],
+        drifted=report.drifted,
+        insufficient_data=report.insufficient_data,
+        time=to_timestamp(report.time),
+        baseline_origin=report.baseline_origin,
+    )
+
+
+# ------------------------------------------------------------------- rules
+
+
+def rule_from_proto(message: pb.AlertRule) -> AlertRule:
+    """The domain rule (name and output-only fields are the caller's business)."""
+    return AlertRule(
+        rule_id="",
+        display_name=message.display_name,
+        metric=message.metric,
+        series=series_key_from_proto(message.series),
+        comparator=_COMPARATOR_FROM_PROTO.get(message.comparator),
+        threshold=message.threshold,
+        window_s=message.window_seconds,
+        for_s=message.for_seconds,
+        webhook_url=message.webhook_url,
+        disabled=message.disabled,
+        etag=message.etag,
+    )
+
+
+def rule_to_proto(rule: AlertRule) -> pb.AlertRule:
+    comparator = (
+        _COMPARATOR_TO_PROTO[rule.comparator]
+        if rule.comparator is not None
+        else pb.AlertRule.COMPARATOR_UNSPECIFIED
+    )
+    return pb.AlertRule(
+        name=rule.name,
+        display_name=rule.display_name,
+        metric=rule.metric,
+        series=series_key_to_proto(rule.series),
+        comparator=comparator,
+        threshold=rule.threshold,
+        window_seconds=rule.window_s,
+        for_seconds=rule.for_s,
+        webhook_url=rule.webhook_url,
+        disabled=rule.disabled,
+        create_time=to_timestamp(rule.create_time),
+        update_time=to_timestamp(rule.update_time),
+        etag=rule.etag,
+    )
+
+
+def update_paths(request: pb.UpdateAlertRuleRequest) -> list[str]:
+    """The fields to update: the mask's paths, or every populated updatable field."""
+    if request.HasField("update_mask") and request.update_mask.paths:
+        return list(request.update_mask.paths)
+    populated = {descriptor.name for descriptor, _ in request.rule.ListFields()}
+    return [name for name in UPDATABLE_FIELDS if name in populated]
+
+
+def alert_to_proto(alert: Alert) -> pb.Alert:
+    return pb.Alert(
+        rule=alert.rule,
+        state=_STATE_TO_PROTO[alert.state],
+        value=alert.value,
+        active_since=to_timestamp(alert.active_since),
+        last_transition_time=to_timestamp(alert.last_transition),
+        display_name=alert.display_name,
+        metric=alert.metric,
+        threshold=alert.threshold,
+    )
+
+
+def alert_event_to_proto(event: AlertEvent) -> pb.AlertEvent:
+    return pb.AlertEvent(
+        alert=alert_to_proto(event.alert),
+        previous_state=_STATE_TO_PROTO[event.previous],
+        initial=event.initial,
+    )
+
+
+# ------------------------------------------------------ experiments, shadows
+
+
+def experiment_report_to_proto(report: ExperimentReport) -> pb.ExperimentReport:
+    return pb.ExperimentReport(
+        endpoint=report.endpoint,
+        window_seconds=report.window_s,
+        alpha=report.alpha,
+        variants=[
+            pb.VariantReport(
+                variant=v.variant,
+                model=v.model,
+                version=v.version,
+                requests=v.requests,
+                errors=v.errors,
+                error_rate=v.error_rate,
+                latency=latency_to_proto(v.latency),
+                outcomes=v.outcomes,
+                outcome_rate=v.outcome_rate,
+                outcome_rate_ci=pb.ProportionInterval(
+                    lower=v.outcome_rate_ci[0], upper=v.outcome_rate_ci[1]
+                ),
+                conversions=v.conversions,
+                outcome_mean=v.outcome_mean,
+            )
+            for v in report.variants
+        ],
+        comparisons=[
+            pb.VariantComparison(
+                variant_a=c.variant_a,
+                variant_b=c.variant_b,
+                difference=c.difference,
+                z_score=c.z_score,
+                p_value=c.p_value,
+                significant=c.significant,
+            )
+            for c in report.comparisons
+        ],
+    )
+
+
+def shadow_report_to_proto(
+    endpoint: str, window_s: int, shadows: Sequence[ShadowSummary]
+) -> pb.ShadowReport:
+    return pb.ShadowReport(
+        endpoint=endpoint,
+        window_seconds=window_s,
+        shadows=[
+            pb.ShadowSummary(
+                shadow=s.shadow,
+                model=s.model,
+                version=s.version,
+                compared=s.compared,
+                failed=s.failed,
+                agreement_rate=s.agreement_rate,
+                max_abs_diff_p50=s.max_abs_diff_p50,
+                max_abs_diff_p99=s.max_abs_diff_p99,
+                max_abs_diff_max=s.max_abs_diff_max,
+                shadow_latency=latency_to_proto(s.shadow_latency),
+                primary_latency=latency_to_proto(s.primary_latency),
+                argmax_compared=s.argmax_compared,
+                latency_delta_mean=s.latency_delta_mean,
+            )
+            for s in shadows
+        ],
+    )

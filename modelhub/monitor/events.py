@@ -1,0 +1,283 @@
+"""What the monitor ingests: served requests (with sampled features, outputs and shadow
+comparisons) and outcomes, plus their validation.
+
+Validation returns field violations instead of raising, because an ingested batch keeps
+its valid events and counts the invalid ones; callers that must refuse a whole batch turn
+the violations into one `InvalidArgumentError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from modelhub.common.errors import FieldViolation, InvalidArgumentError
+
+# Canonical gRPC status code names by number (grpc.StatusCode, without importing grpc).
+STATUS_NAMES: tuple[str, ...] = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+
+# Registry identifiers: 1-63 lowercase letters, digits and '-', starting with a letter.
+IDENTIFIER = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Variant, shadow and feature names are set by users of the router and the models:
+# accept the usual identifier characters, bounded in length.
+LABEL = re.compile(r"^[A-Za-z0-9_.:\[\]/-]{1,128}$")
+SOURCES = ("router", "inference", "unknown")
+OUTCOME_KINDS = ("conversion", "reward", "label")
+
+Value = float | str
+
+
+@dataclass(slots=True)
+class ShadowResult:
+    """One shadow's answer compared with the primary's."""
+
+    shadow: str
+    model: str
+    version: int
+    status_code: int = 0
+    latency_s: float = 0.0
+    max_abs_diff: float = 0.0
+    argmax_agree: bool = False
+    has_argmax: bool = False
+
+
+@dataclass(slots=True)
+class Event:
+    """One served request. `time` 0 means "when received"."""
+
+    model: str
+    version: int
+    latency_s: float
+    time: float = 0.0
+    request_id: str = ""
+    endpoint: str = ""
+    variant: str = ""
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    status_code: int = 0
+    key_hash: str = ""
+    rows: int = 0
+    features: list[tuple[str, Value]] = field(default_factory=list)
+    predictions: list[tuple[str, Value]] = field(default_factory=list)
+    shadows: list[ShadowResult] = field(default_factory=list)
+    source: str = "unknown"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A conversion, reward or label reported for a served request."""
+
+    request_id: str
+    value: float
+    kind: str = "conversion"
+    time: float = 0.0  # 0 = now
+
+
+@functools.lru_cache(maxsize=4096)
+def is_label(name: str) -> bool:
+    """Whether `name` is a valid variant, shadow or feature name (cached: the same few
+    names arrive with every event)."""
+    return LABEL.match(name) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def model_id(name: str) -> str | None:
+    """The `{model}` of `models/{model}`, or None when `name` is not such a name."""
+    prefix, _, ident = name.partition("/")
+    if prefix != "models" or not IDENTIFIER.match(ident):
+        return None
+    return ident
+
+
+def endpoint_id(name: str) -> str | None:
+    """The `{endpoint}` of `endpoints/{endpoint}`, or None."""
+    prefix, _, ident = name.partition("/")
+    if prefix != "endpoints" or not IDENTIFIER.match(ident):
+        return None
+    return ident
+
+
+def check_model_name(name: str, field_name: str, *, required: bool = True) -> None:
+    """Raise INVALID_ARGUMENT unless `name` is `models/{model}` (or empty when optional)."""
+    if not name and not required:
+        return
+    if not name:
+        raise InvalidArgumentError(
+            f"{field_name} is required: `models/{{model}}`", field=field_name
+        )
+    if model_id(name) is None:
+        raise InvalidArgumentError(
+            f"{field_name} must be `models/{{model}}` with a lowercase identifier "
+            f"(letters, digits, '-'), got {name!r}",
+            field=field_name,
+        )
+
+
+def check_endpoint_name(name: str, field_name: str, *, required: bool = True) -> None:
+    """Raise INVALID_ARGUMENT unless `name` is `endpoints/{endpoint}` (or empty)."""
+    if not name and not required:
+        return
+    if not name:
+        raise InvalidArgumentError(
+            f"{field_name} is required: `endpoints/{{endpoint}}`", field=field_name
+        )
+    if endpoint_id(name) is None:
+        raise InvalidArgumentError(
+            f"{field_name} must be `endpoints/{{endpoint}}` with a lowercase identifier "
+            f"(letters, digits, '-'), got {name!r}",
+            field=field_name,
+        )
+
+
+def status_name(code: int) -> str:
+    return STATUS_NAMES[code] if 0 <= code < len(STATUS_NAMES) else str(code)
+
+
+def _finite_non_negative(value: float) -> bool:
+    return math.isfinite(value) and value >= 0.0
+
+
+def _check_values(
+    values: Sequence[tuple[str, Value]], path: str, out: list[FieldViolation]
+) -> None:
+    for i, (name, value) in enumerate(values):
+        if not is_label(name):
+            out.append(
+                FieldViolation(
+                    f"{path}[{i}].name",
+                    f"must be 1-128 characters of letters, digits and _.:[]/-, got {name!r}",
+                )
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            out.append(FieldViolation(f"{path}[{i}].number", f"must be finite, got {value}"))
+        elif isinstance(value, str) and len(value) > 256:
+            out.append(FieldViolation(f"{path}[{i}].category", "must be at most 256 characters"))
+
+
+def event_violations(event: Event, now: float, max_skew_s: float) -> list[FieldViolation]:
+    """Everything wrong with `event`, as field violations relative to the event."""
+    out: list[FieldViolation] = []
+    if not event.model:
+        out.append(FieldViolation("model", "is required: `models/{model}`"))
+    elif model_id(event.model) is None:
+        out.append(FieldViolation("model", f"must be `models/{{model}}`, got {event.model!r}"))
+    if event.version <= 0:
+        out.append(FieldViolation("version", f"must be a positive version, got {event.version}"))
+    if not _finite_non_negative(event.latency_s):
+        out.append(
+            FieldViolation(
+                "latency_seconds", f"must be finite and non-negative, got {event.latency_s}"
+            )
+        )
+    for name, value in (("queue_seconds", event.queue_s), ("compute_seconds", event.compute_s)):
+        if not _finite_non_negative(value):
+            out.append(FieldViolation(name, f"must be finite and non-negative, got {value}"))
+    if not 0 <= event.status_code < len(STATUS_NAMES):
+        out.append(
+            FieldViolation(
+                "status_code", f"must be a gRPC status code 0-16, got {event.status_code}"
+            )
+        )
+    if event.rows < 0:
+        out.append(FieldViolation("rows", f"must be non-negative, got {event.rows}"))
+    if event.endpoint and endpoint_id(event.endpoint) is None:
+        out.append(
+            FieldViolation("endpoint", f"must be `endpoints/{{endpoint}}`, got {event.endpoint!r}")
+        )
+    if event.variant and not is_label(event.variant):
+        out.append(FieldViolation("variant", f"is not a valid name: {event.variant!r}"))
+    if event.source not in SOURCES:
+        out.append(
+            FieldViolation("source", f"must be one of {', '.join(SOURCES)}, got {event.source!r}")
+        )
+    if len(event.request_id) > 256:
+        out.append(FieldViolation("request_id", "must be at most 256 characters"))
+    if event.time and not math.isfinite(event.time):
+        out.append(FieldViolation("time", "must be a valid timestamp"))
+    elif event.time > now + max_skew_s:
+        out.append(
+            FieldViolation(
+                "time",
+                f"is {event.time - now:.0f} s in the future (more than the allowed clock "
+                f"skew of {max_skew_s:.0f} s): check the sender's clock",
+            )
+        )
+    _check_values(event.features, "features", out)
+    _check_values(event.predictions, "predictions", out)
+    for i, shadow in enumerate(event.shadows):
+        path = f"shadows[{i}]"
+        if not is_label(shadow.shadow):
+            out.append(FieldViolation(f"{path}.shadow", "is required: the shadow's name"))
+        if model_id(shadow.model) is None:
+            out.append(
+                FieldViolation(f"{path}.model", f"must be `models/{{model}}`, got {shadow.model!r}")
+            )
+        if shadow.version <= 0:
+            out.append(FieldViolation(f"{path}.version", "must be a positive version"))
+        if not 0 <= shadow.status_code < len(STATUS_NAMES):
+            out.append(FieldViolation(f"{path}.status_code", "must be a gRPC status code 0-16"))
+        if not _finite_non_negative(shadow.latency_s):
+            out.append(FieldViolation(f"{path}.latency_seconds", "must be finite and non-negative"))
+        if not _finite_non_negative(shadow.max_abs_diff):
+            out.append(FieldViolation(f"{path}.max_abs_diff", "must be finite and non-negative"))
+    return out
+
+
+def outcome_violations(outcome: Outcome) -> list[FieldViolation]:
+    """Everything wrong with `outcome`, relative to the outcome."""
+    out: list[FieldViolation] = []
+    if not outcome.request_id:
+        out.append(FieldViolation("request_id", "is required"))
+    elif len(outcome.request_id) > 256:
+        out.append(FieldViolation("request_id", "must be at most 256 characters"))
+    if not math.isfinite(outcome.value):
+        out.append(FieldViolation("value", f"must be finite, got {outcome.value}"))
+    if outcome.kind not in OUTCOME_KINDS:
+        out.append(
+            FieldViolation(
+                "kind", f"must be one of {', '.join(OUTCOME_KINDS)}, got {outcome.kind!r}"
+            )
+        )
+    elif outcome.kind == "conversion" and outcome.value not in (0.0, 1.0):
+        out.append(FieldViolation("value", f"a conversion is 1 or 0, got {outcome.value}"))
+    if outcome.time and not math.isfinite(outcome.time):
+        out.append(FieldViolation("time", "must be a valid timestamp"))
+    return out
+
+
+def prefixed(violations: Sequence[FieldViolation], prefix: str) -> list[FieldViolation]:
+    """`violations` with `prefix` (e.g. "events[3]") prepended to every field path."""
+    return [
+        FieldViolation(f"{prefix}.{v.field}" if v.field else prefix, v.description)
+        for v in violations
+    ]
+
+
+def violations_error(violations: Sequence[FieldViolation], what: str) -> InvalidArgumentError:
+    """One INVALID_ARGUMENT listing every violation (the message shows the first few)."""
+    shown = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
+    more = f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""
+    return InvalidArgumentError(
+        f"invalid {what}: {shown}{more}; nothing was stored", violations=list(violations)
+    )

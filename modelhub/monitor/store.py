@@ -1,0 +1,373 @@
+"""Persistence of the monitor's configuration: alert rules, baselines set through the
+monitor, and per-model drift thresholds (SQLAlchemy 2 async; SQLite by default,
+PostgreSQL in production). Live statistics are never stored: they are rebuilt from the
+event stream.
+
+Every operation runs in one managed session that commits, or rolls back and translates
+database errors into domain errors. The schema belongs to the Alembic migrations in
+`migrations/`; the store only checks that the database is at their head.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from modelhub.common.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    SchemaOutdatedError,
+    UnavailableError,
+)
+from modelhub.monitor import migrate
+from modelhub.monitor.drift import DriftConfig, PartialThresholds
+from modelhub.monitor.profile import Baseline, DataProfile
+from modelhub.monitor.rules import AlertRule, Comparator
+from modelhub.monitor.series import SeriesKey
+
+
+class Base(DeclarativeBase):
+    """ORM base of the monitor's tables (prefixed `monitor_`: a PostgreSQL database may be
+    shared with the registry)."""
+
+
+class RuleRow(Base):
+    __tablename__ = "monitor_alert_rules"
+
+    rule_id: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
+    display_name: Mapped[str] = mapped_column(sa.String(200))
+    metric: Mapped[str] = mapped_column(sa.String(64))
+    series_model: Mapped[str] = mapped_column(sa.String(80), default="")
+    series_version: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    series_endpoint: Mapped[str] = mapped_column(sa.String(80), default="")
+    series_variant: Mapped[str] = mapped_column(sa.String(128), default="")
+    series_source: Mapped[str] = mapped_column(sa.String(16), default="")
+    comparator: Mapped[str] = mapped_column(sa.String(32))
+    threshold: Mapped[float] = mapped_column(sa.Double)
+    window_seconds: Mapped[int] = mapped_column(sa.Integer)
+    for_seconds: Mapped[float] = mapped_column(sa.Double)
+    webhook_url: Mapped[str] = mapped_column(sa.String(2048), default="")
+    disabled: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    etag: Mapped[str] = mapped_column(sa.String(64))
+
+
+class BaselineRow(Base):
+    __tablename__ = "monitor_baselines"
+
+    model: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    origin: Mapped[str] = mapped_column(sa.String(16))
+    profile: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    update_time: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class DriftConfigRow(Base):
+    __tablename__ = "monitor_drift_configs"
+
+    model: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    psi: Mapped[float] = mapped_column(sa.Double, default=0.0)
+    js: Mapped[float] = mapped_column(sa.Double, default=0.0)
+    ks: Mapped[float] = mapped_column(sa.Double, default=0.0)
+    min_samples: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    p_value: Mapped[float] = mapped_column(sa.Double, default=0.0)
+    update_time: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+def _to_datetime(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+def _to_epoch(value: datetime) -> float:
+    # SQLite hands back naive datetimes; everything is stored in UTC.
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def _rule_from_row(row: RuleRow) -> AlertRule:
+    return AlertRule(
+        rule_id=row.rule_id,
+        display_name=row.display_name,
+        metric=row.metric,
+        series=SeriesKey(
+            model=row.series_model,
+            version=row.series_version,
+            endpoint=row.series_endpoint,
+            variant=row.series_variant,
+            source=row.series_source,
+        ),
+        comparator=Comparator[row.comparator],
+        threshold=row.threshold,
+        window_s=row.window_seconds,
+        for_s=row.for_seconds,
+        webhook_url=row.webhook_url,
+        disabled=row.disabled,
+        create_time=_to_epoch(row.create_time),
+        update_time=_to_epoch(row.update_time),
+        etag=row.etag,
+    )
+
+
+def _rule_values(rule: AlertRule) -> dict[str, Any]:
+    assert rule.comparator is not None, "validated rules have a comparator"
+    return {
+        "display_name": rule.display_name,
+        "metric": rule.metric,
+        "series_model": rule.series.model,
+        "series_version": rule.series.version,
+        "series_endpoint": rule.series.endpoint,
+        "series_variant": rule.series.variant,
+        "series_source": rule.series.source,
+        "comparator": rule.comparator.name,
+        "threshold": rule.threshold,
+        "window_seconds": rule.window_s,
+        "for_seconds": rule.for_s,
+        "webhook_url": rule.webhook_url,
+        "disabled": rule.disabled,
+        "update_time": _to_datetime(rule.update_time),
+        "etag": rule.etag,
+    }
+
+
+def new_etag() -> str:
+    return uuid.uuid4().hex
+
+
+_TOKEN_PREFIX = "rules-after:"
+
+
+def encode_page_token(last_rule_id: str) -> str:
+    """An opaque token continuing a rule listing after `last_rule_id`."""
+    return base64.urlsafe_b64encode((_TOKEN_PREFIX + last_rule_id).encode()).decode()
+
+
+def decode_page_token(token: str) -> str:
+    """The rule id a token continues after; INVALID_ARGUMENT for a token not from us."""
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    if not text.startswith(_TOKEN_PREFIX):
+        raise InvalidArgumentError(
+            "page_token is not a token returned by ListAlertRules; start again without it",
+            field="page_token",
+        )
+    return text[len(_TOKEN_PREFIX) :]
+
+
+def engine_for(url: str) -> AsyncEngine:
+    """An async engine for `url`; a SQLite file's directory is created if missing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
+    return create_async_engine(url, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+
+
+class MonitorStore:
+    """Rules, baselines and drift configs in one database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> MonitorStore:
+        return cls(engine_for(url))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        session = self._sessions()
+        try:
+            yield session
+            await session.commit()
+        except sa_exc.IntegrityError as exc:
+            await session.rollback()
+            raise AlreadyExistsError(f"conflicting row: {exc.orig}") from exc
+        except sa_exc.OperationalError as exc:
+            await session.rollback()
+            raise UnavailableError(f"monitor database unavailable: {exc.orig}") from exc
+        except BaseException:
+            await session.rollback()
+            raise
+        finally:
+            await session.close()
+
+    async def check_schema(self) -> None:
+        """Raise SchemaOutdatedError unless the database is at the migrations' head."""
+        try:
+            async with self.engine.connect() as conn:
+                current = await conn.run_sync(migrate.current_revision)
+        except sa_exc.OperationalError as exc:
+            raise UnavailableError(f"monitor database unavailable: {exc.orig}") from exc
+        head = migrate.head_revision()
+        if current != head:
+            raise SchemaOutdatedError(
+                f"monitor database schema is at revision {current or 'none (empty database)'}"
+                f", this code needs {head}: run `python -m modelhub.monitor.migrate upgrade` "
+                f"(or `make migrate`) with the same MODELHUB_MONITOR_DATABASE_URL",
+                metadata={"current": current or "", "head": head},
+            )
+
+    # ------------------------------------------------------------------ rules
+
+    async def list_rules(self) -> list[AlertRule]:
+        """Every rule, by id (for loading the evaluator)."""
+        async with self._session() as session:
+            rows = await session.scalars(sa.select(RuleRow).order_by(RuleRow.rule_id))
+            return [_rule_from_row(row) for row in rows]
+
+    async def list_rules_page(self, after: str, page_size: int) -> tuple[list[AlertRule], str]:
+        """Rules after id `after`, at most `page_size`, and the next page's token."""
+        async with self._session() as session:
+            query = sa.select(RuleRow).order_by(RuleRow.rule_id).limit(page_size + 1)
+            if after:
+                query = query.where(RuleRow.rule_id > after)
+            rows = list(await session.scalars(query))
+        rules = [_rule_from_row(row) for row in rows[:page_size]]
+        token = encode_page_token(rules[-1].rule_id) if len(rows) > page_size else ""
+        return rules, token
+
+    async def get_rule(self, rule_id: str) -> AlertRule:
+        async with self._session() as session:
+            row = await session.get(RuleRow, rule_id)
+            if row is None:
+                raise NotFoundError(
+                    f"alert rule rules/{rule_id} not found", metadata={"rule": rule_id}
+                )
+            return _rule_from_row(row)
+
+    async def create_rule(self, rule: AlertRule, max_rules: int) -> AlertRule:
+        """Store a new (validated) rule; ALREADY_EXISTS for a taken id."""
+        async with self._session() as session:
+            count = await session.scalar(sa.select(sa.func.count()).select_from(RuleRow))
+            if (count or 0) >= max_rules:
+                raise ResourceExhaustedError(
+                    f"at most {max_rules} alert rules may exist; delete one first",
+                    reason="TOO_MANY_RULES",
+                )
+            if await session.get(RuleRow, rule.rule_id) is not None:
+                raise AlreadyExistsError(
+                    f"alert rule {rule.name} already exists", metadata={"rule": rule.rule_id}
+                )
+            session.add(
+                RuleRow(
+                    rule_id=rule.rule_id,
+                    create_time=_to_datetime(rule.create_time),
+                    **_rule_values(rule),
+                )
+            )
+        return rule
+
+    async def update_rule(self, rule: AlertRule, expected_etag: str) -> AlertRule:
+        """Replace a rule if its stored etag is still `expected_etag` (else ABORTED)."""
+        async with self._session() as session:
+            result = await session.execute(
+                sa.update(RuleRow)
+                .where(RuleRow.rule_id == rule.rule_id, RuleRow.etag == expected_etag)
+                .values(**_rule_values(rule))
+            )
+            if getattr(result, "rowcount", 0) == 0:
+                if await session.get(RuleRow, rule.rule_id) is None:
+                    raise NotFoundError(f"alert rule {rule.name} not found")
+                raise ConflictError(
+                    f"alert rule {rule.name} changed since etag {expected_etag!r} was read; "
+                    "get it again and retry",
+                    metadata={"rule": rule.rule_id},
+                )
+        return rule
+
+    async def delete_rule(self, rule_id: str, etag: str = "") -> None:
+        async with self._session() as session:
+            row = await session.get(RuleRow, rule_id)
+            if row is None:
+                raise NotFoundError(
+                    f"alert rule rules/{rule_id} not found", metadata={"rule": rule_id}
+                )
+            if etag and row.etag != etag:
+                raise ConflictError(
+                    f"alert rule rules/{rule_id} changed since etag {etag!r} was read",
+                    metadata={"rule": rule_id},
+                )
+            await session.delete(row)
+
+    # -------------------------------------------------------------- baselines
+
+    async def put_baseline(self, baseline: Baseline) -> Baseline:
+        async with self._session() as session:
+            row = await session.get(BaselineRow, (baseline.model, baseline.version))
+            if row is None:
+                row = BaselineRow(model=baseline.model, version=baseline.version)
+                session.add(row)
+            row.origin = baseline.origin
+            row.profile = baseline.profile.to_dict()
+            row.update_time = _to_datetime(baseline.update_time)
+        return baseline
+
+    async def get_baseline(self, model: str, version: int) -> Baseline | None:
+        async with self._session() as session:
+            row = await session.get(BaselineRow, (model, version))
+            if row is None:
+                return None
+            return Baseline(
+                model=row.model,
+                version=row.version,
+                profile=DataProfile.from_dict(row.profile),
+                origin=row.origin,
+                update_time=_to_epoch(row.update_time),
+            )
+
+    # ---------------------------------------------------------- drift configs
+
+    async def put_drift_config(self, config: DriftConfig) -> DriftConfig:
+        async with self._session() as session:
+            row = await session.get(DriftConfigRow, config.model)
+            if row is None:
+                row = DriftConfigRow(model=config.model)
+                session.add(row)
+            t = config.thresholds
+            row.psi, row.js, row.ks = t.psi, t.js, t.ks
+            row.min_samples, row.p_value = t.min_samples, t.p_value
+            row.update_time = _to_datetime(config.update_time)
+        return config
+
+    async def get_drift_config(self, model: str) -> DriftConfig | None:
+        async with self._session() as session:
+            row = await session.get(DriftConfigRow, model)
+            if row is None:
+                return None
+            return DriftConfig(
+                model=row.model,
+                thresholds=PartialThresholds(
+                    psi=row.psi,
+                    js=row.js,
+                    ks=row.ks,
+                    min_samples=row.min_samples,
+                    p_value=row.p_value,
+                ),
+                update_time=_to_epoch(row.update_time),
+            )

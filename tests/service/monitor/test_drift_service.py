@@ -1,0 +1,183 @@
+"""Drift over gRPC: baselines set from samples or read from the registry, per-model
+thresholds, reports that flag the shifted feature only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+import pytest
+
+from modelhub.api.common.v1 import types_pb2
+from modelhub.api.monitor.v1 import monitor_pb2 as pb
+from modelhub.api.registry.v1 import registry_pb2, registry_pb2_grpc
+from modelhub.monitor.clock import ManualClock
+from modelhub.monitor.profile import numeric_profile
+
+from .conftest import Service, start_service
+from .helpers import inference_event, ingest
+
+
+def _live_events(rng: np.random.Generator, n: int, shift: float, now: float) -> list:
+    return [
+        inference_event(
+            0.01,
+            time={"seconds": int(now - 1200 + 1200 * i // n)},
+            features=[
+                pb.FeatureValue(name="amount", number=float(rng.normal(100, 15))),
+                pb.FeatureValue(name="age", number=float(rng.normal(40 + shift, 10))),
+                pb.FeatureValue(name="channel", category=str(rng.choice(["web", "app"]))),
+            ],
+            predictions=[pb.FeatureValue(name="label", category="ok")],
+        )
+        for i in range(n)
+    ]
+
+
+async def test_baseline_from_samples_and_report(service: Service) -> None:
+    rng = np.random.default_rng(0)
+    baseline = await service.stub.SetBaseline(
+        pb.SetBaselineRequest(
+            model="models/fraud",
+            version=1,
+            samples=pb.SampleData(
+                features=[
+                    pb.FeatureSample(name="amount", numbers=rng.normal(100, 15, 3000).tolist()),
+                    pb.FeatureSample(name="age", numbers=rng.normal(40, 10, 3000).tolist()),
+                    pb.FeatureSample(
+                        name="channel", categories=rng.choice(["web", "app"], 3000).tolist()
+                    ),
+                ],
+                predictions=[pb.FeatureSample(name="label", categories=["ok"] * 50)],
+            ),
+        )
+    )
+    assert baseline.origin == "monitor" and len(baseline.profile.features) == 3
+    assert baseline.profile.features[0].kind == types_pb2.FeatureProfile.NUMERIC
+    got = await service.stub.GetBaseline(pb.GetBaselineRequest(model="models/fraud", version=1))
+    assert got.profile == baseline.profile
+
+    await ingest(service.stub, _live_events(rng, 1500, shift=10.0, now=service.clock()))
+    report = await service.stub.GetDriftReport(
+        pb.GetDriftReportRequest(model="models/fraud", version=1)
+    )
+    assert report.window_seconds == 3600 and report.baseline_origin == "monitor"
+    assert list(report.drifted) == ["age"]
+    age = next(f for f in report.features if f.name == "age")
+    assert age.drifted and age.psi > 0.2 and age.ks_statistic > 0.1
+    assert len(age.bin_edges) == len(age.baseline_counts) + 1
+    assert report.thresholds.psi == 0.2 and report.thresholds.min_samples == 100
+
+    # Thresholds per model: a min_samples above the live count makes it insufficient.
+    config = await service.stub.UpdateDriftConfig(
+        pb.UpdateDriftConfigRequest(
+            config=pb.DriftConfig(
+                model="models/fraud", thresholds=pb.DriftThresholds(min_samples=5000)
+            )
+        )
+    )
+    assert config.thresholds.min_samples == 5000
+    fetched = await service.stub.GetDriftConfig(pb.GetDriftConfigRequest(model="models/fraud"))
+    assert fetched.thresholds.min_samples == 5000
+    report = await service.stub.GetDriftReport(
+        pb.GetDriftReportRequest(model="models/fraud", version=1)
+    )
+    assert report.insufficient_data and list(report.drifted) == []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await service.stub.UpdateDriftConfig(
+            pb.UpdateDriftConfigRequest(
+                config=pb.DriftConfig(model="models/fraud", thresholds=pb.DriftThresholds(ks=3))
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
+    """Answers GetModelVersion for models/fraud/versions/3 only."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def GetModelVersion(self, request, context):
+        self.calls += 1
+        if request.name != "models/fraud/versions/3":
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
+        rng = np.random.default_rng(1)
+        age = numeric_profile("age", rng.normal(40, 10, 2000).tolist())
+        return registry_pb2.ModelVersion(
+            name=request.name,
+            model="models/fraud",
+            version=3,
+            data_profile=types_pb2.DataProfile(
+                features=[
+                    types_pb2.FeatureProfile(
+                        name="age",
+                        kind=types_pb2.FeatureProfile.NUMERIC,
+                        bin_edges=age.bin_edges,
+                        counts=age.counts,
+                        count=age.count,
+                    )
+                ]
+            ),
+        )
+
+
+@pytest.fixture
+async def registry() -> AsyncIterator[tuple[str, FakeRegistry]]:
+    server = grpc.aio.server()
+    fake = FakeRegistry()
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}", fake
+    await server.stop(0)
+
+
+async def test_baseline_read_from_the_registry(
+    database_url: str, registry: tuple[str, FakeRegistry]
+) -> None:
+    address, fake = registry
+    service = await start_service(database_url, ManualClock(), registry_address=address)
+    try:
+        baseline = await service.stub.GetBaseline(
+            pb.GetBaselineRequest(model="models/fraud", version=3)
+        )
+        assert baseline.origin == "registry"
+        assert [f.name for f in baseline.profile.features] == ["age"]
+        events = _live_events(np.random.default_rng(2), 500, shift=0.0, now=service.clock())
+        for e in events:
+            e.version = 3
+        await ingest(service.stub, events)
+        report = await service.stub.GetDriftReport(
+            pb.GetDriftReportRequest(model="models/fraud", version=3)
+        )
+        assert report.baseline_origin == "registry" and list(report.drifted) == []
+        assert fake.calls == 1  # cached: versions are immutable
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await service.stub.GetDriftReport(
+                pb.GetDriftReportRequest(model="models/fraud", version=4)
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "registry" in (err.value.details() or "")
+    finally:
+        await service.close()
+
+
+async def test_registry_down_is_unavailable(database_url: str) -> None:
+    # A port nobody listens on (bound and closed at once).
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    service = await start_service(
+        database_url, ManualClock(), registry_address=address, registry_timeout_s=1.0
+    )
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await service.stub.GetBaseline(pb.GetBaselineRequest(model="models/fraud", version=3))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert address in (err.value.details() or "")
+    finally:
+        await service.close()
