@@ -153,6 +153,21 @@ def service_specs(var: Path, ports: Ports) -> list[ServiceSpec]:
             metrics_port=ports.metrics_base,
         )
     ]
+    if available("modelhub.monitor.main"):
+        specs.append(
+            ServiceSpec(
+                "monitor",
+                [python, "-m", "modelhub.monitor"],
+                ports.monitor,
+                {
+                    "MODELHUB_MONITOR_PORT": str(ports.monitor),
+                    "MODELHUB_MONITOR_METRICS_PORT": str(ports.metrics_base + 3),
+                    "MODELHUB_MONITOR_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'monitor.db'}",
+                    "MODELHUB_MONITOR_REGISTRY_ADDRESS": f"127.0.0.1:{ports.registry}",
+                },
+                metrics_port=ports.metrics_base + 3,
+            )
+        )
     return specs
 
 
@@ -242,12 +257,13 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await migrate(stack, var)
-        for spec in service_specs(var, ports):
+        specs = service_specs(var, ports)
+        for spec in specs:
             print(f"starting {spec.name} on 127.0.0.1:{spec.port} …", flush=True)
             await stack.start(spec)
         for note in await register_demo(f"127.0.0.1:{ports.registry}"):
             print(note)
-        print(banner(ports, var))
+        print(banner(ports, var, specs))
         if args.check:
             return 0
         watcher = asyncio.ensure_future(stack.watch())
@@ -267,12 +283,16 @@ async def run(args: argparse.Namespace) -> int:
         await stack.stop()
 
 
-def banner(ports: Ports, var: Path) -> str:
+def banner(ports: Ports, var: Path, specs: list[ServiceSpec]) -> str:
     grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
     lines = [
         "",
         "ModelHub is up.",
-        f"  registry   127.0.0.1:{ports.registry}   metrics http://127.0.0.1:{ports.metrics_base}/metrics",
+        *(
+            f"  {spec.name:<10} 127.0.0.1:{spec.port:<6} "
+            f"metrics http://127.0.0.1:{spec.metrics_port}/metrics"
+            for spec in specs
+        ),
         "",
         "Try:",
         f"  {grpcurl} -plaintext 127.0.0.1:{ports.registry} list",
