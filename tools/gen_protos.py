@@ -17,6 +17,7 @@ PROTOS = ROOT / "protos"
 OUT = ROOT
 API_PKG = ROOT / "modelhub" / "api"
 DESCRIPTOR_SET = ROOT / "deploy" / "envoy" / "modelhub.pb"
+RPC_DETAIL_PROTOS = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
 
 
 def _googleapis_include() -> Path:
@@ -42,14 +43,27 @@ def main() -> int:
         f"--pyi_out={OUT}",
         f"--grpc_python_out={OUT}",
         f"--mypy_grpc_out={OUT}",
-        f"--descriptor_set_out={DESCRIPTOR_SET}",
-        "--include_imports",
-        "--include_source_info",
         *files,
     ]
     code = protoc.main(args)
     if code != 0:
         print(f"protoc failed with exit code {code}", file=sys.stderr)
+        return code
+    # Envoy's descriptor set also carries google.rpc.Status and its detail messages, so the
+    # transcoder can turn `grpc-status-details-bin` into a JSON error body.
+    code = protoc.main(
+        [
+            "protoc",
+            *includes,
+            f"--descriptor_set_out={DESCRIPTOR_SET}",
+            "--include_imports",
+            "--include_source_info",
+            *files,
+            *RPC_DETAIL_PROTOS,
+        ]
+    )
+    if code != 0:
+        print(f"protoc (descriptor set) failed with exit code {code}", file=sys.stderr)
         return code
     # Every generated directory becomes a regular package.
     for directory in [API_PKG, *(p for p in API_PKG.rglob("*") if p.is_dir())]:
