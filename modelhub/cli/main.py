@@ -190,6 +190,56 @@ async def _endpoints(client: RegistryClient, args: argparse.Namespace) -> str:
     return _table(rows, ["NAME", "VARIANTS", "SHADOWS"])
 
 
+async def _monitor(client: RegistryClient, args: argparse.Namespace) -> str:
+    """Monitor reports (stats, drift, experiment, shadows, alerts) as JSON."""
+    import grpc
+
+    from modelhub.api.monitor.v1 import monitor_pb2 as mpb
+    from modelhub.api.monitor.v1 import monitor_pb2_grpc
+
+    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
+    window = args.window
+    async with grpc.aio.insecure_channel(args.monitor) as channel:
+        stub = monitor_pb2_grpc.MonitorServiceStub(channel)
+        try:
+            if args.group == "stats":
+                key = mpb.SeriesKey(
+                    model=f"models/{args.model}" if args.model else "",
+                    version=args.version,
+                    endpoint=f"endpoints/{args.endpoint}" if args.endpoint else "",
+                    variant=args.variant or "",
+                )
+                reply: Message = await stub.ListStats(
+                    mpb.ListStatsRequest(filter=key, window_seconds=window), metadata=metadata
+                )
+            elif args.group == "drift":
+                reply = await stub.GetDriftReport(
+                    mpb.GetDriftReportRequest(
+                        model=f"models/{args.model}", version=args.version, window_seconds=window
+                    ),
+                    metadata=metadata,
+                )
+            elif args.group == "experiment":
+                reply = await stub.GetExperimentReport(
+                    mpb.GetExperimentReportRequest(
+                        endpoint=f"endpoints/{args.endpoint}", window_seconds=window
+                    ),
+                    metadata=metadata,
+                )
+            elif args.group == "shadows":
+                reply = await stub.GetShadowReport(
+                    mpb.GetShadowReportRequest(
+                        endpoint=f"endpoints/{args.endpoint}", window_seconds=window
+                    ),
+                    metadata=metadata,
+                )
+            else:
+                reply = await stub.ListAlerts(mpb.ListAlertsRequest(), metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise ClientError.from_rpc_error(exc) from None
+    return _json(reply)
+
+
 async def _watch(client: RegistryClient, args: argparse.Namespace) -> str:
     async for event in client.watch(args.start_revision):
         line = json_format.MessageToDict(event, preserving_proto_field_name=True)
@@ -271,6 +321,27 @@ def build_parser() -> argparse.ArgumentParser:
     endpoints.add_parser("delete").add_argument("endpoint")
     endpoints.add_parser("list")
 
+    monitor_address = os.environ.get("MODELHUB_MONITOR_ADDRESS", "127.0.0.1:50054")
+    for name, help_text in [
+        ("stats", "live statistics per model/version/endpoint/variant"),
+        ("drift", "drift report of a model version"),
+        ("experiment", "per-variant outcome rates and significance on an endpoint"),
+        ("shadows", "shadow vs primary comparison on an endpoint"),
+        ("alerts", "pending and firing alerts"),
+    ]:
+        p = groups.add_parser(name, help=help_text)
+        p.add_argument("--monitor", default=monitor_address, help="monitor address host:port")
+        p.add_argument("--window", type=int, default=300, help="window in seconds (60/300/3600)")
+        if name in ("stats", "drift"):
+            p.add_argument("model", nargs="?" if name == "stats" else None, default="")
+            p.add_argument("--version", type=int, default=0)
+        if name in ("stats", "experiment", "shadows"):
+            p.add_argument(
+                "--endpoint" if name == "stats" else "endpoint", default="", help="endpoint id"
+            )
+        if name == "stats":
+            p.add_argument("--variant", default="")
+
     p = groups.add_parser("watch", help="follow the registry's change feed")
     p.add_argument("--from", dest="start_revision", type=int, default=0)
     return parser
@@ -283,6 +354,11 @@ COMMANDS: dict[str, Callable[[RegistryClient, argparse.Namespace], Awaitable[str
     "deployments": _deployments,
     "endpoints": _endpoints,
     "watch": _watch,
+    "stats": _monitor,
+    "drift": _monitor,
+    "experiment": _monitor,
+    "shadows": _monitor,
+    "alerts": _monitor,
 }
 
 
