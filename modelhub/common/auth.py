@@ -41,9 +41,11 @@ class Principal:
 
     name: str
     role: Role
+    # True when no credentials were presented.
+    anonymous: bool = False
 
 
-ANONYMOUS_ADMIN = Principal("anonymous", Role.ADMIN)
+ANONYMOUS_ADMIN = Principal("anonymous", Role.ADMIN, anonymous=True)
 
 
 def parse_tokens(spec: str) -> dict[str, Principal]:
@@ -73,7 +75,9 @@ class Authenticator:
 
     def __init__(self, tokens: Mapping[str, Principal], anonymous_role: Role | None = None):
         self._tokens = dict(tokens)
-        self._anonymous = Principal("anonymous", anonymous_role) if anonymous_role else None
+        self._anonymous = (
+            Principal("anonymous", anonymous_role, anonymous=True) if anonymous_role else None
+        )
 
     @property
     def enabled(self) -> bool:
@@ -104,6 +108,16 @@ class Authenticator:
 
     @staticmethod
     def authorize(principal: Principal, required: Role, operation: str) -> None:
+        if principal.role >= required:
+            return
+        if principal.anonymous:
+            # Credentials would help: that is "unauthenticated" (HTTP 401), not "forbidden".
+            raise UnauthenticatedError(
+                f"{operation} needs credentials with role {required.name.lower()}: send the "
+                "header 'authorization: Bearer <token>'",
+                reason="MISSING_TOKEN",
+                metadata={"required_role": required.name.lower()},
+            )
         if principal.role < required:
             raise PermissionDeniedError(
                 f"{operation} needs role {required.name.lower()}; "

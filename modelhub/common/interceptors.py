@@ -61,22 +61,40 @@ def _as_domain_error(exc: BaseException, method: str) -> errors.ModelHubError:
     return errors.InternalError(f"internal error in {method}: {type(exc).__name__}")
 
 
+class _MethodMetrics:
+    """One method's metric children, resolved once (a labels() lookup per call is not free
+    on the hot path)."""
+
+    __slots__ = ("_by_code", "_handled", "_labels", "duration")
+
+    def __init__(self, metrics: RpcMetrics, service: str, method: str) -> None:
+        self._handled = metrics.handled
+        self._labels = (service, method)
+        self.duration = metrics.duration.labels(service, method)
+        self._by_code = {"OK": metrics.handled.labels(service, method, "OK")}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        child = self._by_code.get(code.name)
+        if child is None:
+            child = self._by_code[code.name] = self._handled.labels(*self._labels, code.name)
+        return child
+
+
 class _Call:
-    """Bookkeeping for one RPC: its metrics labels and start time."""
+    """Bookkeeping for one RPC: when it started, and where its metrics go."""
 
-    __slots__ = ("labels", "metrics", "start")
+    __slots__ = ("metrics", "start")
 
-    def __init__(self, metrics: RpcMetrics | None, labels: tuple[str, str]) -> None:
+    def __init__(self, metrics: _MethodMetrics | None) -> None:
         self.metrics = metrics
-        self.labels = labels
         self.start = time.perf_counter()
 
     def done(self, code: grpc.StatusCode) -> None:
-        if self.metrics is None:
+        metrics = self.metrics
+        if metrics is None:
             return
-        service, method = self.labels
-        self.metrics.handled.labels(service, method, code.name).inc()
-        self.metrics.duration.labels(service, method).observe(time.perf_counter() - self.start)
+        metrics.handled(code).inc()
+        metrics.duration.observe(time.perf_counter() - self.start)
 
 
 def _code_of(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
@@ -94,7 +112,7 @@ def _wrap_handler(
 ) -> grpc.RpcMethodHandler:
     _, _, tail = method.partition("/")
     service, _, name = tail.partition("/")
-    labels = (service, name)
+    method_metrics = _MethodMetrics(metrics, service, name) if metrics is not None else None
 
     async def on_error(context: grpc.aio.ServicerContext, exc: BaseException, call: _Call) -> None:
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
@@ -112,7 +130,7 @@ def _wrap_handler(
         inner_uu = handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(metrics, labels)
+            call = _Call(method_metrics)
             try:
                 response = await inner_uu(request, context)
             except BaseException as exc:
@@ -126,7 +144,7 @@ def _wrap_handler(
         inner_us = handler.unary_stream
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
-            call = _Call(metrics, labels)
+            call = _Call(method_metrics)
             try:
                 async for item in inner_us(request, context):
                     yield item
@@ -140,7 +158,7 @@ def _wrap_handler(
         inner_su = handler.stream_unary
 
         async def stream_unary(requests: AsyncIterator, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(metrics, labels)
+            call = _Call(method_metrics)
             try:
                 response = await inner_su(requests, context)
             except BaseException as exc:
@@ -156,7 +174,7 @@ def _wrap_handler(
         async def stream_stream(
             requests: AsyncIterator, context: grpc.aio.ServicerContext
         ) -> AsyncIterator:
-            call = _Call(metrics, labels)
+            call = _Call(method_metrics)
             try:
                 async for item in inner_ss(requests, context):
                     yield item

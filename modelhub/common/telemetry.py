@@ -28,10 +28,17 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from modelhub import __version__
 
 _configured_provider: TracerProvider | None = None
+_recording = False
+
+
+def recording() -> bool:
+    """Whether this process records spans (an exporter or span processor is configured)."""
+    return _recording
 
 
 def exporter_name(env: Mapping[str, str]) -> str:
@@ -60,10 +67,11 @@ def setup_tracing(
     extra_processors: list[SpanProcessor] | None = None,
 ) -> TracerProvider:
     """Install the process's tracer provider (once per process; later calls reuse it)."""
-    global _configured_provider
+    global _configured_provider, _recording
     if _configured_provider is not None:
         for processor in extra_processors or []:
             _configured_provider.add_span_processor(processor)
+            _recording = True
         return _configured_provider
     env = os.environ if env is None else env
     exporter = _exporter(exporter_name(env))
@@ -84,7 +92,21 @@ def setup_tracing(
         provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     _configured_provider = provider
+    _recording = exporter is not None or bool(extra_processors)
     return provider
+
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def record_span_in_trace(
+    tracer: trace.Tracer, name: str, traceparent: str, attributes: dict[str, str | int]
+) -> None:
+    """Record a zero-work span as a child of the W3C `traceparent` (e.g. a monitor's handling
+    of an event that a traced request produced, received later in a batch)."""
+    parent = _PROPAGATOR.extract({"traceparent": traceparent})
+    span = tracer.start_span(name, context=parent, attributes=attributes)
+    span.end()
 
 
 def shutdown_tracing() -> None:

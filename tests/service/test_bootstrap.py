@@ -147,3 +147,36 @@ async def test_graceful_shutdown_drains_in_flight_calls() -> None:
         reply = await slow
         assert reply.key == "slow"
         await stopping
+
+
+async def test_tracing_only_where_it_matters() -> None:
+    """Without span recording, only calls that carry a traceparent are instrumented, and they
+    continue the caller's trace."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    runtime = ServiceRuntime(
+        "test", ServiceSettings(), ROLES, tracer_provider=provider, trace_all=False
+    )
+    runtime.add_service(SERVICE, router_pb2_grpc.add_RouterServiceServicer_to_server, FakeRouter())
+    await runtime.start()
+    try:
+        async with grpc.aio.insecure_channel(runtime.address) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            request = router_pb2.ExplainRouteRequest(endpoint="e", key="k")
+            await stub.ExplainRoute(request)
+            assert exporter.get_finished_spans() == ()
+            trace_id = "0af7651916cd43dd8448eb211c80319c"
+            await stub.ExplainRoute(
+                request, metadata=[("traceparent", f"00-{trace_id}-b7ad6b7169203331-01")]
+            )
+            spans = exporter.get_finished_spans()
+            assert len(spans) == 1
+            assert format(spans[0].context.trace_id, "032x") == trace_id
+            assert spans[0].name == f"/{SERVICE}/ExplainRoute"
+    finally:
+        await runtime.stop(0)

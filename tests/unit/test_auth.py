@@ -47,6 +47,11 @@ def test_enabled_auth() -> None:
 
 def test_anonymous_role() -> None:
     auth = Authenticator(parse_tokens("a:admin"), anonymous_role=Role.READER)
-    assert auth.authenticate(None).role is Role.READER
+    anonymous = auth.authenticate(None)
+    assert anonymous.role is Role.READER
+    Authenticator.authorize(anonymous, Role.READER, "GetModel")
+    # Without a token a write is "unauthenticated" (a token would help), not "forbidden".
+    with pytest.raises(UnauthenticatedError, match="needs credentials with role publisher"):
+        Authenticator.authorize(anonymous, Role.PUBLISHER, "CreateModel")
     with pytest.raises(UnauthenticatedError):
         auth.authenticate("Bearer wrong")
