@@ -1,0 +1,305 @@
+"""Protobuf ↔ domain conversions for the inference APIs (the only place, with the
+servicers, that knows the wire types)."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from modelhub.api.common.v1 import types_pb2
+from modelhub.api.inference.v1 import inference_pb2 as ipb
+from modelhub.api.oip import grpc_predict_v2_pb2 as pb
+from modelhub.common.errors import InvalidArgumentError, PayloadTooLargeError
+from modelhub.inference.codec import decode_raw, decode_typed, dtype_of
+from modelhub.inference.repository import IndexEntry, ServedVersion, VersionState
+from modelhub.inference.request import InferRequest, InferResult, InputTensor
+from modelhub.inference.service import ModelDescription
+from modelhub.inference.spec import (
+    BatchingOverrides,
+    BatchingPolicy,
+    Device,
+    LoadOverrides,
+    RuntimeOverrides,
+    TensorSpec,
+)
+from modelhub.inference.stats import Duration
+
+# The typed-contents field that carries each datatype (FP16 has none: raw only).
+TYPED_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+_OutputTensor = pb.ModelInferResponse.InferOutputTensor
+
+
+def _int_parameter(value: pb.InferParameter, name: str) -> int:
+    kind = value.WhichOneof("parameter_choice")
+    if kind in ("int64_param", "uint64_param"):
+        return int(getattr(value, kind))
+    raise InvalidArgumentError(
+        f"parameter {name!r} must be an integer, not {kind}", field=f"parameters[{name}]"
+    )
+
+
+def infer_request(request: pb.ModelInferRequest, max_request_bytes: int) -> InferRequest:
+    """Decode a ModelInferRequest (raw or typed contents) into domain tensors."""
+    if not request.model_name:
+        raise InvalidArgumentError("model_name is required", field="model_name")
+    tensors = request.inputs
+    if not tensors:
+        raise InvalidArgumentError("the request has no inputs", field="inputs")
+    inputs: list[InputTensor] = []
+    raws = list(request.raw_input_contents)  # one bytes object each: frombuffer views them
+    if raws:
+        if len(raws) != len(tensors):
+            raise InvalidArgumentError(
+                f"raw_input_contents has {len(raws)} entries for {len(tensors)} inputs; send "
+                "one per input, in the order of `inputs`",
+                field="raw_input_contents",
+            )
+        size = sum(map(len, raws))
+        if size > max_request_bytes:
+            raise _too_large(size, max_request_bytes)
+        for index, raw in enumerate(raws):
+            tensor = tensors[index]
+            datatype = tensor.datatype
+            shape = tuple(tensor.shape)
+            data = decode_raw(raw, datatype, shape, index)
+            inputs.append(InputTensor(tensor.name, datatype, shape, data))
+    else:
+        size = 0
+        for index, tensor in enumerate(tensors):
+            field = f"inputs[{index}]"
+            dtype = dtype_of(tensor.datatype, f"{field}.datatype")
+            contents = TYPED_FIELD.get(tensor.datatype)
+            if contents is None:
+                raise InvalidArgumentError(
+                    f"{tensor.datatype} data can only be sent as raw_input_contents",
+                    field=f"{field}.contents",
+                )
+            values = getattr(tensor.contents, contents)
+            size += len(values) * dtype.itemsize
+            if size > max_request_bytes:
+                raise _too_large(size, max_request_bytes)
+            shape = tuple(tensor.shape)
+            data = decode_typed(values, tensor.datatype, shape, field)
+            inputs.append(InputTensor(tensor.name, tensor.datatype, shape, data))
+    priority = 0
+    timeout_s = None
+    parameters = request.parameters
+    if len(parameters):
+        if "priority" in parameters:
+            priority = _int_parameter(parameters["priority"], "priority")
+        if "timeout" in parameters:  # microseconds, as tritonclient sends it
+            timeout_us = _int_parameter(parameters["timeout"], "timeout")
+            timeout_s = timeout_us / 1e6 if timeout_us > 0 else None
+    return InferRequest(
+        model=request.model_name,
+        version=request.model_version,
+        inputs=inputs,
+        outputs=[o.name for o in request.outputs] if len(request.outputs) else [],
+        priority=priority,
+        timeout_s=timeout_s,
+    )
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"the request carries {size} bytes of tensor data; the limit is {limit}",
+        metadata={"size_bytes": str(size), "limit_bytes": str(limit)},
+    )
+
+
+def infer_response(request: pb.ModelInferRequest, result: InferResult) -> pb.ModelInferResponse:
+    """The answer, with the request's id and parameters echoed.
+
+    Outputs go in raw_output_contents (what tritonclient reads, and the fast path), except
+    for requests that sent their inputs as typed contents — JSON clients through Envoy's
+    transcoder, grpcurl — which get typed contents back: numbers, not base64 bytes. Outputs
+    with a datatype that has no typed field (FP16) keep the answer raw.
+    """
+    outputs = result.outputs
+    typed = not request.raw_input_contents and all(o.datatype in TYPED_FIELD for o in outputs)
+    response = pb.ModelInferResponse(
+        model_name=result.model,
+        model_version=str(result.version),
+        id=request.id,
+        outputs=[
+            _OutputTensor(name=o.name, datatype=o.datatype, shape=o.data.shape) for o in outputs
+        ],
+    )
+    if typed:
+        for tensor, output in zip(response.outputs, outputs, strict=True):
+            getattr(tensor.contents, TYPED_FIELD[output.datatype]).extend(
+                output.data.ravel().tolist()
+            )
+    else:
+        response.raw_output_contents.extend(o.data.tobytes() for o in outputs)
+    if request.parameters:
+        response.parameters.MergeFrom(request.parameters)
+    return response
+
+
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=spec.datatype, shape=spec.shape
+    )
+
+
+def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=description.name,
+        versions=description.versions,
+        platform=description.platform,
+        inputs=[_tensor_metadata(t) for t in description.schema.inputs],
+        outputs=[_tensor_metadata(t) for t in description.schema.outputs],
+    )
+
+
+# ---------------------------------------------------------------------- repository API
+
+_DEVICES = {
+    types_pb2.AUTO: Device.AUTO,
+    types_pb2.CPU: Device.CPU,
+    types_pb2.GPU: Device.GPU,
+}
+
+_STATES = {
+    VersionState.UNAVAILABLE: ipb.UNAVAILABLE,
+    VersionState.LOADING: ipb.LOADING,
+    VersionState.READY: ipb.READY,
+    VersionState.UNLOADING: ipb.UNLOADING,
+    VersionState.FAILED: ipb.FAILED,
+}
+
+
+def _positive(value: int) -> int | None:
+    return value if value > 0 else None
+
+
+def batching_overrides(config: types_pb2.BatchingConfig) -> BatchingOverrides:
+    """A BatchingConfig (zero = server default) as overrides; negative values refused."""
+    for field in (
+        "max_batch_size",
+        "max_queue_delay_us",
+        "max_queue_size",
+        "priority_levels",
+        "default_timeout_us",
+    ):
+        if getattr(config, field) < 0:
+            raise InvalidArgumentError(
+                f"batching.{field} must not be negative", field=f"batching.{field}"
+            )
+    return BatchingOverrides(
+        max_batch_size=_positive(config.max_batch_size),
+        max_queue_delay_s=config.max_queue_delay_us / 1e6 if config.max_queue_delay_us else None,
+        max_queue_size=_positive(config.max_queue_size),
+        priority_levels=_positive(config.priority_levels),
+        default_timeout_s=config.default_timeout_us / 1e6 if config.default_timeout_us else None,
+    )
+
+
+def runtime_overrides(
+    config: types_pb2.RuntimeConfig, instance_count: int, device: int
+) -> RuntimeOverrides:
+    optimization = config.graph_optimization or None
+    if optimization is not None and optimization not in ("disable", "basic", "extended", "all"):
+        raise InvalidArgumentError(
+            f"runtime.graph_optimization {optimization!r} is not one of disable, basic, "
+            "extended, all",
+            field="runtime.graph_optimization",
+        )
+    if config.intra_op_threads < 0 or config.inter_op_threads < 0 or instance_count < 0:
+        raise InvalidArgumentError(
+            "thread and instance counts must not be negative", field="runtime"
+        )
+    return RuntimeOverrides(
+        device=_DEVICES.get(device),  # type: ignore[call-overload]
+        intra_op_threads=_positive(config.intra_op_threads),
+        inter_op_threads=_positive(config.inter_op_threads),
+        graph_optimization=optimization,
+        instance_count=_positive(instance_count),
+    )
+
+
+def load_overrides(request: ipb.LoadModelRequest) -> LoadOverrides:
+    return LoadOverrides(
+        batching_overrides(request.batching),
+        runtime_overrides(request.runtime, request.instance_count, request.device),
+    )
+
+
+def batching_config(policy: BatchingPolicy) -> types_pb2.BatchingConfig:
+    return types_pb2.BatchingConfig(
+        max_batch_size=policy.max_batch_size,
+        max_queue_delay_us=round(policy.max_queue_delay_s * 1e6),
+        max_queue_size=policy.max_queue_size,
+        priority_levels=policy.priority_levels,
+        default_timeout_us=round(policy.default_timeout_s * 1e6),
+    )
+
+
+def _timestamp(seconds: float) -> Timestamp | None:
+    if seconds <= 0:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def index_entry(entry: IndexEntry) -> ipb.ModelIndexEntry:
+    return ipb.ModelIndexEntry(
+        name=entry.model,
+        version=str(entry.version),
+        state=_STATES[entry.state],
+        reason=entry.reason,
+        execution_provider=entry.provider,
+        instance_count=entry.instance_count,
+        memory_bytes=entry.memory_bytes,
+        pinned=entry.pinned,
+        last_used_time=_timestamp(entry.last_used),
+        batching=batching_config(entry.batching) if entry.batching is not None else None,
+    )
+
+
+def _duration(value: Duration) -> ipb.StatisticDuration:
+    return ipb.StatisticDuration(count=value.count, ns=value.ns)
+
+
+def model_statistics(served: ServedVersion) -> ipb.ModelStatistics:
+    stats = served.telemetry.stats
+    last = None
+    if stats.last_inference_ns:
+        last = Timestamp()
+        last.FromNanoseconds(stats.last_inference_ns)
+    return ipb.ModelStatistics(
+        name=served.info.model,
+        version=str(served.info.version),
+        last_inference_time=last,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=ipb.InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+        ),
+        batch_stats=[
+            ipb.BatchStatistics(batch_size=size, compute_infer=_duration(d))
+            for size, d in sorted(stats.batches.items())
+        ],
+        rejected_count=stats.rejected_count,
+        expired_count=stats.expired_count,
+        queue_depth=max(0, served.batcher.depth),
+    )

@@ -1,0 +1,160 @@
+"""`python -m modelhub.inference`: settings → model source → cache → repository →
+deployment watcher → service → servicers → ServiceRuntime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from modelhub.api.inference.v1 import inference_pb2_grpc as ipb_grpc
+from modelhub.api.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+from modelhub.common.server import ServiceRuntime, serve_until_signalled
+from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
+from modelhub.inference import api, repository_api
+from modelhub.inference.cache import ArtifactCache
+from modelhub.inference.deployments import DeploymentWatcher
+from modelhub.inference.local_source import DirectoryModelSource
+from modelhub.inference.metrics import InferenceMetrics
+from modelhub.inference.registry_source import RegistryModelSource
+from modelhub.inference.repository import ModelRepository
+from modelhub.inference.runtime import RunHook, SessionFactory
+from modelhub.inference.service import InferenceService
+from modelhub.inference.settings import InferenceSettings
+from modelhub.inference.source import ModelSource
+
+log = logging.getLogger("modelhub.inference")
+
+ROLES = {**api.ROLES, **repository_api.ROLES}
+
+
+class InferenceApp:
+    """The wired inference service: its gRPC runtime and the domain objects behind it.
+
+    `source`, `tracer_provider`, `metrics_registry`, `run_hook` and `trace_all` (trace
+    every call, not only those arriving with a traceparent) let tests and embedders
+    replace what `main` would build from the settings."""
+
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        *,
+        source: ModelSource | None = None,
+        tracer_provider: TracerProvider | None = None,
+        metrics_registry: CollectorRegistry | None = None,
+        run_hook: RunHook | None = None,
+        trace_all: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source: ModelSource = source or self._make_source(settings)
+        self.runtime = ServiceRuntime(
+            "inference",
+            settings,
+            ROLES,
+            tracer_provider=tracer_provider,
+            metrics_registry=metrics_registry,
+            reuse_port=settings.reuse_port,
+            trace_all=trace_all,
+        )
+        self.metrics = InferenceMetrics(self.runtime.metrics_registry)
+        tracer = trace.get_tracer("modelhub.inference", tracer_provider=tracer_provider)
+        self.repository = ModelRepository(
+            self.source,
+            ArtifactCache(Path(settings.cache_dir), self.source),
+            SessionFactory(run_hook),
+            self.metrics,
+            defaults=settings.load_options(),
+            memory_budget_bytes=settings.memory_budget_bytes,
+            load_on_demand=settings.load_on_demand,
+            resolve_ttl_s=settings.resolve_ttl_s,
+            warmup=settings.warmup,
+            inline_threshold_s=settings.inline_threshold_s(),
+            tracer=tracer,
+        )
+        self.watcher = (
+            DeploymentWatcher(self.source, self.repository) if settings.watch_deployments else None
+        )
+        self.service = InferenceService(self.repository, self.watcher)
+        self.runtime.add_service(
+            api.SERVICE_NAME,
+            pb_grpc.add_GRPCInferenceServiceServicer_to_server,
+            api.InferenceServicer(self.service, self.metrics, settings.max_request_bytes),
+        )
+        # ServerReady turns false as soon as stopping begins, with the health status.
+        self.runtime.on_stop(self.service.shutting_down)
+        self.runtime.add_service(
+            repository_api.SERVICE_NAME,
+            ipb_grpc.add_ModelRepositoryServiceServicer_to_server,
+            repository_api.ModelRepositoryServicer(self.service),
+        )
+
+    @staticmethod
+    def _make_source(settings: InferenceSettings) -> ModelSource:
+        if settings.model_source == "directory":
+            if not settings.model_dir:
+                raise SystemExit(
+                    "MODELHUB_INFERENCE_MODEL_DIR is required with model_source=directory"
+                )
+            return DirectoryModelSource(Path(settings.model_dir))
+        return RegistryModelSource(
+            settings.registry_address,
+            token=settings.registry_token,
+            max_message_bytes=settings.max_message_bytes,
+        )
+
+    @property
+    def address(self) -> str:
+        return self.runtime.address
+
+    def start_background(self) -> None:
+        """Start following deployments (call inside the running loop)."""
+        if self.watcher is not None:
+            self.watcher.start()
+
+    async def start(self) -> None:
+        """Start the server and the deployment watcher (for tests and embedding)."""
+        self.start_background()
+        await self.runtime.start()
+
+    async def close(self) -> None:
+        """Release everything but the gRPC server (stopped first by its owner)."""
+        self.service.shutting_down()
+        if self.watcher is not None:
+            await self.watcher.close()
+        await self.repository.close()
+        await self.source.close()
+
+    async def stop(self, grace: float | None = None) -> None:
+        self.service.shutting_down()
+        await self.runtime.stop(grace)
+        await self.close()
+
+
+async def serve(settings: InferenceSettings) -> None:
+    provider = setup_tracing("modelhub-inference")
+    app = InferenceApp(settings, tracer_provider=provider)
+    app.start_background()
+    try:
+        await serve_until_signalled(app.runtime, cleanup=app.close)
+    finally:
+        shutdown_tracing()
+
+
+def main() -> int:
+    settings = InferenceSettings()
+    setup_logging("inference", settings.log.level, settings.log.format)
+    if settings.workers > 1:
+        from modelhub.inference.workers import supervise
+
+        return supervise(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Prometheus metrics of the inference service, in the runtime's own CollectorRegistry,
+and the per-version observer the batcher reports to (metrics + statistics)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from modelhub.inference.stats import VersionStats
+
+if TYPE_CHECKING:
+    from modelhub.inference.batcher import Job
+
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class InferenceMetrics:
+    """Every inference metric, registered once per server in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.request_duration = Histogram(
+            "modelhub_inference_request_duration_seconds",
+            "Time from receiving an inference request to answering it.",
+            ["model", "version", "code"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_duration = Histogram(
+            "modelhub_inference_queue_duration_seconds",
+            "Time a request waited in its version's queue before its batch ran.",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.compute_duration = Histogram(
+            "modelhub_inference_compute_duration_seconds",
+            "Time of one ONNX Runtime run (one batch).",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "modelhub_inference_batch_size",
+            "Rows per ONNX Runtime run.",
+            ["model", "version"],
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "modelhub_inference_queue_depth",
+            "Requests waiting in a version's queue.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "modelhub_inference_rejected_total",
+            "Requests refused (queue full) or dropped before compute (deadline passed).",
+            ["model", "version", "reason"],
+            registry=registry,
+        )
+        self.loads = Counter(
+            "modelhub_inference_model_loads_total",
+            "Model version loads, by outcome (ready, failed).",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.unloads = Counter(
+            "modelhub_inference_model_unloads_total",
+            "Model version unloads, by cause (unload, evicted, replaced, deployment).",
+            ["model", "cause"],
+            registry=registry,
+        )
+        self.loaded_versions = Gauge(
+            "modelhub_inference_loaded_versions",
+            "Model versions loaded and serving.",
+            registry=registry,
+        )
+        self.memory_bytes = Gauge(
+            "modelhub_inference_memory_bytes",
+            "Estimated memory held by loaded versions (the budget's accounting).",
+            registry=registry,
+        )
+        # Children resolved once: `labels()` costs a lock and a tuple per call.
+        self._request_children: dict[tuple[str, str, str], Histogram] = {}
+
+    def observe_request(self, model: str, version: str, code: str, seconds: float) -> None:
+        key = (model, version, code)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.request_duration.labels(*key)
+        child.observe(seconds)
+
+    def for_version(self, model: str, version: str) -> VersionTelemetry:
+        return VersionTelemetry(self, model, version)
+
+
+class VersionTelemetry:
+    """What one version's batcher reports: Prometheus children and the statistics."""
+
+    def __init__(self, metrics: InferenceMetrics, model: str, version: str) -> None:
+        self.stats = VersionStats()
+        self._queue = metrics.queue_duration.labels(model, version)
+        self._compute = metrics.compute_duration.labels(model, version)
+        self._batch = metrics.batch_size.labels(model, version)
+        self._depth = metrics.queue_depth.labels(model, version)
+        self._full = metrics.rejected.labels(model, version, "queue_full")
+        self._expired = metrics.rejected.labels(model, version, "deadline")
+
+    def batch_done(
+        self,
+        jobs: Sequence[Job],
+        rows: int,
+        started: float,
+        input_s: float,
+        infer_s: float,
+        output_s: float,
+    ) -> None:
+        queue = self._queue
+        total_wait = 0.0
+        for job in jobs:
+            wait = started - job.enqueued
+            total_wait += wait
+            queue.observe(wait)
+        self.stats.queue.add(total_wait, len(jobs))
+        self.stats.record_batch(len(jobs), rows, input_s, infer_s, output_s)
+        self._compute.observe(infer_s)
+        self._batch.observe(rows)
+
+    def queue_depth(self, depth: int) -> None:
+        self._depth.set(depth)
+
+    def rejected(self) -> None:
+        self.stats.rejected_count += 1
+        self._full.inc()
+
+    def expired(self, count: int) -> None:
+        self.stats.expired_count += count
+        self._expired.inc(count)
+
+    def request_done(self, ok: bool, seconds: float) -> None:
+        (self.stats.success if ok else self.stats.fail).add(seconds)

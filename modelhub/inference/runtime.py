@@ -1,0 +1,172 @@
+"""ONNX Runtime sessions: execution provider choice, thread settings, warm-up.
+
+CUDA is used when it really works, not merely when it is compiled in: the GPU wheel lists
+`CUDAExecutionProvider` even without a GPU or CUDA libraries, and a session then falls
+back to CPU with a logged error. So the factory probes once with a one-node model and
+reads `session.get_providers()`, and every session checks what it really got.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from modelhub.common.errors import FailedPreconditionError, InvalidArtifactError
+from modelhub.inference.signature import ModelSignature
+from modelhub.inference.spec import Device, RuntimeOptions
+
+log = logging.getLogger("modelhub.inference.runtime")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+RunFn = Callable[[Sequence[str] | None, dict[str, np.ndarray]], list[np.ndarray]]
+# Wraps a session's run function (instrumentation, fault injection in tests).
+RunHook = Callable[[str, RunFn], RunFn]
+
+
+def _probe_model() -> bytes:
+    """The smallest valid model (Identity on a float), for the CUDA probe."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+    return bytes(model.SerializeToString())
+
+
+class OrtInstance:
+    """One ONNX Runtime session of a version and the thread that runs it."""
+
+    def __init__(self, name: str, session: ort.InferenceSession, run: RunFn) -> None:
+        self.name = name
+        self.session = session
+        self.provider = session.get_providers()[0]
+        self._run = run
+        # One thread per session: runs of one instance never overlap, and a slow model
+        # occupies only its own threads.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+
+    def timed_run(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
+        start = time.perf_counter()
+        outputs = self._run(None, feeds)
+        return outputs, time.perf_counter() - start
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class SessionFactory:
+    """Creates sessions with the right providers and threads. Blocking: call from a thread."""
+
+    def __init__(self, run_hook: RunHook | None = None) -> None:
+        self._run_hook = run_hook
+        self._cuda: bool | None = None
+        self._lock = threading.Lock()
+
+    def cuda_usable(self) -> bool:
+        """Whether a CUDA session really runs on the GPU here (probed once)."""
+        with self._lock:
+            if self._cuda is None:
+                self._cuda = self._probe_cuda()
+            return self._cuda
+
+    @staticmethod
+    def _probe_cuda() -> bool:
+        if CUDA not in ort.get_available_providers():
+            return False
+        # A failed CUDA provider logs errors through the default logger; here they are
+        # expected, so silence it for the probe and restore ORT's default (warning).
+        ort.set_default_logger_severity(4)
+        try:
+            session = ort.InferenceSession(_probe_model(), providers=[CUDA, CPU])
+        except Exception as exc:
+            log.info("CUDA execution provider unusable: %s", exc)
+            return False
+        finally:
+            ort.set_default_logger_severity(2)
+        usable = session.get_providers()[0] == CUDA
+        log.info("CUDA execution provider %s", "usable" if usable else "not usable: using CPU")
+        return usable
+
+    def providers(self, device: Device) -> list[str]:
+        if device is Device.CPU:
+            return [CPU]
+        if self.cuda_usable():
+            return [CUDA, CPU]
+        if device is Device.GPU:
+            raise FailedPreconditionError(
+                "device GPU was requested but the CUDA execution provider does not work on "
+                "this server",
+                reason="GPU_UNAVAILABLE",
+            )
+        return [CPU]
+
+    def create(self, path: Path, options: RuntimeOptions, name: str) -> list[OrtInstance]:
+        """`options.instance_count` sessions of the model at `path`."""
+        providers = self.providers(options.device)
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = max(1, options.intra_op_threads)
+        session_options.inter_op_num_threads = max(1, options.inter_op_threads)
+        session_options.graph_optimization_level = _OPTIMIZATION.get(
+            options.graph_optimization, ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        )
+        session_options.log_severity_level = 3
+        instances = []
+        for index in range(max(1, options.instance_count)):
+            try:
+                session = ort.InferenceSession(
+                    str(path), session_options, providers=list(providers)
+                )
+            except Exception as exc:
+                raise InvalidArtifactError(f"ONNX Runtime cannot load model {name}: {exc}") from exc
+            if options.device is Device.GPU and session.get_providers()[0] != CUDA:
+                raise FailedPreconditionError(
+                    f"model {name} did not get the CUDA execution provider",
+                    reason="GPU_UNAVAILABLE",
+                )
+            run: RunFn = session.run
+            if self._run_hook is not None:
+                run = self._run_hook(name, run)
+            instances.append(OrtInstance(f"{name}#{index}", session, run))
+        return instances
+
+
+def warm_up(
+    instance: OrtInstance, signature: ModelSignature, rows: Sequence[int], repeats: int = 2
+) -> list[tuple[int, float]]:
+    """Run zero-filled batches of each size in `rows` (dynamic dimensions other than the
+    batch set to 1) so that lazy allocations happen now, not on the first request.
+    Returns (rows, seconds) of the timed runs, to seed the cost curve."""
+    timings = []
+    for size in rows:
+        feeds = {}
+        for spec in signature.inputs:
+            dtype = spec.dtype if spec.dtype is not None else np.dtype("float32")
+            shape = [d if d >= 0 else 1 for d in spec.shape]
+            if signature.batchable:
+                shape[0] = size
+            feeds[spec.name] = np.zeros(shape, dtype=dtype)
+        instance.timed_run(feeds)  # the first run of a size pays one-time costs
+        for _ in range(repeats):
+            _, seconds = instance.timed_run(feeds)
+            timings.append((size if signature.batchable else 1, seconds))
+    return timings

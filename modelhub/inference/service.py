@@ -1,0 +1,190 @@
+"""The inference data plane, transport-neutral: validate a request against its version,
+queue it on that version's batcher, and shape the answer. The servicers in `api` and
+`repository_api` only translate protobuf to these calls and back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from opentelemetry.trace import SpanContext
+
+from modelhub import __version__
+from modelhub.common.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ModelHubError,
+    NotFoundError,
+)
+from modelhub.inference.batcher import INF
+from modelhub.inference.deployments import DeploymentWatcher
+from modelhub.inference.repository import IndexEntry, ModelRepository, ServedVersion
+from modelhub.inference.request import InferRequest, InferResult, OutputTensor
+from modelhub.inference.spec import LoadOverrides, ModelSchema
+
+SERVER_NAME = "modelhub-inference"
+EXTENSIONS = ("model_repository", "statistics", "schedule_policy", "parameters")
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """What ModelMetadata answers."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    schema: ModelSchema
+
+
+class InferenceService:
+    """Serving operations over a repository of model versions."""
+
+    def __init__(
+        self, repository: ModelRepository, watcher: DeploymentWatcher | None = None
+    ) -> None:
+        self.repository = repository
+        self.watcher = watcher
+        self.name = SERVER_NAME
+        self.version = __version__
+        self.extensions = EXTENSIONS
+        self._shutting_down = False
+
+    def ready(self) -> bool:
+        """Ready to serve: not shutting down, and the deployments (if followed) applied
+        once."""
+        if self._shutting_down:
+            return False
+        return self.watcher is None or self.watcher.synced.is_set()
+
+    def shutting_down(self) -> None:
+        self._shutting_down = True
+
+    async def infer(
+        self,
+        request: InferRequest,
+        time_remaining: float | None = None,
+        span_context: SpanContext | None = None,
+    ) -> InferResult:
+        """Run one request through its version's batcher.
+
+        `time_remaining` is the transport deadline (seconds, None: none); the request's
+        own `timeout_s` and the version's default timeout may shorten it. Raises domain
+        errors: NotFoundError, InvalidArgumentError, QueueFullError, DeadlineExpiredError…
+        """
+        start = time.perf_counter()
+        repository = self.repository
+        served = repository.lookup(request.model, request.version)
+        if served is None:
+            served = await repository.acquire(request.model, request.version)
+        served.enter()
+        request.served_version = served.info.version
+        try:
+            signature = served.signature
+            arrays, rows, key = signature.prepare(request.inputs)
+            indices = signature.output_indices(request.outputs)
+            policy = served.batcher.policy
+            # The transport enforces its own deadline; the batcher answers for the others.
+            timeout = time_remaining
+            server_deadline = False
+            own = request.timeout_s or policy.default_timeout_s or None
+            if own is not None and (timeout is None or own < timeout):
+                timeout, server_deadline = own, True
+            deadline = INF if timeout is None else asyncio.get_running_loop().time() + timeout
+            future = served.batcher.submit(
+                arrays,
+                rows,
+                key,
+                priority=request.priority,
+                deadline=deadline,
+                server_deadline=server_deadline,
+                span_context=span_context,
+            )
+            try:
+                outputs = await future
+            except ModelHubError:  # failed after admission (expired, run failed, unloaded)
+                served.telemetry.request_done(False, time.perf_counter() - start)
+                raise
+            served.telemetry.request_done(True, time.perf_counter() - start)
+        finally:
+            served.leave()
+        specs = signature.outputs
+        return InferResult(
+            served.info.model,
+            served.info.version,
+            [OutputTensor(specs[i].name, specs[i].datatype, outputs[i]) for i in indices],
+        )
+
+    async def model_ready(self, model: str, version: str) -> bool:
+        """Whether the version is served here now (never loads anything)."""
+        served = self.repository.lookup(model, version)
+        if served is None and not version.isdigit():
+            try:
+                info = await self.repository.resolve(model, version)
+            except ModelHubError:
+                return False
+            served = self.repository.lookup(model, str(info.version))
+        return served is not None
+
+    async def model_metadata(self, model: str, version: str) -> ModelDescription:
+        """Inputs and outputs of a version (its session's when served, else the source's
+        schema: describing a model does not load it)."""
+        info, schema = await self.repository.schema(model, version)
+        if schema is None:
+            served = await self.repository.load(model, str(info.version), any_options=True)
+            schema = served.signature.schema
+        versions = {str(v) for v in self.repository.known_versions(model)}
+        versions.add(str(info.version))
+        return ModelDescription(
+            name=model,
+            versions=sorted(versions, key=int),
+            platform=PLATFORM,
+            schema=schema,
+        )
+
+    # ------------------------------------------------------------------ repository
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        return self.repository.index(ready_only)
+
+    async def load_model(
+        self, model: str, version: str, overrides: LoadOverrides | None = None
+    ) -> IndexEntry:
+        """Load a version (explicitly: evictable, not pinned) and wait until it serves."""
+        if not model:
+            raise InvalidArgumentError("model is required", field="model")
+        served = await self.repository.load(model, version, overrides)
+        return next(e for e in self.repository.index() if (e.model, e.version) == served.key)
+
+    async def unload_model(self, model: str, version: str) -> None:
+        """Unload a version after its in-flight requests drain. Versions a deployment keeps
+        loaded are refused: change the deployment instead."""
+        if not model:
+            raise InvalidArgumentError("model is required", field="model")
+        if not version.isdigit():
+            raise InvalidArgumentError(
+                f"version must be a version number, not {version!r}", field="version"
+            )
+        key = (model, int(version))
+        if self.repository.is_pinned(key):
+            raise FailedPreconditionError(
+                f"model {model!r} version {version} is kept loaded by a deployment; change "
+                "or delete the deployment instead",
+                reason="DEPLOYED",
+            )
+        await self.repository.unload(model, int(version))
+
+    def statistics(self, model: str = "", version: str = "") -> list[ServedVersion]:
+        """Served versions matching the filters (empty: any), for their statistics."""
+        found = [
+            s
+            for s in self.repository.served(model or None)
+            if not version or str(s.info.version) == version
+        ]
+        if (model or version) and not found:
+            raise NotFoundError(
+                f"no loaded version matches model {model!r} version {version!r}",
+                metadata={"model": model, "version": version},
+            )
+        return sorted(found, key=lambda s: s.key)
