@@ -1,0 +1,444 @@
+"""The router's copy of the registry, and the routing table built from it.
+
+`RegistryState` is the mutable copy the registry watch keeps current: models, READY
+versions, aliases, deployments and endpoints. `build_table` turns it into an immutable
+`RoutingTable` snapshot in which every selector is already resolved to a version number,
+every bucket range computed and every wire suffix encoded, so that routing a request is
+a few dictionary lookups. The router swaps the whole snapshot in one assignment: a
+request sees either the old table or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from modelhub.router import wire
+from modelhub.router.backends import BackendPool, BackendRegistry
+from modelhub.router.bucketing import Range, Ranges
+from modelhub.router.stats import RouteCounters, RouterCounters, ShadowCounters
+
+log = logging.getLogger("modelhub.router.table")
+
+LATEST = "latest"
+
+# Response parameters and trailing metadata the router adds to every routed answer.
+PARAM_VARIANT = "modelhub.variant"
+PARAM_MODEL = "modelhub.model"
+PARAM_VERSION = "modelhub.version"
+PARAM_ENDPOINT = "modelhub.endpoint"
+TRAILER_VARIANT = "modelhub-variant"
+TRAILER_MODEL = "modelhub-model"
+TRAILER_VERSION = "modelhub-version"
+TRAILER_ENDPOINT = "modelhub-endpoint"
+
+
+# ----------------------------------------------------------------------- registry state
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """A version by number, by alias, or (both None) the newest READY version."""
+
+    version: int | None = None
+    alias: str | None = None
+
+    def describe(self) -> str:
+        if self.version is not None:
+            return f"version {self.version}"
+        if self.alias is not None and self.alias != LATEST:
+            return f"alias {self.alias}"
+        return LATEST
+
+
+class KeySource(enum.Enum):
+    METADATA = "metadata"
+    PARAMETER = "parameter"
+
+
+@dataclass(frozen=True, slots=True)
+class StickyKey:
+    """Where an endpoint's bucketing key comes from."""
+
+    source: KeySource
+    name: str
+
+    def describe(self) -> str:
+        return f"{self.source.value}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSpec:
+    name: str
+    model: str
+    selector: Selector
+    weight: float
+    pool: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowSpec:
+    name: str
+    model: str
+    selector: Selector
+    sample_rate: float
+    pool: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """A routing policy as the registry holds it (`endpoints/{id}`)."""
+
+    id: str
+    variants: tuple[VariantSpec, ...]
+    sticky_key: StickyKey | None = None
+    salt: str = ""
+    shadows: tuple[ShadowSpec, ...] = ()
+    fallback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    """Which versions of a model a deployment keeps loaded."""
+
+    id: str
+    model: str
+    selectors: tuple[Selector, ...]
+
+
+@dataclass
+class RegistryState:
+    """The part of the registry the router routes by. Mutated only by the registry watch;
+    readers use the `RoutingTable` built from it."""
+
+    revision: int = 0
+    models: set[str] = field(default_factory=set)
+    # model → version number → READY?
+    versions: dict[str, dict[int, bool]] = field(default_factory=dict)
+    # model → alias → version number
+    aliases: dict[str, dict[str, int]] = field(default_factory=dict)
+    endpoints: dict[str, EndpointSpec] = field(default_factory=dict)
+    deployments: dict[str, DeploymentSpec] = field(default_factory=dict)
+
+    def put_model(self, model: str) -> None:
+        self.models.add(model)
+
+    def delete_model(self, model: str) -> None:
+        self.models.discard(model)
+        self.versions.pop(model, None)
+        self.aliases.pop(model, None)
+
+    def put_version(self, model: str, version: int, ready: bool) -> None:
+        self.models.add(model)
+        self.versions.setdefault(model, {})[version] = ready
+
+    def delete_version(self, model: str, version: int) -> None:
+        self.versions.get(model, {}).pop(version, None)
+
+    def put_alias(self, model: str, alias: str, version: int) -> None:
+        self.aliases.setdefault(model, {})[alias] = version
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        self.aliases.get(model, {}).pop(alias, None)
+
+    def put_endpoint(self, endpoint: EndpointSpec) -> None:
+        self.endpoints[endpoint.id] = endpoint
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        self.endpoints.pop(endpoint_id, None)
+
+    def put_deployment(self, deployment: DeploymentSpec) -> None:
+        self.deployments[deployment.id] = deployment
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        self.deployments.pop(deployment_id, None)
+
+    def ready_versions(self, model: str) -> list[int]:
+        """READY version numbers of `model`, newest first."""
+        return sorted(
+            (v for v, ready in self.versions.get(model, {}).items() if ready), reverse=True
+        )
+
+    def resolve(self, model: str, selector: Selector) -> int:
+        """The READY version `selector` picks now, or 0 when it picks none (unknown number,
+        archived version, missing alias, no READY version)."""
+        versions = self.versions.get(model, {})
+        if selector.version is not None:
+            number = selector.version
+        elif selector.alias is not None and selector.alias != LATEST:
+            number = self.aliases.get(model, {}).get(selector.alias, 0)
+        else:
+            ready = self.ready_versions(model)
+            return ready[0] if ready else 0
+        return number if versions.get(number) else 0
+
+    def deployed(self) -> set[tuple[str, int]]:
+        """(model, version) pairs some deployment keeps loaded."""
+        loaded: set[tuple[str, int]] = set()
+        for deployment in self.deployments.values():
+            for selector in deployment.selectors:
+                number = self.resolve(deployment.model, selector)
+                if number:
+                    loaded.add((deployment.model, number))
+        return loaded
+
+
+# ------------------------------------------------------------------------ routing table
+
+
+class Target:
+    """A resolved destination: one model version on one backend pool, with everything the
+    data path adds to the request and the response already encoded."""
+
+    __slots__ = (
+        "counters",
+        "endpoint",
+        "model",
+        "pool",
+        "request_suffix",
+        "response_suffix",
+        "trailers",
+        "variant",
+        "version",
+    )
+
+    def __init__(
+        self,
+        endpoint: str,
+        variant: str,
+        model: str,
+        version: int,
+        pool: BackendPool,
+        counters: RouteCounters,
+    ) -> None:
+        self.endpoint = endpoint  # `endpoints/{e}` or "" for a plain model route
+        self.variant = variant
+        self.model = model  # model id (`fraud`)
+        self.version = version
+        self.pool = pool
+        self.counters = counters
+        self.request_suffix = wire.request_override(model, version)
+        params = {
+            PARAM_VARIANT: variant,
+            PARAM_MODEL: f"models/{model}",
+            PARAM_VERSION: str(version),
+        }
+        trailers = [
+            (TRAILER_VARIANT, variant),
+            (TRAILER_MODEL, f"models/{model}"),
+            (TRAILER_VERSION, str(version)),
+        ]
+        if endpoint:
+            params[PARAM_ENDPOINT] = endpoint
+            trailers.append((TRAILER_ENDPOINT, endpoint))
+        self.response_suffix = wire.response_parameters(params)
+        self.trailers = tuple(trailers)
+
+    def __repr__(self) -> str:
+        return f"Target({self.endpoint!r}, {self.variant!r}, models/{self.model}@{self.version})"
+
+
+@dataclass(frozen=True, slots=True)
+class VariantRoute:
+    spec: VariantSpec
+    range: Range
+    version: int  # 0: unresolved
+    deployed: bool
+    target: Target | None  # None when unresolved
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRoute:
+    spec: ShadowSpec
+    version: int
+    target: Target | None
+    counters: ShadowCounters
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRoute:
+    """One endpoint, resolved."""
+
+    id: str
+    name: str  # `endpoints/{id}`
+    sticky_key: StickyKey | None
+    salt: str
+    variants: tuple[VariantRoute, ...]
+    ranges: Ranges
+    shadows: tuple[ShadowRoute, ...]
+    fallback: VariantRoute | None
+
+    def pick(self, u: float) -> VariantRoute:
+        return self.variants[self.ranges.pick(u)]
+
+
+class ModelRoute:
+    """A plain model name: its default version and any READY version by number."""
+
+    __slots__ = (
+        "_targets",
+        "aliases",
+        "counters",
+        "default",
+        "default_selector",
+        "id",
+        "pool",
+        "ready",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        ready: list[int],
+        aliases: dict[str, int],
+        default: int,
+        default_selector: str,
+        pool: BackendPool,
+        counters: RouteCounters,
+    ) -> None:
+        self.id = model
+        self.ready = frozenset(ready)
+        self.aliases = aliases  # alias → READY version
+        self.default = default
+        self.default_selector = default_selector
+        self.pool = pool
+        self.counters = counters
+        self._targets: dict[int, Target] = {}
+
+    def target(self, version: int) -> Target:
+        """The target of a READY version (built once per table, on first use)."""
+        target = self._targets.get(version)
+        if target is None:
+            target = self._targets[version] = Target(
+                "", "", self.id, version, self.pool, self.counters
+            )
+        return target
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """An immutable snapshot: what every request routes by until the next swap."""
+
+    revision: int
+    synced: bool
+    endpoints: dict[str, EndpointRoute]
+    models: dict[str, ModelRoute]
+    default_pool: BackendPool
+    built_at: float = field(default_factory=time.monotonic)
+
+    def pools(self) -> Iterable[BackendPool]:
+        yield self.default_pool
+        for endpoint in self.endpoints.values():
+            for variant in endpoint.variants:
+                if variant.target is not None:
+                    yield variant.target.pool
+            for shadow in endpoint.shadows:
+                if shadow.target is not None:
+                    yield shadow.target.pool
+
+
+def empty_table(backends: BackendRegistry) -> RoutingTable:
+    """The table before the registry's initial state arrived: routes nothing."""
+    return RoutingTable(0, False, {}, {}, backends.default_pool)
+
+
+def _endpoint_route(
+    spec: EndpointSpec,
+    state: RegistryState,
+    deployed: set[tuple[str, int]],
+    backends: BackendRegistry,
+    counters: RouterCounters,
+) -> EndpointRoute:
+    name = f"endpoints/{spec.id}"
+    ranges = Ranges([v.weight for v in spec.variants])
+    variants = []
+    for variant, bucket_range in zip(spec.variants, ranges.ranges, strict=True):
+        version = state.resolve(variant.model, variant.selector)
+        target = None
+        if version:
+            target = Target(
+                name,
+                variant.name,
+                variant.model,
+                version,
+                backends.pool(variant.pool),
+                counters.route(name, variant.name),
+            )
+        variants.append(
+            VariantRoute(
+                variant, bucket_range, version, (variant.model, version) in deployed, target
+            )
+        )
+    shadows = []
+    for shadow in spec.shadows:
+        version = state.resolve(shadow.model, shadow.selector)
+        target = None
+        if version:
+            # Shadow calls are counted by the shadow's own counters, not as requests.
+            target = Target(
+                name,
+                shadow.name,
+                shadow.model,
+                version,
+                backends.pool(shadow.pool),
+                RouteCounters(name, shadow.name, shadow.model),
+            )
+        shadows.append(ShadowRoute(shadow, version, target, counters.shadow(name, shadow.name)))
+    fallback = next((v for v in variants if v.spec.name == spec.fallback), None)
+    return EndpointRoute(
+        spec.id,
+        name,
+        spec.sticky_key,
+        spec.salt,
+        tuple(variants),
+        ranges,
+        tuple(shadows),
+        fallback,
+    )
+
+
+def build_table(
+    state: RegistryState,
+    backends: BackendRegistry,
+    counters: RouterCounters,
+    default_alias: str,
+    synced: bool = True,
+) -> RoutingTable:
+    """Resolve `state` into a routing table. `default_alias` is the alias a plain model
+    name goes to when the request names no version (empty: always the newest READY)."""
+    deployed = state.deployed()
+    endpoints: dict[str, EndpointRoute] = {}
+    for spec in state.endpoints.values():
+        try:
+            endpoints[spec.id] = _endpoint_route(spec, state, deployed, backends, counters)
+        except ValueError as exc:
+            # Weights the registry refuses (no positive weight): nothing to route to.
+            log.warning("endpoints/%s not routable: %s", spec.id, exc)
+            continue
+    models: dict[str, ModelRoute] = {}
+    for model in state.models:
+        ready = state.ready_versions(model)
+        default, why = 0, LATEST
+        if default_alias:
+            default = state.resolve(model, Selector(alias=default_alias))
+            why = f"alias {default_alias}"
+        if not default:
+            default, why = (ready[0] if ready else 0), LATEST
+        aliases = {
+            alias: number
+            for alias, number in state.aliases.get(model, {}).items()
+            if number in ready
+        }
+        models[model] = ModelRoute(
+            model,
+            ready,
+            aliases,
+            default,
+            why,
+            backends.default_pool,
+            counters.route("", "", model),
+        )
+    return RoutingTable(state.revision, synced, endpoints, models, backends.default_pool)

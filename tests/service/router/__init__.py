@@ -1,0 +1,1 @@
+"""Service tests of the router: real registry, inference and monitor servers, in-process."""
