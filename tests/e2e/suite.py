@@ -1,0 +1,72 @@
+"""Starting the whole suite (registry, monitor, inference, router, Envoy) as real processes
+for end-to-end tests, on ephemeral ports, through the same code as `make up`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelhub.stack import Ports, ServiceSpec, Stack, StackConfig, register_demo, start_suite
+
+ADMIN_TOKEN = "e2e-admin-token"
+PUBLISHER_TOKEN = "e2e-publisher-token"
+
+
+@dataclass
+class Suite:
+    stack: Stack
+    config: StackConfig
+    specs: list[ServiceSpec]
+
+    @property
+    def ports(self) -> Ports:
+        return self.config.ports
+
+    @property
+    def front(self) -> str:
+        return f"127.0.0.1:{self.ports.envoy}"
+
+    def spec(self, name: str) -> ServiceSpec:
+        return next(s for s in self.specs if s.name == name)
+
+
+@contextlib.asynccontextmanager
+async def running_suite(
+    var: Path,
+    *,
+    inference_instances: int = 1,
+    auth: bool = False,
+    otlp: str = "",
+) -> AsyncIterator[Suite]:
+    env: dict[str, str] = {"MODELHUB_ROUTER_EVENT_SAMPLE_RATE": "1.0"}
+    if auth:
+        env |= {
+            "MODELHUB_AUTH_TOKENS": f"{ADMIN_TOKEN}:admin:ops,{PUBLISHER_TOKEN}:publisher:ci",
+            "MODELHUB_AUTH_ANONYMOUS_ROLE": "reader",
+            "MODELHUB_ROUTER_MONITOR_TOKEN": PUBLISHER_TOKEN,
+        }
+    if otlp:
+        env |= {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{otlp}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+        }
+    config = StackConfig(
+        var=var,
+        ports=Ports.free(),
+        inference_instances=inference_instances,
+        env=env,
+        envoy_otlp=otlp,
+    )
+    stack = Stack(var)
+    try:
+        specs = await start_suite(stack, config)
+        await register_demo(
+            f"127.0.0.1:{config.ports.registry}", token=ADMIN_TOKEN if auth else None
+        )
+        yield Suite(stack, config, specs)
+    finally:
+        await stack.stop()
