@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 FEATURES = 8
 CLASSES = 2
-FEATURE_NAMES = [f"f{i}" for i in range(FEATURES)]
+# Column i of the input tensor: the name the router gives sampled feature values.
+FEATURE_NAMES = [f"input[{i}]" for i in range(FEATURES)]
 
 
 def classifier(version: int) -> bytes:

@@ -280,6 +280,8 @@ def service_specs(config: StackConfig, inference_ports: list[int]) -> list[Servi
                 "MODELHUB_ROUTER_BACKENDS": f"127.0.0.1:{ports.envoy_inference_lb}",
                 "MODELHUB_ROUTER_MONITOR_ADDRESS": f"127.0.0.1:{ports.monitor}",
                 "MODELHUB_ROUTER_REFLECT_ALL": "true",
+                # Every event carries its feature values here (production samples a few).
+                "MODELHUB_ROUTER_EVENT_SAMPLE_RATE": "1.0",
                 "OTEL_SERVICE_NAME": "modelhub-router",
             },
             metrics_url=f"http://127.0.0.1:{m_router}/metrics",
@@ -419,10 +421,16 @@ def demo_request(rows: np.ndarray, request_id: str) -> oip.ModelInferRequest:
 
 
 async def demo_traffic(
-    address: str, users: int = 200, token: str | None = None, wait_s: float = 60.0
+    address: str,
+    users: int = 200,
+    token: str | None = None,
+    wait_s: float = 60.0,
+    drift_shift: float = 0.0,
 ) -> Counter[str]:
     """Send one request per user through `address`, report a conversion for every fifth;
-    returns requests per variant."""
+    returns requests per variant. With `drift_shift`, feature input[0] of the second half of the
+    users is shifted by that many standard deviations: production data drifting away from
+    the training data, for the monitor's drift report to find."""
     rng = np.random.default_rng(3)
     served: Counter[str] = Counter()
     auth = [("authorization", f"Bearer {token}")] if token else []
@@ -449,6 +457,8 @@ async def demo_traffic(
             await asyncio.sleep(0.5)
         for user in range(users):
             rows = rng.normal(0, 1, (1, demo.FEATURES))
+            if user >= users // 2:
+                rows[0, 0] += drift_shift
             response = await infer.ModelInfer(
                 demo_request(rows, f"demo-{user}"),
                 metadata=[("x-user-id", f"user-{user}"), *auth],
@@ -463,6 +473,36 @@ async def demo_traffic(
                     timeout=5,
                 )
     return served
+
+
+async def demo_report(monitor: str) -> list[str]:
+    """What the monitor made of the demo traffic: drift and the experiment, in a few lines."""
+    from modelhub.api.monitor.v1 import monitor_pb2 as mpb
+    from modelhub.api.monitor.v1 import monitor_pb2_grpc
+
+    lines: list[str] = []
+    async with grpc.aio.insecure_channel(monitor) as channel:
+        stub = monitor_pb2_grpc.MonitorServiceStub(channel)
+        for version in (1, 2):
+            report = await stub.GetDriftReport(
+                mpb.GetDriftReportRequest(
+                    model="models/fraud", version=version, window_seconds=300
+                ),
+                timeout=10,
+            )
+            drifted = ", ".join(report.drifted) or "none"
+            lines.append(f"drift report fraud v{version}: drifted features: {drifted}")
+        experiment = await stub.GetExperimentReport(
+            mpb.GetExperimentReportRequest(endpoint="endpoints/fraud", window_seconds=300),
+            timeout=10,
+        )
+        for variant in experiment.variants:
+            lines.append(
+                f"experiment {variant.variant}: {variant.requests} requests, outcome rate "
+                f"{variant.outcome_rate:.2f} (95% CI {variant.outcome_rate_ci.lower:.2f}–"
+                f"{variant.outcome_rate_ci.upper:.2f})"
+            )
+    return lines
 
 
 async def start_suite(stack: Stack, config: StackConfig) -> list[ServiceSpec]:
@@ -490,11 +530,14 @@ async def run(args: argparse.Namespace) -> int:
         specs = await start_suite(stack, config)
         for note in await register_demo(f"127.0.0.1:{config.ports.registry}"):
             print(note)
-        served = await demo_traffic(f"127.0.0.1:{config.ports.envoy}")
+        served = await demo_traffic(f"127.0.0.1:{config.ports.envoy}", users=400, drift_shift=1.5)
         print(
             "demo traffic through Envoy: "
             + ", ".join(f"{variant} {count}" for variant, count in sorted(served.items()))
         )
+        await asyncio.sleep(1.5)  # the router sends its events to the monitor in batches
+        for line in await demo_report(f"127.0.0.1:{config.ports.monitor}"):
+            print(line)
         print(banner(config.ports, config.var, specs))
         if args.check:
             return 0
