@@ -519,8 +519,18 @@ async def start_suite(stack: Stack, config: StackConfig) -> list[ServiceSpec]:
     return specs
 
 
+def envoy_collector(env: dict[str, str]) -> str:
+    """host:port of the OTLP/gRPC collector the OTEL_* variables name, for Envoy's tracer."""
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", ""
+    )
+    if not endpoint or env.get("OTEL_TRACES_EXPORTER", "otlp") in ("none", "console"):
+        return ""
+    return endpoint.split("://", 1)[-1].rstrip("/")
+
+
 async def run(args: argparse.Namespace) -> int:
-    config = StackConfig(var=Path(args.var).resolve())
+    config = StackConfig(var=Path(args.var).resolve(), envoy_otlp=envoy_collector(dict(os.environ)))
     stack = Stack(config.var)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
