@@ -37,6 +37,9 @@ class Connection:
         self.answers = answers
         self.calls: list[pb.ModelInferRequest] = []
 
+    def infer_call(self) -> Any:
+        return self.infer
+
     def infer(self, data: bytes, timeout: float | None = None, metadata: Any = None) -> Any:
         self.calls.append(pb.ModelInferRequest.FromString(data))
         future = asyncio.get_running_loop().create_future()
