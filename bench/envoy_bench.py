@@ -40,7 +40,68 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+MINIMAL = """\
+static_resources:
+  listeners:
+  - name: hop
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: hop
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - {{name: hop, domains: ["*"], routes: [{{match: {{prefix: "/"}}, route: {{cluster: up}}}}]}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: up
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: up
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {upstream}}}}}}}
+"""
+
+
+def _launch(
+    name: str, config: Path, cpus: str, tmp: Path, admin_port: int | None
+) -> subprocess.Popen[bytes]:
+    command = ["taskset", "-c", cpus, envoy.envoy_binary(), "-c", str(config),
+               "--disable-hot-restart", "--log-level", "error", "--concurrency", "1",
+               "--base-id", str(_free_port())]  # fmt: skip
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / f"{name}.log", "ab"),
+    )
+
+
+def start_minimal_envoy(tmp: Path, cpus: str, router: str) -> Service:
+    """A bare proxy hop (HTTP/2 in, HTTP/2 out, router filter only): what any extra process
+    in the path costs on this machine, whatever its configuration."""
+    host, _, upstream = router.rpartition(":")
+    port = _free_port()
+    config = tmp / "envoy-minimal.yaml"
+    config.write_text(MINIMAL.format(port=port, host=host, upstream=upstream))
+    process = _launch("envoy-minimal", config, cpus, tmp, None)
+    time.sleep(1.5)
+    return Service("envoy-minimal", process, f"127.0.0.1:{port}")
+
+
 def start_envoy(tmp: Path, cpus: str, router: str, registry: str, inference: str) -> Service:
+    """ModelHub's front door, rendered from the template (local variant)."""
     params = replace(
         envoy.LOCAL,
         listen_port=_free_port(),
@@ -53,12 +114,7 @@ def start_envoy(tmp: Path, cpus: str, router: str, registry: str, inference: str
     )
     config = tmp / "envoy.yaml"
     config.write_text(envoy.render(params))
-    process = subprocess.Popen(
-        ["taskset", "-c", cpus, envoy.envoy_binary(), "-c", str(config),
-         "--disable-hot-restart", "--log-level", "error", "--concurrency", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp / "envoy.log", "ab"),  # noqa: SIM115
-    )  # fmt: skip
+    process = _launch("envoy", config, cpus, tmp, params.admin_port)
     ready = f"http://127.0.0.1:{params.admin_port}/ready"
     for _ in range(100):
         try:
@@ -120,18 +176,20 @@ def main() -> None:
             tmp, args.server_cpus, router.address, registry.address, inference.address
         )
         services.append(proxy)
+        hop = start_minimal_envoy(tmp, args.server_cpus, router.address)
+        services.append(hop)
         servers = [inference, router]
         time.sleep(1.0)
         for concurrency in levels:
-            direct_runs, proxied_runs = [], []
-            for _ in range(args.repeat):  # interleaved: drift on a shared machine hits both
-                direct_runs.append(
-                    load(router.address, f"{model}-ep", "", model_file, concurrency, args, servers)
-                )
-                proxied_runs.append(
-                    load(proxy.address, f"{model}-ep", "", model_file, concurrency, args, servers)
-                )
-            rows.append((concurrency, _median(direct_runs), _median(proxied_runs)))
+            runs: dict[str, list[dict[str, float]]] = {"direct": [], "hop": [], "envoy": []}
+            for _ in range(args.repeat):  # interleaved: drift on a shared machine hits all
+                for kind, target in (
+                    ("direct", router.address), ("hop", hop.address), ("envoy", proxy.address)
+                ):  # fmt: skip
+                    runs[kind].append(
+                        load(target, f"{model}-ep", "", model_file, concurrency, args, servers)
+                    )
+            rows.append((concurrency, *(_median(runs[k]) for k in ("direct", "hop", "envoy"))))
     finally:
         for service in reversed(services):
             stop(service)
@@ -142,20 +200,26 @@ def main() -> None:
         f"after {args.warmup:.0f} s warmup, median of {args.repeat} interleaved runs"
     )
     header = (
-        f"{'conc':>5} | {'router req/s':>12}{'p50 ms':>8}{'p99 ms':>8} | "
-        f"{'via Envoy req/s':>15}{'p50 ms':>8}{'p99 ms':>8} | {'+p50 ms':>8}{'+p99 ms':>8}"
-        f"{'thr ratio':>10}"
+        f"{'conc':>5} | {'router req/s':>12}{'p50':>7}{'p99':>7} | "
+        f"{'bare hop req/s':>14}{'p50':>7}{'p99':>7}{'+p50':>7} | "
+        f"{'ModelHub Envoy req/s':>20}{'p50':>7}{'p99':>7}{'+p50':>7}{'+p99':>7}{'ratio':>7}"
     )
-    print(header)
+    print(header + "   (ms)")
     print("-" * len(header))
-    for concurrency, direct, proxied in rows:
+    for concurrency, direct, hop_run, proxied in rows:
         print(
-            f"{concurrency:>5} | {direct['req_s']:>12.0f}{direct['p50_ms']:>8.2f}"
-            f"{direct['p99_ms']:>8.2f} | {proxied['req_s']:>15.0f}{proxied['p50_ms']:>8.2f}"
-            f"{proxied['p99_ms']:>8.2f} | {proxied['p50_ms'] - direct['p50_ms']:>+8.2f}"
-            f"{proxied['p99_ms'] - direct['p99_ms']:>+8.2f}"
-            f"{proxied['req_s'] / direct['req_s']:>10.2f}"
+            f"{concurrency:>5} | {direct['req_s']:>12.0f}{direct['p50_ms']:>7.2f}"
+            f"{direct['p99_ms']:>7.2f} | {hop_run['req_s']:>14.0f}{hop_run['p50_ms']:>7.2f}"
+            f"{hop_run['p99_ms']:>7.2f}{hop_run['p50_ms'] - direct['p50_ms']:>+7.2f} | "
+            f"{proxied['req_s']:>20.0f}{proxied['p50_ms']:>7.2f}{proxied['p99_ms']:>7.2f}"
+            f"{proxied['p50_ms'] - direct['p50_ms']:>+7.2f}"
+            f"{proxied['p99_ms'] - direct['p99_ms']:>+7.2f}"
+            f"{proxied['req_s'] / direct['req_s']:>7.2f}"
         )
+    print(
+        "bare hop: an Envoy with only the router filter (no transcoder, CORS, rate limit, "
+        "retries, access log) — the cost of any extra process in the path on this machine"
+    )
     print(f"(logs in {tmp})")
 
 
