@@ -63,3 +63,20 @@ ORT_TO_OIP: dict[str, str] = {
 def numpy_dtype(datatype: str) -> np.dtype | None:
     """The numpy dtype of an Open Inference Protocol datatype, or None if unsupported."""
     return OIP_TO_NUMPY.get(datatype)
+
+
+# The InferTensorContents field that carries each datatype as typed values (FP16 and BF16
+# have none: raw contents only; BYTES uses bytes_contents).
+TYPED_CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}

@@ -22,7 +22,8 @@ log = logging.getLogger("modelhub.rpc")
 # Services every caller may use without credentials: health checks and reflection.
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
-_LATENCY_BUCKETS = (
+# Latency histogram buckets (seconds) shared by every ModelHub request-duration metric.
+LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 
@@ -41,7 +42,7 @@ class RpcMetrics:
             "modelhub_grpc_server_handling_seconds",
             "Time from the start of an RPC to its end on the server.",
             ["service", "method"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=registry,
         )
 

@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.inference.v1 import inference_pb2 as ipb
 from modelhub.api.oip import grpc_predict_v2_pb2 as pb
+from modelhub.common.dtypes import TYPED_CONTENTS_FIELD
 from modelhub.common.errors import InvalidArgumentError, PayloadTooLargeError
 from modelhub.inference.codec import decode_raw, decode_typed, dtype_of
 from modelhub.inference.repository import IndexEntry, ServedVersion, VersionState
@@ -23,20 +24,8 @@ from modelhub.inference.spec import (
 )
 from modelhub.inference.stats import Duration
 
-# The typed-contents field that carries each datatype (FP16 has none: raw only).
-TYPED_FIELD = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-}
+# The typed-contents field of each datatype (BYTES is not served).
+TYPED_FIELD = TYPED_CONTENTS_FIELD
 
 _OutputTensor = pb.ModelInferResponse.InferOutputTensor
 

@@ -8,29 +8,12 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from modelhub.common.interceptors import LATENCY_BUCKETS
 from modelhub.inference.stats import VersionStats
 
 if TYPE_CHECKING:
     from modelhub.inference.batcher import Job
 
-_LATENCY_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -42,21 +25,21 @@ class InferenceMetrics:
             "modelhub_inference_request_duration_seconds",
             "Time from receiving an inference request to answering it.",
             ["model", "version", "code"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.queue_duration = Histogram(
             "modelhub_inference_queue_duration_seconds",
             "Time a request waited in its version's queue before its batch ran.",
             ["model", "version"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.compute_duration = Histogram(
             "modelhub_inference_compute_duration_seconds",
             "Time of one ONNX Runtime run (one batch).",
             ["model", "version"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.batch_size = Histogram(

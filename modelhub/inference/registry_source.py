@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc as rpb_grpc
+from modelhub.common.channels import bearer, service_channel
 from modelhub.common.errors import (
     InvalidArgumentError,
     ModelHubError,
@@ -18,7 +18,6 @@ from modelhub.common.errors import (
     RevisionCompactedError,
     UnavailableError,
 )
-from modelhub.common.server import channel_options
 from modelhub.inference import convert
 from modelhub.inference.source import (
     DEFAULT_REFERENCE,
@@ -140,15 +139,9 @@ class RegistryModelSource:
         max_message_bytes: int = 64 << 20,
     ) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=channel_options(max_message_bytes),
-            interceptors=aio_client_interceptors(),
-        )
+        self._channel = service_channel(address, max_message_bytes)
         self._stub = rpb_grpc.RegistryServiceStub(self._channel)
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self._metadata = bearer(token)
         self._timeout = timeout_s
 
     async def _get(self, name: str) -> rpb.ModelVersion:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from modelhub.api.registry.v1 import registry_pb2, registry_pb2_grpc
+from modelhub.common.channels import bearer, service_channel
 from modelhub.common.errors import UnavailableError
 from modelhub.monitor.convert import profile_from_proto
 from modelhub.monitor.profile import DataProfile
@@ -17,9 +18,9 @@ class RegistryProfiles:
 
     def __init__(self, address: str, token: str = "", timeout_s: float = 5.0) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = service_channel(address)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = bearer(token)
         self._timeout_s = timeout_s
 
     async def __call__(self, model: str, version: int) -> DataProfile | None:

@@ -14,7 +14,7 @@ from modelhub.api.monitor.v1 import monitor_pb2 as mpb
 from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.router.v1 import router_pb2 as pb
-from modelhub.common.dtypes import OIP_TO_NUMPY
+from modelhub.common.dtypes import OIP_TO_NUMPY, TYPED_CONTENTS_FIELD
 from modelhub.router.backends import Backend, BackendPool
 from modelhub.router.events import Event, Outcome, Sampler
 from modelhub.router.routing import Explanation
@@ -338,20 +338,7 @@ def outcomes_to_pb(outcomes: Sequence[Outcome]) -> mpb.RecordOutcomesRequest:
 
 # ------------------------------------------------------------------ tensors (numpy)
 
-_TYPED_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
+_TYPED_CONTENTS = {**TYPED_CONTENTS_FIELD, "BYTES": "bytes_contents"}
 
 
 def _tensor(

@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from modelhub.api.monitor.v1 import monitor_pb2 as mpb
 from modelhub.api.monitor.v1 import monitor_pb2_grpc as mpb_grpc
+from modelhub.common.channels import bearer, service_channel
 from modelhub.common.errors import UnavailableError
-from modelhub.common.server import channel_options
 from modelhub.router import convert
 from modelhub.router.events import Event, Outcome, SendResult
 
@@ -29,15 +28,9 @@ class MonitorSink:
         max_message_bytes: int = 64 << 20,
     ) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=channel_options(max_message_bytes),
-            interceptors=aio_client_interceptors(),
-        )
+        self._channel = service_channel(address, max_message_bytes)
         self._stub = mpb_grpc.MonitorServiceStub(self._channel)
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self._metadata = bearer(token)
         self._timeout = timeout_s
 
     async def send_events(self, events: Sequence[Event]) -> SendResult:

@@ -22,11 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc as rpb_grpc
-from modelhub.common.server import channel_options
+from modelhub.common.channels import bearer, service_channel
 from modelhub.router import convert
 from modelhub.router.table import RegistryState
 
@@ -54,10 +53,8 @@ class RegistryWatch:
     ) -> None:
         self.address = address
         self._on_state = on_state
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
-        self._options = channel_options(max_message_bytes)
+        self._metadata = bearer(token)
+        self._max_message_bytes = max_message_bytes
         self._retry_initial = retry_initial_s
         self._retry_max = retry_max_s
         self._rebuild_delay = rebuild_delay_s
@@ -74,9 +71,7 @@ class RegistryWatch:
         """Start following (inside the running loop)."""
         if self._tasks:
             return
-        self._channel = grpc.aio.insecure_channel(
-            self.address, options=self._options, interceptors=aio_client_interceptors()
-        )
+        self._channel = service_channel(self.address, self._max_message_bytes)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._follow()), loop.create_task(self._rebuilder())]
 
