@@ -27,13 +27,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as opb_grpc
 from modelhub.common import telemetry
 from modelhub.common.errors import ModelHubError, UnavailableError
 from modelhub.common.server import channel_options
 from modelhub.common.status import status_code_for
 from modelhub.router import wire
-from modelhub.router.backends import Backend
+from modelhub.router.backends import Backend, BackendPool
 from modelhub.router.events import Event, EventPipeline
 from modelhub.router.mirror import Mirror, MirroredRequest, ShadowAnswer
 from modelhub.router.outcomes import OutcomeIndex, Served
@@ -96,6 +97,25 @@ def connector(max_message_bytes: int) -> Callable[[str], Connection]:
 async def disconnect(connection: Any) -> None:
     # Let calls already on the channel finish: the table that used it was just replaced.
     await connection.close(5.0)
+
+
+def readiness_prober(timeout_s: float) -> Callable[[BackendPool, str, int], Any]:
+    """A readiness probe: `ModelReady` of a version on one healthy backend of a pool."""
+
+    async def probe(pool: BackendPool, model: str, version: int) -> bool:
+        backend = pool.pick()
+        if backend is None:
+            return False
+        connection: Connection = backend.connection
+        try:
+            reply = await connection.oip.ModelReady(
+                opb.ModelReadyRequest(name=model, version=str(version)), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.ready)
+
+    return probe
 
 
 def prober(timeout_s: float) -> Callable[[Backend], Any]:

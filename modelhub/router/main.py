@@ -14,11 +14,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from modelhub.common.server import ServiceRuntime, serve_until_signalled, suite_service_names
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from modelhub.router import api, convert, forward, metrics
-from modelhub.router.backends import BackendRegistry, HealthChecker
+from modelhub.router.backends import BackendPool, BackendRegistry, HealthChecker
 from modelhub.router.events import EventPipeline
 from modelhub.router.mirror import Mirror
 from modelhub.router.monitor_client import MonitorSink
 from modelhub.router.outcomes import OutcomeIndex
+from modelhub.router.readiness import ReadinessGate
 from modelhub.router.registry_watch import RegistryWatch
 from modelhub.router.routing import Router
 from modelhub.router.settings import RouterSettings
@@ -92,6 +93,11 @@ class RouterApp:
             forward.prober(settings.health_check_timeout_s),
             settings.health_check_interval_s,
         )
+        self.gate = ReadinessGate(
+            forward.readiness_prober(settings.health_check_timeout_s),
+            self._rebuild,
+            timeout_s=settings.version_ready_timeout_s,
+        )
         self.watch = RegistryWatch(
             settings.registry_address,
             self._on_state,
@@ -125,12 +131,29 @@ class RouterApp:
         self.stopped = False
 
     def _on_state(self, state: RegistryState) -> None:
-        table = build_table(state, self.backends, self.counters, self.settings.default_alias)
+        table = build_table(
+            state,
+            self.backends,
+            self.counters,
+            self.settings.default_alias,
+            choose=self._choose,
+        )
+        self.gate.commit(table.active_versions())
         self.router.swap(table)
         # Close connections to backends the new table no longer names (graceful).
         task = asyncio.get_running_loop().create_task(self.backends.retain(table.pools()))
         self._background.append(task)
         task.add_done_callback(self._background.remove)
+
+    def _choose(
+        self, endpoint: str, variant: str, model: str, version: int, pool: BackendPool
+    ) -> tuple[str, int]:
+        return self.gate.choose(endpoint, variant, model, version, pool.addresses, pool)
+
+    def _rebuild(self) -> None:
+        """A held version became ready: rebuild the table from the latest state."""
+        if self.watch.state is not None and not self.stopped:
+            self._on_state(self.watch.state)
 
     def ready(self) -> bool:
         """Ready once the registry's state arrived: before that nothing can be routed."""
@@ -173,6 +196,7 @@ class RouterApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.watch.close()
+        await self.gate.close()
         await self.health.close()
         await self.mirror.drain(1.0)
         await self.mirror.close()

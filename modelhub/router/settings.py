@@ -65,6 +65,13 @@ class RouterSettings(ServiceSettings):
     )
 
     # Routing.
+    version_ready_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="When a variant's version changes, keep routing to the current one until "
+        "the new one reports ready (ModelReady) on the variant's backends, at most this long. "
+        "0 switches at once.",
+    )
     default_alias: str = Field(
         default="champion",
         description="A plain model name without a version goes to the version this alias "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from modelhub.router import wire
@@ -329,6 +329,15 @@ class RoutingTable:
     default_pool: BackendPool
     built_at: float = field(default_factory=time.monotonic)
 
+    def active_versions(self) -> dict[tuple[str, str], tuple[str, int]]:
+        """(endpoint, variant) → (model, version) this table routes to."""
+        return {
+            (endpoint.name, variant.spec.name): (variant.target.model, variant.target.version)
+            for endpoint in self.endpoints.values()
+            for variant in endpoint.variants
+            if variant.target is not None
+        }
+
     def pools(self) -> Iterable[BackendPool]:
         yield self.default_pool
         for endpoint in self.endpoints.values():
@@ -345,12 +354,24 @@ def empty_table(backends: BackendRegistry) -> RoutingTable:
     return RoutingTable(0, False, {}, {}, backends.default_pool)
 
 
+# Which (model, version) a variant may route to now, given the one it resolves to:
+# (endpoint, variant, model, version, pool) → (model, version). See readiness.py.
+Chooser = Callable[[str, str, str, int, BackendPool], tuple[str, int]]
+
+
+def _as_resolved(
+    endpoint: str, variant: str, model: str, version: int, pool: BackendPool
+) -> tuple[str, int]:
+    return model, version
+
+
 def _endpoint_route(
     spec: EndpointSpec,
     state: RegistryState,
     deployed: set[tuple[str, int]],
     backends: BackendRegistry,
     counters: RouterCounters,
+    choose: Chooser,
 ) -> EndpointRoute:
     name = f"endpoints/{spec.id}"
     ranges = Ranges([v.weight for v in spec.variants])
@@ -359,12 +380,19 @@ def _endpoint_route(
         version = state.resolve(variant.model, variant.selector)
         target = None
         if version:
+            pool = backends.pool(variant.pool)
+            model = variant.model
+            if (model, version) in deployed:
+                # A deployment has the inference servers load it now: worth waiting for.
+                # Any other version loads on its first request, so there is nothing to
+                # wait for.
+                model, version = choose(name, variant.name, model, version, pool)
             target = Target(
                 name,
                 variant.name,
-                variant.model,
+                model,
                 version,
-                backends.pool(variant.pool),
+                pool,
                 counters.route(name, variant.name),
             )
         variants.append(
@@ -406,14 +434,16 @@ def build_table(
     counters: RouterCounters,
     default_alias: str,
     synced: bool = True,
+    choose: Chooser = _as_resolved,
 ) -> RoutingTable:
     """Resolve `state` into a routing table. `default_alias` is the alias a plain model
-    name goes to when the request names no version (empty: always the newest READY)."""
+    name goes to when the request names no version (empty: always the newest READY);
+    `choose` may hold a variant on its current version while a new one gets ready."""
     deployed = state.deployed()
     endpoints: dict[str, EndpointRoute] = {}
     for spec in state.endpoints.values():
         try:
-            endpoints[spec.id] = _endpoint_route(spec, state, deployed, backends, counters)
+            endpoints[spec.id] = _endpoint_route(spec, state, deployed, backends, counters, choose)
         except ValueError as exc:
             # Weights the registry refuses (no positive weight): nothing to route to.
             log.warning("endpoints/%s not routable: %s", spec.id, exc)
