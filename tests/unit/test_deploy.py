@@ -126,3 +126,56 @@ def test_the_two_variants_differ_only_in_addresses_and_tracing() -> None:
     differing = {a.strip() for a in local if a not in compose}
     allowed = ("address:", "socket_address:", "proto_descriptor:", "# Rendered", "# `python")
     assert all(line.startswith(allowed) for line in differing), differing
+
+
+K8S_DIR = ROOT / "deploy" / "k8s"
+
+
+def _k8s_documents() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    documents = []
+    for resource in kustomization["resources"]:
+        documents += [d for d in yaml.safe_load_all((K8S_DIR / resource).read_text()) if d]
+    return documents
+
+
+def test_kubernetes_manifests_are_consistent() -> None:
+    documents = _k8s_documents()
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    services = [d for d in documents if d["kind"] == "Service"]
+    assert set(deployments) == {"registry", "inference", "router", "monitor", "envoy"}
+    assert any(d["kind"] == "Job" for d in documents)  # migrations
+    for name, deployment in deployments.items():
+        template = deployment["spec"]["template"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= (
+            template["metadata"]["labels"].items()
+        )
+        (container,) = template["spec"]["containers"]
+        assert "readinessProbe" in container, name
+        command = container["command"]
+        if command[:2] == ["python", "-m"]:
+            assert importlib.util.find_spec(command[2]) is not None
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            prefix = f"MODELHUB_{name.upper()}_"
+            assert env[f"{prefix}METRICS_PORT"] == str(ports["metrics"])
+            assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"]
+    for service in services:
+        selector = service["spec"]["selector"]
+        matches = [
+            d for d in deployments.values()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]  # fmt: skip
+        assert matches, service["metadata"]["name"]
+        port_names = {
+            p["name"]
+            for d in matches
+            for p in d["spec"]["template"]["spec"]["containers"][0]["ports"]
+        }
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in port_names, (service["metadata"]["name"], port)
+
+
+def test_kubernetes_envoy_config_is_the_rendered_template() -> None:
+    # Service names in the cluster are those of the compose network.
+    assert (K8S_DIR / "envoy.yaml").read_text() == envoy.render(envoy.COMPOSE)
