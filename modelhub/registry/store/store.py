@@ -115,6 +115,19 @@ class _EndpointSpec:
     fallback: str
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """A table of named policy resources (deployments or endpoints)."""
+
+    kind: Kind
+    what: str  # "deployment" / "endpoint": messages, resource names, version_refs.owner_kind
+    table: sa.Table
+
+
+_DEPLOYMENTS = _Policy(Kind.DEPLOYMENT, "deployment", t.deployments)
+_ENDPOINTS = _Policy(Kind.ENDPOINT, "endpoint", t.endpoints)
+
+
 def _shield_public_methods(cls: type[RegistryStore]) -> type[RegistryStore]:
     """Run every public store operation through `Database.shielded`."""
     for name, method in list(vars(cls).items()):
@@ -975,18 +988,133 @@ class RegistryStore:
                     revision,
                 )
 
-    # -------------------------------------------------------------------- deployments
+    # ------------------------------------------- deployments and endpoints: storage
+    # Both are a named row holding a JSON spec, with version refs, an etag and a change
+    # event per write: one set of operations serves the two tables.
 
-    async def _deployment_row(self, conn: AsyncConnection, name: str, lock: bool = False) -> Any:
-        query = sa.select(t.deployments).where(t.deployments.c.name == name)
+    async def _policy_row(
+        self, conn: AsyncConnection, policy: _Policy, name: str, lock: bool = False
+    ) -> Any:
+        table = policy.table
+        query = sa.select(table).where(table.c.name == name)
         if lock:
             query = query.with_for_update()
         row = (await conn.execute(query)).one_or_none()
         if row is None:
             raise NotFoundError(
-                f"deployment {name!r} not found", metadata={"resource": f"deployments/{name}"}
+                f"{policy.what} {name!r} not found",
+                metadata={"resource": f"{policy.what}s/{name}"},
             )
         return row
+
+    async def _to_policy(self, conn: AsyncConnection, policy: _Policy, row: Any) -> Any:
+        if policy.kind is Kind.DEPLOYMENT:
+            return await self._row_to_deployment(conn, row)
+        return await self._row_to_endpoint(conn, row)
+
+    async def _store_policy(
+        self,
+        tx: _Tx,
+        policy: _Policy,
+        name: str,
+        values: dict[str, Any],
+        refs: list[tuple[int, VersionSelector]],
+        pk: int | None,
+    ) -> Any:
+        """Insert (pk None) or update the row, its refs, and record the PUT event."""
+        table = policy.table
+        revision = tx.next_revision()
+        values = {**values, "update_time": tx.now, "mod_revision": revision}
+        if pk is None:
+            await tx.conn.execute(
+                table.insert().values(
+                    name=name, uid=str(uuid.uuid4()), create_time=tx.now, **values
+                )
+            )
+        else:
+            await tx.conn.execute(sa.update(table).where(table.c.id == pk).values(**values))
+        await self._save_refs(tx, policy.what, name, refs)
+        resource = await self._to_policy(
+            tx.conn, policy, await self._policy_row(tx.conn, policy, name)
+        )
+        await self._record(
+            tx, policy.kind, EventType.PUT, f"{policy.what}s/{name}", resource, revision
+        )
+        return resource
+
+    async def _create_policy(
+        self, policy: _Policy, name: str, write: Callable[[_Tx, int | None], Any]
+    ) -> Any:
+        async def body(tx: _Tx) -> Any:
+            table = policy.table
+            exists = await tx.conn.scalar(sa.select(table.c.id).where(table.c.name == name))
+            if exists is not None:
+                raise AlreadyExistsError(
+                    f"{policy.what} {name!r} already exists",
+                    metadata={"resource": f"{policy.what}s/{name}"},
+                )
+            return await write(tx, None)
+
+        return await self._write(body)
+
+    async def _update_policy(
+        self,
+        policy: _Policy,
+        name: str,
+        etag: str,
+        write: Callable[[_Tx, Any, int], Any],
+    ) -> Any:
+        """Lock the row, check the etag, then `write(tx, current resource, pk)`."""
+
+        async def body(tx: _Tx) -> Any:
+            row = await self._policy_row(tx.conn, policy, name, lock=True)
+            if not _etag_ok(etag, row.mod_revision):
+                raise _stale(f"{policy.what} {name!r}", etag, row.mod_revision)
+            return await write(tx, await self._to_policy(tx.conn, policy, row), row.id)
+
+        return await self._write(body)
+
+    async def _delete_policy(self, policy: _Policy, name: str, etag: str) -> None:
+        async def body(tx: _Tx) -> None:
+            row = await self._policy_row(tx.conn, policy, name, lock=True)
+            if not _etag_ok(etag, row.mod_revision):
+                raise _stale(f"{policy.what} {name!r}", etag, row.mod_revision)
+            resource = await self._to_policy(tx.conn, policy, row)
+            await self._save_refs(tx, policy.what, name, [])
+            await tx.conn.execute(sa.delete(policy.table).where(policy.table.c.id == row.id))
+            await self._record(
+                tx,
+                policy.kind,
+                EventType.DELETE,
+                f"{policy.what}s/{name}",
+                resource,
+                tx.next_revision(),
+            )
+
+        await self._write(body)
+
+    async def _list_policies(
+        self, policy: _Policy, limit: int, after: str | None, model: str = ""
+    ) -> tuple[list[Any], bool]:
+        table = policy.table
+        query = sa.select(table).order_by(table.c.name).limit(limit + 1)
+        if after:
+            query = query.where(table.c.name > after)
+        async with self.db.read() as conn:
+            if model:
+                model_pk = await conn.scalar(
+                    sa.select(t.models.c.id).where(t.models.c.name == model)
+                )
+                query = query.where(table.c.model_pk == (model_pk or -1))
+            rows = list(await conn.execute(query))
+            items = [await self._to_policy(conn, policy, r) for r in rows[:limit]]
+        return items, len(rows) > limit
+
+    async def _get_policy(self, policy: _Policy, name: str) -> Any:
+        async with self.db.read() as conn:
+            return await self._to_policy(conn, policy, await self._policy_row(conn, policy, name))
+
+    # -------------------------------------------------------------------- deployments
 
     async def _row_to_deployment(self, conn: AsyncConnection, row: Any) -> Deployment:
         spec = from_json(_DeploymentSpec, row.spec)
@@ -1007,17 +1135,14 @@ class RegistryStore:
         )
 
     async def _load_deployment(self, conn: AsyncConnection, name: str) -> Deployment:
-        return await self._row_to_deployment(conn, await self._deployment_row(conn, name))
+        row = await self._policy_row(conn, _DEPLOYMENTS, name)
+        return await self._row_to_deployment(conn, row)
 
     async def _write_deployment(self, tx: _Tx, dep: Deployment, pk: int | None) -> Deployment:
-        refs = []
-        for i, selector in enumerate(dep.versions):
-            refs.append(
-                await self._resolve_selector(
-                    tx.conn, dep.model, selector, f"deployment.versions[{i}]"
-                )
-            )
-        model_pk = refs[0][0]
+        refs = [
+            await self._resolve_selector(tx.conn, dep.model, selector, f"deployment.versions[{i}]")
+            for i, selector in enumerate(dep.versions)
+        ]
         spec = _DeploymentSpec(
             model=dep.model,
             versions=[replace(s, resolved_version=0) for s in dep.versions],
@@ -1026,110 +1151,40 @@ class RegistryStore:
             batching=dep.batching,
             runtime=dep.runtime,
         )
-        revision = tx.next_revision()
-        values = {
-            "model_pk": model_pk,
-            "spec": to_json(spec),
-            "labels": dep.labels,
-            "update_time": tx.now,
-            "mod_revision": revision,
-        }
-        if pk is None:
-            await tx.conn.execute(
-                t.deployments.insert().values(
-                    name=dep.id, uid=str(uuid.uuid4()), create_time=tx.now, **values
-                )
-            )
-        else:
-            await tx.conn.execute(
-                sa.update(t.deployments).where(t.deployments.c.id == pk).values(**values)
-            )
-        await self._save_refs(tx, "deployment", dep.id, refs)
-        resource = await self._load_deployment(tx.conn, dep.id)
-        await self._record(
-            tx, Kind.DEPLOYMENT, EventType.PUT, f"deployments/{dep.id}", resource, revision
-        )
-        return resource
+        values = {"model_pk": refs[0][0], "spec": to_json(spec), "labels": dep.labels}
+        result: Deployment = await self._store_policy(tx, _DEPLOYMENTS, dep.id, values, refs, pk)
+        return result
 
     async def create_deployment(self, dep: Deployment) -> Deployment:
-        async def body(tx: _Tx) -> Deployment:
-            exists = await tx.conn.scalar(
-                sa.select(t.deployments.c.id).where(t.deployments.c.name == dep.id)
-            )
-            if exists is not None:
-                raise AlreadyExistsError(
-                    f"deployment {dep.id!r} already exists",
-                    metadata={"resource": f"deployments/{dep.id}"},
-                )
-            return await self._write_deployment(tx, dep, None)
-
-        result: Deployment = await self._write(body)
+        result: Deployment = await self._create_policy(
+            _DEPLOYMENTS, dep.id, lambda tx, pk: self._write_deployment(tx, dep, pk)
+        )
         return result
 
     async def get_deployment(self, name: str) -> Deployment:
-        async with self.db.read() as conn:
-            return await self._load_deployment(conn, name)
+        result: Deployment = await self._get_policy(_DEPLOYMENTS, name)
+        return result
 
     async def list_deployments(
         self, limit: int, after: str | None, model: str
     ) -> tuple[list[Deployment], bool]:
-        query = sa.select(t.deployments).order_by(t.deployments.c.name).limit(limit + 1)
-        if after:
-            query = query.where(t.deployments.c.name > after)
-        async with self.db.read() as conn:
-            if model:
-                model_pk = await conn.scalar(
-                    sa.select(t.models.c.id).where(t.models.c.name == model)
-                )
-                query = query.where(t.deployments.c.model_pk == (model_pk or -1))
-            rows = list(await conn.execute(query))
-            items = [await self._row_to_deployment(conn, r) for r in rows[:limit]]
-        return items, len(rows) > limit
+        return await self._list_policies(_DEPLOYMENTS, limit, after, model)
 
     async def update_deployment(
         self, name: str, mutate: Callable[[Deployment], Deployment], etag: str
     ) -> Deployment:
-        async def body(tx: _Tx) -> Deployment:
-            row = await self._deployment_row(tx.conn, name, lock=True)
-            if not _etag_ok(etag, row.mod_revision):
-                raise _stale(f"deployment {name!r}", etag, row.mod_revision)
-            current = await self._row_to_deployment(tx.conn, row)
-            return await self._write_deployment(tx, mutate(current), row.id)
-
-        result: Deployment = await self._write(body)
+        result: Deployment = await self._update_policy(
+            _DEPLOYMENTS,
+            name,
+            etag,
+            lambda tx, current, pk: self._write_deployment(tx, mutate(current), pk),
+        )
         return result
 
     async def delete_deployment(self, name: str, etag: str) -> None:
-        async def body(tx: _Tx) -> None:
-            row = await self._deployment_row(tx.conn, name, lock=True)
-            if not _etag_ok(etag, row.mod_revision):
-                raise _stale(f"deployment {name!r}", etag, row.mod_revision)
-            resource = await self._row_to_deployment(tx.conn, row)
-            await self._save_refs(tx, "deployment", name, [])
-            await tx.conn.execute(sa.delete(t.deployments).where(t.deployments.c.id == row.id))
-            await self._record(
-                tx,
-                Kind.DEPLOYMENT,
-                EventType.DELETE,
-                f"deployments/{name}",
-                resource,
-                tx.next_revision(),
-            )
-
-        await self._write(body)
+        await self._delete_policy(_DEPLOYMENTS, name, etag)
 
     # ---------------------------------------------------------------------- endpoints
-
-    async def _endpoint_row(self, conn: AsyncConnection, name: str, lock: bool = False) -> Any:
-        query = sa.select(t.endpoints).where(t.endpoints.c.name == name)
-        if lock:
-            query = query.with_for_update()
-        row = (await conn.execute(query)).one_or_none()
-        if row is None:
-            raise NotFoundError(
-                f"endpoint {name!r} not found", metadata={"resource": f"endpoints/{name}"}
-            )
-        return row
 
     async def _row_to_endpoint(self, conn: AsyncConnection, row: Any) -> Endpoint:
         spec = from_json(_EndpointSpec, row.spec)
@@ -1157,20 +1212,17 @@ class RegistryStore:
         )
 
     async def _load_endpoint(self, conn: AsyncConnection, name: str) -> Endpoint:
-        return await self._row_to_endpoint(conn, await self._endpoint_row(conn, name))
+        row = await self._policy_row(conn, _ENDPOINTS, name)
+        return await self._row_to_endpoint(conn, row)
 
     async def _write_endpoint(self, tx: _Tx, ep: Endpoint, pk: int | None) -> Endpoint:
-        refs = []
-        for i, v in enumerate(ep.variants):
-            refs.append(
-                await self._resolve_selector(
-                    tx.conn, v.model, v.selector, f"endpoint.variants[{i}]"
-                )
-            )
-        for i, s in enumerate(ep.shadows):
-            refs.append(
-                await self._resolve_selector(tx.conn, s.model, s.selector, f"endpoint.shadows[{i}]")
-            )
+        refs = [
+            await self._resolve_selector(tx.conn, v.model, v.selector, f"endpoint.variants[{i}]")
+            for i, v in enumerate(ep.variants)
+        ] + [
+            await self._resolve_selector(tx.conn, s.model, s.selector, f"endpoint.shadows[{i}]")
+            for i, s in enumerate(ep.shadows)
+        ]
         spec = _EndpointSpec(
             description=ep.description,
             sticky_key=ep.sticky_key,
@@ -1183,89 +1235,36 @@ class RegistryStore:
             ],
             fallback=ep.fallback,
         )
-        revision = tx.next_revision()
-        values = {
-            "spec": to_json(spec),
-            "labels": ep.labels,
-            "update_time": tx.now,
-            "mod_revision": revision,
-        }
-        if pk is None:
-            await tx.conn.execute(
-                t.endpoints.insert().values(
-                    name=ep.id, uid=str(uuid.uuid4()), create_time=tx.now, **values
-                )
-            )
-        else:
-            await tx.conn.execute(
-                sa.update(t.endpoints).where(t.endpoints.c.id == pk).values(**values)
-            )
-        await self._save_refs(tx, "endpoint", ep.id, refs)
-        resource = await self._load_endpoint(tx.conn, ep.id)
-        await self._record(
-            tx, Kind.ENDPOINT, EventType.PUT, f"endpoints/{ep.id}", resource, revision
-        )
-        return resource
+        values = {"spec": to_json(spec), "labels": ep.labels}
+        result: Endpoint = await self._store_policy(tx, _ENDPOINTS, ep.id, values, refs, pk)
+        return result
 
     async def create_endpoint(self, ep: Endpoint) -> Endpoint:
-        async def body(tx: _Tx) -> Endpoint:
-            exists = await tx.conn.scalar(
-                sa.select(t.endpoints.c.id).where(t.endpoints.c.name == ep.id)
-            )
-            if exists is not None:
-                raise AlreadyExistsError(
-                    f"endpoint {ep.id!r} already exists",
-                    metadata={"resource": f"endpoints/{ep.id}"},
-                )
-            return await self._write_endpoint(tx, ep, None)
-
-        result: Endpoint = await self._write(body)
+        result: Endpoint = await self._create_policy(
+            _ENDPOINTS, ep.id, lambda tx, pk: self._write_endpoint(tx, ep, pk)
+        )
         return result
 
     async def get_endpoint(self, name: str) -> Endpoint:
-        async with self.db.read() as conn:
-            return await self._load_endpoint(conn, name)
+        result: Endpoint = await self._get_policy(_ENDPOINTS, name)
+        return result
 
     async def list_endpoints(self, limit: int, after: str | None) -> tuple[list[Endpoint], bool]:
-        query = sa.select(t.endpoints).order_by(t.endpoints.c.name).limit(limit + 1)
-        if after:
-            query = query.where(t.endpoints.c.name > after)
-        async with self.db.read() as conn:
-            rows = list(await conn.execute(query))
-            items = [await self._row_to_endpoint(conn, r) for r in rows[:limit]]
-        return items, len(rows) > limit
+        return await self._list_policies(_ENDPOINTS, limit, after)
 
     async def update_endpoint(
         self, name: str, mutate: Callable[[Endpoint], Endpoint], etag: str
     ) -> Endpoint:
-        async def body(tx: _Tx) -> Endpoint:
-            row = await self._endpoint_row(tx.conn, name, lock=True)
-            if not _etag_ok(etag, row.mod_revision):
-                raise _stale(f"endpoint {name!r}", etag, row.mod_revision)
-            current = await self._row_to_endpoint(tx.conn, row)
-            return await self._write_endpoint(tx, mutate(current), row.id)
-
-        result: Endpoint = await self._write(body)
+        result: Endpoint = await self._update_policy(
+            _ENDPOINTS,
+            name,
+            etag,
+            lambda tx, current, pk: self._write_endpoint(tx, mutate(current), pk),
+        )
         return result
 
     async def delete_endpoint(self, name: str, etag: str) -> None:
-        async def body(tx: _Tx) -> None:
-            row = await self._endpoint_row(tx.conn, name, lock=True)
-            if not _etag_ok(etag, row.mod_revision):
-                raise _stale(f"endpoint {name!r}", etag, row.mod_revision)
-            resource = await self._row_to_endpoint(tx.conn, row)
-            await self._save_refs(tx, "endpoint", name, [])
-            await tx.conn.execute(sa.delete(t.endpoints).where(t.endpoints.c.id == row.id))
-            await self._record(
-                tx,
-                Kind.ENDPOINT,
-                EventType.DELETE,
-                f"endpoints/{name}",
-                resource,
-                tx.next_revision(),
-            )
-
-        await self._write(body)
+        await self._delete_policy(_ENDPOINTS, name, etag)
 
     # -------------------------------------------------------------------------- watch
 
