@@ -41,6 +41,10 @@ def _code_name(exc: ModelHubError) -> str:
     return name
 
 
+# Set by the router on requests it forwards for an endpoint variant.
+VARIANT_PARAMETER = "modelhub.variant"
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Thin edge over `InferenceService`; errors are domain exceptions that the edge
     interceptor maps to status codes."""
@@ -112,4 +116,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             code = "INTERNAL"
             raise
         finally:
-            self._metrics.observe_request(model, version, code, time.perf_counter() - start)
+            variant = request.parameters.get(VARIANT_PARAMETER)
+            self._metrics.observe_request(
+                model,
+                version,
+                variant.string_param if variant is not None else "",
+                code,
+                time.perf_counter() - start,
+            )

@@ -23,8 +23,9 @@ class InferenceMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.request_duration = Histogram(
             "modelhub_inference_request_duration_seconds",
-            "Time from receiving an inference request to answering it.",
-            ["model", "version", "code"],
+            "Time from receiving an inference request to answering it. `variant`: the "
+            "endpoint variant the router served the request for (empty when called directly).",
+            ["model", "version", "variant", "code"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -84,10 +85,12 @@ class InferenceMetrics:
             registry=registry,
         )
         # Children resolved once: `labels()` costs a lock and a tuple per call.
-        self._request_children: dict[tuple[str, str, str], Histogram] = {}
+        self._request_children: dict[tuple[str, str, str, str], Histogram] = {}
 
-    def observe_request(self, model: str, version: str, code: str, seconds: float) -> None:
-        key = (model, version, code)
+    def observe_request(
+        self, model: str, version: str, variant: str, code: str, seconds: float
+    ) -> None:
+        key = (model, version, variant, code)
         child = self._request_children.get(key)
         if child is None:
             child = self._request_children[key] = self.request_duration.labels(*key)

@@ -221,6 +221,9 @@ class Target:
         self.pool = pool
         self.counters = counters
         self.request_suffix = wire.request_override(model, version)
+        if endpoint:
+            # Tell inference which variant it serves, for its metrics' `variant` label.
+            self.request_suffix += wire.string_parameters({PARAM_VARIANT: variant})
         params = {
             PARAM_VARIANT: variant,
             PARAM_MODEL: f"models/{model}",

@@ -226,12 +226,17 @@ def request_id_field(request_id: str) -> bytes:
     return _len_field(_ID, request_id.encode())
 
 
-def response_parameters(parameters: Mapping[str, str]) -> bytes:
-    """Bytes that, appended to a ModelInferResponse, add string parameters (replacing any
-    the backend set under the same names)."""
+def string_parameters(parameters: Mapping[str, str]) -> bytes:
+    """Bytes that, appended to a ModelInferRequest or ModelInferResponse (both carry
+    `parameters` as field 4), add string parameters, replacing any set earlier under the
+    same names."""
     out = b""
     for name, value in parameters.items():
         infer_parameter = _len_field(3, value.encode())  # string_param
         entry = _len_field(1, name.encode()) + _len_field(2, infer_parameter)
         out += _len_field(_PARAMETERS, entry)
     return out
+
+
+# The router's own answers use the same encoding.
+response_parameters = string_parameters

@@ -6,12 +6,14 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.api.router.v1 import router_pb2 as pb
 from modelhub.common.status import STATUS_DETAILS_KEY, error_info
+from modelhub.inference.main import InferenceApp
 from tests.service.router.conftest import RouterFactory
 from tests.service.router.helpers import (
     by_user,
@@ -224,3 +226,19 @@ async def test_routing_table_and_explanations(registry_api: Stub, routers: Route
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await clients.router.ExplainRoute(pb.ExplainRouteRequest(endpoint="endpoints/nope"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_inference_metrics_know_the_variant(
+    registry_api: Stub, routers: RouterFactory, inference: InferenceApp
+) -> None:
+    """The router tells inference which variant a request is for; inference labels its
+    request histogram with it (direct calls get an empty variant)."""
+    await create_endpoint(registry_api, "e", [variant("canary", 2, 1)])
+    _, clients = await routers()
+    for _ in range(3):
+        assert params(await clients.infer("e"))["modelhub.variant"] == "canary"
+    body = generate_latest(inference.runtime.metrics_registry).decode()
+    assert (
+        'modelhub_inference_request_duration_seconds_count{code="OK",model="m",'
+        'variant="canary",version="2"} 3.0' in body
+    )
