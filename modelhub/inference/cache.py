@@ -4,11 +4,17 @@ An entry is verified (size and digest) each time a version loads; a corrupt or t
 one is deleted and fetched again. Downloads go to a temporary file in the same folder,
 are hashed as they arrive, fsynced and renamed into place, so a crash never leaves a
 half-written entry under a valid name.
+
+With `max_bytes` set, the cache keeps at most that much on disk: after each download the
+least recently used entries (by modification time, refreshed on every hit) are removed.
+A removed entry costs only a download the next time its version loads; sessions already
+created from it are unaffected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -38,9 +44,10 @@ def _file_digest(path: Path) -> tuple[str, int]:
 class ArtifactCache:
     """Artifacts of `source`, cached on local disk by digest."""
 
-    def __init__(self, root: Path, source: ModelSource) -> None:
+    def __init__(self, root: Path, source: ModelSource, max_bytes: int = 0) -> None:
         self.root = Path(root)
         self._source = source
+        self.max_bytes = max_bytes  # 0: unlimited
         self._locks: dict[str, asyncio.Lock] = {}
 
     def path_of(self, sha256: str) -> Path:
@@ -54,6 +61,7 @@ class ArtifactCache:
             if path.exists():
                 digest, size = await asyncio.to_thread(_file_digest, path)
                 if digest == info.sha256 and (info.size_bytes <= 0 or size == info.size_bytes):
+                    await asyncio.to_thread(os.utime, path)  # most recently used
                     return path
                 log.warning(
                     "corrupt cache entry for %s (sha256 %s, %d bytes): fetching it again",
@@ -63,7 +71,26 @@ class ArtifactCache:
                 )
                 path.unlink(missing_ok=True)
             await self._fetch(info, path)
+            if self.max_bytes > 0:
+                await asyncio.to_thread(self._trim, path)
             return path
+
+    def _trim(self, keep: Path) -> None:
+        """Remove least recently used entries until the cache fits `max_bytes` (blocking)."""
+        entries = []
+        for path in (self.root / "sha256").glob("*/*"):
+            if path.name.startswith(".") or path == keep:
+                continue  # downloads in progress, and the entry just fetched
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                entries.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in entries) + keep.stat().st_size
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+            log.info("evicted %s from the artifact cache (%d bytes)", path.name, size)
 
     async def _fetch(self, info: VersionInfo, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

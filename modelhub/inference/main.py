@@ -65,7 +65,7 @@ class InferenceApp:
         tracer = trace.get_tracer("modelhub.inference", tracer_provider=tracer_provider)
         self.repository = ModelRepository(
             self.source,
-            ArtifactCache(Path(settings.cache_dir), self.source),
+            ArtifactCache(Path(settings.cache_dir), self.source, settings.cache_max_bytes),
             SessionFactory(run_hook),
             self.metrics,
             defaults=settings.load_options(),

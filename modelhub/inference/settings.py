@@ -48,6 +48,12 @@ class InferenceSettings(ServiceSettings):
         default="var/cache",
         description="Local artifact cache (files by sha256, verified on every load).",
     )
+    cache_max_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Most bytes the artifact cache keeps on disk (least recently used entries "
+        "go first); 0 = unlimited.",
+    )
     resolve_ttl_s: float = Field(
         default=5.0,
         ge=0,

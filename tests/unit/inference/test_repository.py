@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +196,22 @@ async def test_a_download_with_the_wrong_digest_is_refused(
         await repository.load("m", "1")
     assert not repository.cache.path_of(info.sha256).exists()
     await repository.load("m", "1")  # the next attempt downloads again and succeeds
+
+
+async def test_artifact_cache_keeps_within_its_size_limit(tmp_path: Path) -> None:
+    from modelhub.inference.cache import ArtifactCache
+
+    source = MemorySource()
+    infos = [source.add("m", v, bytes([v]) * 100) for v in (1, 2, 3)]
+    cache = ArtifactCache(tmp_path / "cache", source, max_bytes=250)
+    first = await cache.get(infos[0])
+    second = await cache.get(infos[1])
+    os.utime(first, (1, 1))  # version 1: least recently used
+    os.utime(second, (2, 2))
+    await cache.get(infos[1])  # a hit refreshes version 2
+    await cache.get(infos[2])  # 300 bytes > 250: the least recently used entry goes
+    assert not first.exists()
+    assert second.exists() and cache.path_of(infos[2].sha256).exists()
+    # A version evicted from disk is simply fetched again.
+    assert (await cache.get(infos[0])).read_bytes() == bytes([1]) * 100
+    assert source.downloads == [("m", 1), ("m", 2), ("m", 3), ("m", 1)]
