@@ -1,11 +1,16 @@
-"""Renders Envoy's configuration from the one template in deploy/envoy/envoy.yaml.tmpl.
+"""Renders Envoy's bootstrap from the one template in deploy/envoy/envoy.yaml.tmpl.
 
-Two variants come from it — local processes on 127.0.0.1 (`make up`, the e2e tests) and the
-docker-compose network — differing only in addresses, ports and the tracing collector, so
-they cannot drift apart:
+Three variants come from it — local processes on 127.0.0.1 (`make up`, the e2e tests), the
+docker-compose network and Kubernetes — differing only in addresses, ports, the xDS
+directory and the tracing collector, so they cannot drift apart:
 
     python -m modelhub.envoy render --variant compose > deploy/compose/envoy/envoy.yaml
     python -m modelhub.envoy validate --variant local
+    python -m modelhub.envoy seed --variant local   # initial routes before the router runs
+
+The routes and most clusters are not in the bootstrap: the router writes them
+(`modelhub.router.xds`) into the xDS directory, which `seed` fills with the configuration
+Envoy starts with (plain model names and the services; no endpoint yet).
 """
 
 from __future__ import annotations
@@ -18,37 +23,16 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import yaml
+
+from modelhub.router import xds
+from modelhub.router.table import empty_table
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml.tmpl"
+LUA = ROOT / "deploy" / "envoy" / "modelhub.lua"
 DESCRIPTOR = ROOT / "deploy" / "envoy" / "modelhub.pb"
 COMPOSE_CONFIG = ROOT / "deploy" / "compose" / "envoy" / "envoy.yaml"
-
-GRPC_CLUSTER = """\
-type: STRICT_DNS
-dns_lookup_family: V4_ONLY
-connect_timeout: 1s
-lb_policy: LEAST_REQUEST
-typed_extension_protocol_options:
-  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-    explicit_http_config:
-      http2_protocol_options:
-        max_concurrent_streams: 1024
-health_checks:
-- timeout: 1s
-  interval: 1s
-  no_traffic_interval: 2s
-  unhealthy_threshold: 2
-  healthy_threshold: 1
-  grpc_health_check: {}
-outlier_detection:
-  consecutive_5xx: 3
-  consecutive_gateway_failure: 2
-  consecutive_local_origin_failure: 2
-  split_external_local_origin_errors: true
-  interval: 1s
-  base_ejection_time: 5s
-  max_ejection_percent: 100"""
 
 TRACING = """\
 tracing:
@@ -81,27 +65,16 @@ TRACING_CLUSTER = """\
             socket_address: {address: $host, port_value: $port}"""
 
 
-def _endpoints(addresses: list[str]) -> str:
-    lines = []
-    for address in addresses:
-        host, _, port = address.rpartition(":")
-        lines += [
-            "- endpoint:",
-            "    address:",
-            f"      socket_address: {{address: {host}, port_value: {int(port)}}}",
-        ]
-    return "\n".join(lines)
-
-
 @dataclass(frozen=True)
 class EnvoyParams:
     variant: str = "local"
     listen_address: str = "127.0.0.1"
     listen_port: int = 8080
-    inference_lb_port: int = 8081
     admin_address: str = "127.0.0.1"
     admin_port: int = 9901
     descriptor: str = str(DESCRIPTOR)
+    # The directory the router writes Envoy's routes and clusters into (filesystem xDS).
+    xds_dir: str = str(ROOT / "var" / "envoy-xds")
     router: list[str] = field(default_factory=lambda: ["127.0.0.1:50053"])
     registry: list[str] = field(default_factory=lambda: ["127.0.0.1:50051"])
     monitor: list[str] = field(default_factory=lambda: ["127.0.0.1:50054"])
@@ -118,17 +91,43 @@ COMPOSE = EnvoyParams(
     listen_address="0.0.0.0",
     admin_address="0.0.0.0",
     descriptor="/etc/envoy/modelhub.pb",
+    xds_dir="/var/run/modelhub/xds",
     router=["router:50053"],
     registry=["registry:50051"],
     monitor=["monitor:50054"],
     inference=["inference:50052"],
     otlp_collector="otel-collector:4317",
 )
-VARIANTS = {"local": LOCAL, "compose": COMPOSE}
+KUBERNETES = replace(
+    COMPOSE,
+    variant="k8s",
+    admin_address="0.0.0.0",
+    router=["127.0.0.1:50053"],  # the router runs as a sidecar in each Envoy pod
+    registry=["registry:50051"],
+    monitor=["monitor:50054"],
+    inference=["inference-headless:50052"],
+    otlp_collector="",
+)
+VARIANTS = {"local": LOCAL, "compose": COMPOSE, "k8s": KUBERNETES}
+
+
+def _yaml_block(value: object) -> str:
+    return yaml.safe_dump(value, sort_keys=False, width=100).rstrip("\n")
+
+
+def static_clusters(params: EnvoyParams) -> list[dict[str, object]]:
+    """Control-plane clusters and the default inference pool (the router's dynamic clusters
+    are built by the same function, `xds.grpc_cluster`)."""
+    return [
+        xds.grpc_cluster("router", params.router),
+        xds.grpc_cluster("registry", params.registry),
+        xds.grpc_cluster("monitor", params.monitor),
+        xds.grpc_cluster(xds.DEFAULT_CLUSTER, params.inference),
+    ]
 
 
 def render(params: EnvoyParams, template: str | None = None) -> str:
-    """The Envoy YAML for `params`."""
+    """The Envoy bootstrap YAML for `params`."""
     text = TEMPLATE.read_text(encoding="utf-8") if template is None else template
     tracing = ""
     tracing_cluster = ""
@@ -137,11 +136,8 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
         tracing = TRACING
         tracing_cluster = string.Template(TRACING_CLUSTER).substitute(host=host, port=int(port))
     blocks = {
-        "GRPC_CLUSTER": GRPC_CLUSTER,
-        "ROUTER_ENDPOINTS": _endpoints(params.router),
-        "REGISTRY_ENDPOINTS": _endpoints(params.registry),
-        "MONITOR_ENDPOINTS": _endpoints(params.monitor),
-        "INFERENCE_ENDPOINTS": _endpoints(params.inference),
+        "STATIC_CLUSTERS": _yaml_block(static_clusters(params)),
+        "LUA_SOURCE": LUA.read_text(encoding="utf-8").rstrip("\n"),
         "TRACING": tracing,
         "TRACING_CLUSTER": tracing_cluster,
     }
@@ -158,10 +154,10 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
     scalars = {
         "LISTEN_ADDRESS": params.listen_address,
         "LISTEN_PORT": str(params.listen_port),
-        "INFERENCE_LB_PORT": str(params.inference_lb_port),
         "ADMIN_ADDRESS": params.admin_address,
         "ADMIN_PORT": str(params.admin_port),
         "DESCRIPTOR": params.descriptor,
+        "XDS_DIR": params.xds_dir,
         "RATE_LIMIT_PER_SECOND": str(params.rate_limit_per_second),
         "RATE_LIMIT_BURST": str(params.rate_limit_burst),
     }
@@ -170,7 +166,19 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
         f"# `python -m modelhub.envoy render --variant {params.variant}`. Do not edit: change the\n"
         "# template (a test fails when a rendered copy drifts from it).\n"
     )
-    return header + string.Template("\n".join(lines) + "\n").substitute(scalars)
+    # `$$` in the Lua source would be unescaped by the template: the source has none.
+    return header + string.Template("\n".join(lines) + "\n").safe_substitute(scalars)
+
+
+def seed(params: EnvoyParams, directory: Path | None = None, *, overwrite: bool = False) -> Path:
+    """Write the configuration Envoy starts with before the router wrote any (no endpoints:
+    plain model names and the services route), unless files are there already."""
+    target = Path(directory or params.xds_dir)
+    writer = xds.ConfigWriter(target, warm_s=0)
+    if overwrite or not (writer.clusters_path.exists() and writer.routes_path.exists()):
+        options = xds.XdsOptions(default_pool=tuple(params.inference))
+        writer.write(xds.snapshot(empty_table(), options))
+    return target
 
 
 def envoy_binary() -> str:
@@ -190,14 +198,25 @@ def validate(config_path: Path) -> subprocess.CompletedProcess[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelhub.envoy", description=__doc__)
-    parser.add_argument("action", choices=["render", "validate"])
+    parser.add_argument(
+        "action",
+        choices=["render", "validate", "seed"],
+        help="render the bootstrap; validate it with `envoy --mode validate`; seed the xDS "
+        "directory with the configuration Envoy starts with before the router writes one",
+    )
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="local")
     parser.add_argument("--out", help="write here instead of stdout (render)")
     parser.add_argument("--descriptor", help="descriptor set path override")
+    parser.add_argument("--xds-dir", help="xDS directory override (render, seed)")
     args = parser.parse_args(argv)
     params = VARIANTS[args.variant]
     if args.descriptor:
         params = replace(params, descriptor=args.descriptor)
+    if args.xds_dir:
+        params = replace(params, xds_dir=args.xds_dir)
+    if args.action == "seed":
+        sys.stdout.write(f"{seed(params)}\n")
+        return 0
     if args.action == "render":
         text = render(params)
         if args.out:
@@ -205,9 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         return 0
-    if args.variant == "compose" and not args.descriptor:
-        # The compose path exists only inside the container: validate against ours.
+    if args.variant != "local" and not args.descriptor:
+        # The container paths exist only inside the container: validate against ours.
         params = replace(params, descriptor=str(DESCRIPTOR))
+    if args.variant != "local" and not args.xds_dir:
+        params = replace(params, xds_dir=str(ROOT / "build" / f"xds-{args.variant}"))
+    seed(params)
     out = ROOT / "build" / f"envoy-{args.variant}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(params), encoding="utf-8")

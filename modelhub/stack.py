@@ -71,7 +71,6 @@ class Ports:
     router: int = 50053
     monitor: int = 50054
     envoy: int = 8080
-    envoy_inference_lb: int = 8081
     envoy_admin: int = 9901
     metrics: tuple[int, int, int, int] = (9101, 9102, 9103, 9104)
 
@@ -79,18 +78,17 @@ class Ports:
     def free(cls) -> Ports:
         """Ephemeral ports (for tests running several stacks side by side)."""
         sockets = []
-        for _ in range(12):
+        for _ in range(10):
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             sockets.append(sock)
         numbers = [s.getsockname()[1] for s in sockets]
         for sock in sockets:
             sock.close()
-        names = ["registry", "inference", "router", "monitor", "envoy", "envoy_inference_lb"]
+        names = ["registry", "inference", "router", "monitor", "envoy", "envoy_admin"]
         return cls(
             **dict(zip(names, numbers, strict=False)),
-            envoy_admin=numbers[6],
-            metrics=(numbers[7], numbers[8], numbers[9], numbers[10]),
+            metrics=(numbers[6], numbers[7], numbers[8], numbers[9]),
         )
 
 
@@ -261,6 +259,9 @@ def service_specs(config: StackConfig, inference_ports: list[int]) -> list[Servi
                     "MODELHUB_INFERENCE_METRICS_PORT": str(metrics_port),
                     "MODELHUB_INFERENCE_REGISTRY_ADDRESS": registry,
                     "MODELHUB_INFERENCE_CACHE_DIR": str(var / "cache"),
+                    "MODELHUB_INFERENCE_MONITOR_ADDRESS": f"127.0.0.1:{ports.monitor}",
+                    # Every event carries its feature values here (production samples a few).
+                    "MODELHUB_INFERENCE_EVENT_SAMPLE_RATE": "1.0",
                     "OTEL_SERVICE_NAME": "modelhub-inference",
                 },
                 metrics_url=f"http://127.0.0.1:{m_inference}/metrics" if index == 0 else "",
@@ -275,13 +276,13 @@ def service_specs(config: StackConfig, inference_ports: list[int]) -> list[Servi
                 "MODELHUB_ROUTER_PORT": str(ports.router),
                 "MODELHUB_ROUTER_METRICS_PORT": str(m_router),
                 "MODELHUB_ROUTER_REGISTRY_ADDRESS": registry,
-                # Through Envoy's internal listener: least-request balancing, health checks
-                # and outlier ejection over the inference instances.
-                "MODELHUB_ROUTER_BACKENDS": f"127.0.0.1:{ports.envoy_inference_lb}",
+                # The default pool: the same replicas as Envoy's `inference` cluster.
+                "MODELHUB_ROUTER_BACKENDS": ",".join(
+                    f"127.0.0.1:{port}" for port in inference_ports
+                ),
+                "MODELHUB_ROUTER_ENVOY_CONFIG_DIR": str(var / "envoy-xds"),
                 "MODELHUB_ROUTER_MONITOR_ADDRESS": f"127.0.0.1:{ports.monitor}",
                 "MODELHUB_ROUTER_REFLECT_ALL": "true",
-                # Every event carries its feature values here (production samples a few).
-                "MODELHUB_ROUTER_EVENT_SAMPLE_RATE": "1.0",
                 "OTEL_SERVICE_NAME": "modelhub-router",
             },
             metrics_url=f"http://127.0.0.1:{m_router}/metrics",
@@ -311,8 +312,8 @@ def envoy_params(config: StackConfig, inference_ports: list[int]) -> envoy.Envoy
     return replace(
         envoy.LOCAL,
         listen_port=ports.envoy,
-        inference_lb_port=ports.envoy_inference_lb,
         admin_port=ports.envoy_admin,
+        xds_dir=str(config.var / "envoy-xds"),
         router=[f"127.0.0.1:{ports.router}"],
         registry=[f"127.0.0.1:{ports.registry}"],
         monitor=[f"127.0.0.1:{ports.monitor}"],
@@ -509,9 +510,11 @@ async def start_suite(stack: Stack, config: StackConfig) -> list[ServiceSpec]:
     """Migrate, render Envoy's config, start every process in order."""
     await migrate(stack, config)
     inference_ports = config.inference_ports()
-    (config.var / "envoy.yaml").write_text(
-        envoy.render(envoy_params(config, inference_ports)), encoding="utf-8"
-    )
+    params = envoy_params(config, inference_ports)
+    (config.var / "envoy.yaml").write_text(envoy.render(params), encoding="utf-8")
+    # What Envoy routes by until the router writes its first snapshot (a restarted suite
+    # starts from the router's last one).
+    envoy.seed(params)
     specs = service_specs(config, inference_ports)
     for spec in specs:
         print(f"starting {spec.name} on 127.0.0.1:{spec.port} …", flush=True)
@@ -545,7 +548,7 @@ async def run(args: argparse.Namespace) -> int:
             "demo traffic through Envoy: "
             + ", ".join(f"{variant} {count}" for variant, count in sorted(served.items()))
         )
-        await asyncio.sleep(1.5)  # the router sends its events to the monitor in batches
+        await asyncio.sleep(1.5)  # inference sends its events to the monitor in batches
         for line in await demo_report(f"127.0.0.1:{config.ports.monitor}"):
             print(line)
         print(banner(config.ports, config.var, specs))

@@ -1,3 +1,4 @@
-"""The traffic router: serves the Open Inference Protocol and routes each request to a model
-version by the registry's endpoints (sticky A/B buckets, canaries, fallback), mirrors a
-sample to shadow versions, and reports every request to the monitor."""
+"""The traffic router: Envoy's control plane. It follows the registry's endpoints (sticky A/B
+buckets, canaries, shadows, fallback) and writes them as Envoy's routes and clusters
+(`xds`); Envoy carries every request. `ExplainRoute` computes the same bucket function as
+Envoy's Lua filter."""

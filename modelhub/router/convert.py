@@ -1,24 +1,14 @@
 """Protobuf ↔ router domain: registry watch events into `RegistryState` changes, routing
-tables and counters into `modelhub.router.v1` messages, events into monitor messages, and
-inference responses into numpy tensors (for shadow comparisons and drift samples)."""
+tables, explanations and counters into `modelhub.router.v1` messages."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from modelhub.api.monitor.v1 import monitor_pb2 as mpb
-from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.router.v1 import router_pb2 as pb
-from modelhub.common.dtypes import OIP_TO_NUMPY, TYPED_CONTENTS_FIELD
-from modelhub.router.backends import Backend, BackendPool
-from modelhub.router.events import Event, Outcome, Sampler
+from modelhub.router import bucketing
 from modelhub.router.routing import Explanation
-from modelhub.router.stats import RouterCounters
 from modelhub.router.table import (
     DeploymentSpec,
     EndpointRoute,
@@ -142,32 +132,24 @@ def apply_event(state: RegistryState, event: rpb.WatchEvent) -> bool:
 # ------------------------------------------------------------------- domain → router
 
 
-def backends_to_pb(pool: BackendPool | None) -> list[pb.Backend]:
-    if pool is None:
-        return []
-    return [backend_to_pb(b) for b in pool.backends]
-
-
-def backend_to_pb(backend: Backend) -> pb.Backend:
-    return pb.Backend(
-        address=backend.address,
-        healthy=backend.healthy,
-        requests=backend.requests,
-        failures=backend.failures,
-        in_flight=backend.in_flight,
-    )
+def backends_to_pb(addresses: Iterable[str]) -> list[pb.Backend]:
+    return [pb.Backend(address=address) for address in addresses]
 
 
 def variant_to_pb(variant: VariantRoute) -> pb.VariantRoute:
     spec = variant.spec
+    total = bucketing.TOTAL
     return pb.VariantRoute(
         name=spec.name,
         model=f"models/{spec.model}",
         version=variant.version,
         weight=spec.weight,
-        lower=variant.range.lower,
-        upper=variant.range.upper,
-        backends=backends_to_pb(variant.target.pool if variant.target else None),
+        lower=variant.range.lower / total,
+        upper=variant.range.upper / total,
+        bucket_lower=variant.range.lower,
+        bucket_upper=variant.range.upper,
+        buckets=total,
+        backends=backends_to_pb(spec.pool),
         selector=spec.selector.describe(),
         deployed=variant.deployed,
     )
@@ -184,7 +166,7 @@ def endpoint_to_pb(endpoint: EndpointRoute) -> pb.EndpointRoute:
                 model=f"models/{s.spec.model}",
                 version=s.version,
                 sample_rate=s.spec.sample_rate,
-                backends=backends_to_pb(s.target.pool if s.target else None),
+                backends=backends_to_pb(s.spec.pool),
                 selector=s.spec.selector.describe(),
             )
             for s in endpoint.shadows
@@ -202,12 +184,12 @@ def model_route_to_pb(route: ModelRoute) -> pb.ModelRoute:
     )
 
 
-def table_to_pb(table: RoutingTable) -> pb.RoutingTable:
+def table_to_pb(table: RoutingTable, default_pool: Iterable[str]) -> pb.RoutingTable:
     return pb.RoutingTable(
         revision=table.revision,
         endpoints=[endpoint_to_pb(table.endpoints[k]) for k in sorted(table.endpoints)],
         models=[model_route_to_pb(table.models[k]) for k in sorted(table.models)],
-        default_backends=backends_to_pb(table.default_pool),
+        default_backends=backends_to_pb(default_pool),
         synced=table.synced,
     )
 
@@ -217,7 +199,9 @@ def explanation_to_pb(explanation: Explanation) -> pb.ExplainRouteResponse:
     response = pb.ExplainRouteResponse(
         endpoint=endpoint.name,
         key=explanation.key,
-        bucket=explanation.bucket,
+        bucket=explanation.bucket / bucketing.TOTAL,
+        bucket_index=explanation.bucket,
+        buckets=bucketing.TOTAL,
         mirrored_to=explanation.mirrored_to,
         sticky_key=endpoint.sticky_key.describe() if endpoint.sticky_key else "",
         fallback=endpoint.fallback.spec.name if endpoint.fallback else "",
@@ -226,187 +210,3 @@ def explanation_to_pb(explanation: Explanation) -> pb.ExplainRouteResponse:
     if explanation.variant is not None:
         response.variant.CopyFrom(variant_to_pb(explanation.variant))
     return response
-
-
-def stats_to_pb(
-    counters: RouterCounters,
-    *,
-    revision: int,
-    events_sent: int,
-    events_dropped: int,
-    events_buffered: int,
-    outcomes_dropped: int,
-) -> pb.RouterStats:
-    return pb.RouterStats(
-        variants=[
-            pb.VariantCounters(
-                endpoint=c.endpoint,
-                variant=c.variant,
-                requests=c.requests,
-                errors=c.errors,
-                unkeyed=c.unkeyed,
-                fallbacks=c.fallbacks,
-                model=f"models/{c.model}" if c.model else "",
-                retries=c.retries,
-            )
-            for c in counters.routes()
-            # Plain model routes exist for every model; list those that saw traffic.
-            if c.requests or c.endpoint
-        ],
-        shadows=[
-            pb.ShadowCounters(
-                endpoint=c.endpoint,
-                shadow=c.shadow,
-                sent=c.sent,
-                dropped=c.dropped,
-                failed=c.failed,
-                compared=c.compared,
-                mismatched=c.mismatched,
-            )
-            for c in counters.shadows()
-        ],
-        monitor_events_sent=events_sent,
-        monitor_events_dropped=events_dropped,
-        outcomes_attributed=counters.outcomes_attributed,
-        outcomes_unattributed=counters.outcomes_unattributed,
-        monitor_events_buffered=events_buffered,
-        outcomes_dropped=outcomes_dropped,
-        revision=revision,
-        not_found=counters.not_found,
-    )
-
-
-# ------------------------------------------------------------------ domain → monitor
-
-
-def _timestamp(epoch_s: float) -> Timestamp:
-    # Split before scaling: epoch seconds × 1e9 exceeds a double's exact integers.
-    seconds = int(epoch_s)
-    return Timestamp(seconds=seconds, nanos=min(round((epoch_s - seconds) * 1e9), 999_999_999))
-
-
-def _values(values: Iterable[tuple[str, float]]) -> list[mpb.FeatureValue]:
-    return [mpb.FeatureValue(name=n, number=v) for n, v in values if math.isfinite(v)]
-
-
-def event_to_pb(event: Event) -> mpb.InferenceEvent:
-    return mpb.InferenceEvent(
-        request_id=event.request_id,
-        time=_timestamp(event.time),
-        endpoint=event.endpoint,
-        variant=event.variant,
-        model=f"models/{event.model}",
-        version=event.version,
-        latency_seconds=max(event.latency_s, 0.0),
-        status_code=event.status_code,
-        key_hash=event.key_hash,
-        rows=event.rows,
-        features=_values(event.features),
-        predictions=_values(event.predictions),
-        shadows=[
-            mpb.ShadowComparison(
-                shadow=c.shadow,
-                model=f"models/{c.model}",
-                version=c.version,
-                status_code=c.status_code,
-                latency_seconds=max(c.latency_s, 0.0),
-                max_abs_diff=c.max_abs_diff,
-                argmax_agree=c.argmax_agree,
-                has_argmax=c.has_argmax,
-            )
-            for c in event.shadows
-        ],
-        source="router",
-        traceparent=event.traceparent,
-    )
-
-
-def events_to_pb(events: Sequence[Event]) -> mpb.IngestEventsRequest:
-    return mpb.IngestEventsRequest(events=[event_to_pb(e) for e in events])
-
-
-def outcomes_to_pb(outcomes: Sequence[Outcome]) -> mpb.RecordOutcomesRequest:
-    return mpb.RecordOutcomesRequest(
-        outcomes=[
-            mpb.Outcome(
-                request_id=o.request_id, value=o.value, kind=o.kind, time=_timestamp(o.time)
-            )
-            for o in outcomes
-        ]
-    )
-
-
-# ------------------------------------------------------------------ tensors (numpy)
-
-_TYPED_CONTENTS = {**TYPED_CONTENTS_FIELD, "BYTES": "bytes_contents"}
-
-
-def _tensor(
-    datatype: str, shape: Sequence[int], raw: bytes | None, contents: opb.InferTensorContents
-) -> np.ndarray | None:
-    dims = tuple(int(d) for d in shape)
-    if datatype == "BYTES":
-        if raw is not None:
-            return np.array([raw], dtype=object)
-        return np.array(list(contents.bytes_contents), dtype=object)
-    dtype = OIP_TO_NUMPY.get(datatype)
-    if dtype is None:
-        return None
-    if raw is not None:
-        array = np.frombuffer(raw, dtype=dtype)
-    else:
-        field = _TYPED_CONTENTS.get(datatype)
-        if field is None:
-            return None
-        array = np.asarray(getattr(contents, field), dtype=dtype)
-    if array.size != math.prod(dims):
-        return None
-    return array.reshape(dims)
-
-
-def response_tensors(data: bytes) -> dict[str, np.ndarray]:
-    """The outputs of a serialized ModelInferResponse by name (raw or typed contents)."""
-    response = opb.ModelInferResponse.FromString(data)
-    raw = response.raw_output_contents
-    tensors: dict[str, np.ndarray] = {}
-    for i, output in enumerate(response.outputs):
-        array = _tensor(
-            output.datatype, output.shape, raw[i] if i < len(raw) else None, output.contents
-        )
-        if array is not None:
-            tensors[output.name] = array
-    return tensors
-
-
-def _first_row(array: np.ndarray, prefix: str, limit: int) -> list[tuple[str, float]]:
-    if array.dtype.kind not in "biuf" or array.size == 0:
-        return []
-    row = array[0] if array.ndim > 1 else array
-    flat = np.asarray(row, dtype=np.float64).ravel()[:limit]
-    return [(f"{prefix}[{i}]", float(v)) for i, v in enumerate(flat)]
-
-
-def make_sampler(max_values: int) -> Sampler:
-    """A sampler for `EventPipeline`: the first row of the first input (`input[i]`) and of
-    the first output (`output[i]`), at most `max_values` each, and the request's rows."""
-
-    def sample(
-        request: bytes, response: bytes
-    ) -> tuple[int, list[tuple[str, float]], list[tuple[str, float]]]:
-        parsed = opb.ModelInferRequest.FromString(request)
-        features: list[tuple[str, float]] = []
-        rows = 0
-        if parsed.inputs:
-            first = parsed.inputs[0]
-            rows = int(first.shape[0]) if first.shape else 1
-            raw = parsed.raw_input_contents
-            array = _tensor(first.datatype, first.shape, raw[0] if raw else None, first.contents)
-            if array is not None:
-                features = _first_row(array, "input", max_values)
-        predictions: list[tuple[str, float]] = []
-        outputs = response_tensors(response)
-        if outputs:
-            predictions = _first_row(next(iter(outputs.values())), "output", max_values)
-        return rows, features, predictions
-
-    return sample

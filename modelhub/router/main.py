@@ -1,30 +1,34 @@
-"""`python -m modelhub.router`: settings → backends, registry watch, monitor sink →
-router, mirror, events → servicers → ServiceRuntime."""
+"""`python -m modelhub.router`: settings → registry watch → routing table → Envoy's
+configuration (filesystem xDS) → RouterService → ServiceRuntime.
+
+The router is Envoy's control plane: it follows the registry, resolves every endpoint into
+a routing table, holds a variant on its current version until a newly deployed one is
+ready, and writes the table as Envoy's routes and clusters. No request passes through it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import random
 import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
 from modelhub.common.server import ServiceRuntime, serve_until_signalled, suite_service_names
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
-from modelhub.router import api, convert, forward, metrics
-from modelhub.router.backends import BackendPool, BackendRegistry, HealthChecker
-from modelhub.router.events import EventPipeline
-from modelhub.router.mirror import Mirror
-from modelhub.router.monitor_client import MonitorSink
-from modelhub.router.outcomes import OutcomeIndex
+from modelhub.router import api, xds
+from modelhub.router.metrics import RouterCollector
+from modelhub.router.outcomes import OutcomeForwarder
+from modelhub.router.probes import ReadinessProber
 from modelhub.router.readiness import ReadinessGate
 from modelhub.router.registry_watch import RegistryWatch
 from modelhub.router.routing import Router
 from modelhub.router.settings import RouterSettings
-from modelhub.router.stats import RouterCounters
-from modelhub.router.table import RegistryState, build_table, empty_table
+from modelhub.router.table import RegistryState, RoutingTable, build_table, empty_table
 
 log = logging.getLogger("modelhub.router")
 
@@ -35,68 +39,29 @@ class RouterApp:
     """The wired router. Create it inside the running event loop (it opens channels)."""
 
     def __init__(
-        self,
-        settings: RouterSettings,
-        *,
-        tracer_provider: TracerProvider | None = None,
-        rng: random.Random | None = None,
+        self, settings: RouterSettings, *, tracer_provider: TracerProvider | None = None
     ) -> None:
         self.settings = settings
-        self.counters = RouterCounters()
-        self.backends = BackendRegistry(
-            forward.connector(settings.max_message_bytes),
-            forward.disconnect,
-            settings.backend_addresses,
+        self.default_pool = tuple(settings.backend_addresses)
+        self.options = xds.XdsOptions(
+            default_pool=self.default_pool,
+            inference_timeout_s=settings.inference_timeout_s,
+            retries=settings.retries,
         )
-        self.router = Router(empty_table(self.backends), self.counters, rng)
-        self.outcomes = OutcomeIndex(settings.outcome_max_requests, settings.outcome_retention_s)
-        self.sink: MonitorSink | None = None
-        self.events: EventPipeline | None = None
+        self.writer = xds.ConfigWriter(
+            Path(settings.envoy_config_dir), warm_s=settings.config_warm_s
+        )
+        self.router = Router(empty_table())
+        self.forwarder: OutcomeForwarder | None = None
         if settings.monitor_address:
-            self.sink = MonitorSink(
+            self.forwarder = OutcomeForwarder(
                 settings.monitor_address,
                 token=settings.monitor_token,
                 timeout_s=settings.monitor_timeout_s,
-                max_message_bytes=settings.max_message_bytes,
             )
-            self.events = EventPipeline(
-                self.sink,
-                max_buffered=settings.event_buffer_size,
-                batch_size=settings.event_batch_size,
-                flush_interval_s=settings.event_flush_interval_s,
-                max_outcomes=settings.max_pending_outcomes,
-                sampler=convert.make_sampler(settings.event_max_values),
-            )
-        self.mirror = Mirror(
-            forward.shadow_call,
-            convert.response_tensors,
-            queue_size=settings.shadow_queue_size,
-            concurrency=settings.shadow_concurrency,
-            timeout_s=settings.shadow_timeout_s,
-        )
-        backend_metadata = (
-            [("authorization", f"Bearer {settings.backend_token}")]
-            if settings.backend_token
-            else []
-        )
-        self.data_plane = forward.DataPlane(
-            self.router,
-            mirror=self.mirror,
-            events=self.events,
-            outcomes=self.outcomes,
-            generate_request_ids=settings.generate_request_ids,
-            event_sample_rate=settings.event_sample_rate,
-            backend_metadata=backend_metadata,
-        )
-        self.health = HealthChecker(
-            self.backends,
-            forward.prober(settings.health_check_timeout_s),
-            settings.health_check_interval_s,
-        )
+        self.prober = ReadinessProber(settings.health_check_timeout_s, settings.backend_token)
         self.gate = ReadinessGate(
-            forward.readiness_prober(settings.health_check_timeout_s),
-            self._rebuild,
-            timeout_s=settings.version_ready_timeout_s,
+            self.prober, self._rebuild, timeout_s=settings.version_ready_timeout_s
         )
         self.watch = RegistryWatch(
             settings.registry_address,
@@ -109,55 +74,63 @@ class RouterApp:
             "router", settings, api.ROLES, tracer_provider=tracer_provider
         )
         self.runtime.add_service(
-            api.INFERENCE_SERVICE_NAME,
-            api.add_inference_to_server,
-            api.InferenceServicer(self.router, self.data_plane, self.ready),
-        )
-        self.runtime.add_service(
             api.SERVICE_NAME,
             api.add_router_to_server,
-            api.RouterServicer(self.router, self.counters, self.outcomes, self.events),
+            api.RouterServicer(self.router, self.writer, self.forwarder, lambda: self.default_pool),
         )
         if settings.reflect_all:
             self.runtime.advertise(suite_service_names())
-        metrics.register(
-            self.runtime.metrics_registry,
-            self.counters,
-            self.backends,
-            self.events,
-            lambda: self.router.table.revision,
-        )
+        self._register_metrics()
+        self._pending: RoutingTable | None = None
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self.stopped = False
 
-    def _on_state(self, state: RegistryState) -> None:
-        table = build_table(
-            state,
-            self.backends,
-            self.counters,
-            self.settings.default_alias,
-            choose=self._choose,
+    def _register_metrics(self) -> None:
+        self.runtime.metrics_registry.register(
+            RouterCollector(self.writer, lambda: self.router.table.revision)
         )
+
+    def _on_state(self, state: RegistryState) -> None:
+        table = build_table(state, self.settings.default_alias, choose=self._choose)
         self.gate.commit(table.active_versions())
         self.router.swap(table)
-        # Close connections to backends the new table no longer names (graceful).
-        task = asyncio.get_running_loop().create_task(self.backends.retain(table.pools()))
-        self._background.append(task)
-        task.add_done_callback(self._background.remove)
+        self._pending = table
+        self._wake.set()
 
     def _choose(
-        self, endpoint: str, variant: str, model: str, version: int, pool: BackendPool
+        self, endpoint: str, variant: str, model: str, version: int, pool: tuple[str, ...]
     ) -> tuple[str, int]:
-        return self.gate.choose(endpoint, variant, model, version, pool.addresses, pool)
+        addresses = pool or self.default_pool
+        return self.gate.choose(endpoint, variant, model, version, addresses, addresses)
 
     def _rebuild(self) -> None:
         """A held version became ready: rebuild the table from the latest state."""
         if self.watch.state is not None and not self.stopped:
             self._on_state(self.watch.state)
 
+    async def _writer_loop(self) -> None:
+        """Write the newest table (only the newest: tables built while a write ran are
+        coalesced), in a thread: the writes fsync and pause while Envoy warms clusters."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            table, self._pending = self._pending, None
+            if table is None or not table.synced:
+                continue
+            snap = xds.snapshot(table, self.options)
+            if await asyncio.to_thread(self.writer.write, snap):
+                log.info(
+                    "wrote Envoy configuration for revision %d (%d endpoints, %d clusters) to %s",
+                    table.revision, len(table.endpoints), len(snap.clusters),
+                    self.writer.directory,
+                )  # fmt: skip
+            self._written.set()
+
     def ready(self) -> bool:
-        """Ready once the registry's state arrived: before that nothing can be routed."""
-        return self.router.table.synced
+        """Ready once the registry's state arrived and Envoy's configuration was written."""
+        return self.router.table.synced and self._written.is_set()
 
     @property
     def address(self) -> str:
@@ -166,20 +139,20 @@ class RouterApp:
     async def _serving_when_synced(self) -> None:
         if not self.ready():
             await self.runtime.set_serving(False)
-            await self.watch.synced.wait()
+            await self._written.wait()
         await self.runtime.set_serving(True)
 
-    def start_background(self, _runtime: ServiceRuntime | None = None) -> None:
-        """Start following the registry, checking backends, mirroring and sending events
-        (inside the running loop, once the server is up)."""
-        self.watch.start()
-        self.health.start()
-        self.mirror.start()
-        if self.events is not None:
-            self.events.start()
-        task = asyncio.get_running_loop().create_task(self._serving_when_synced())
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.append(task)
         task.add_done_callback(self._background.remove)
+
+    def start_background(self, _runtime: ServiceRuntime | None = None) -> None:
+        """Start following the registry and writing Envoy's configuration (inside the
+        running loop, once the server is up)."""
+        self.watch.start()
+        self._spawn(self._writer_loop())
+        self._spawn(self._serving_when_synced())
 
     async def start(self) -> None:
         """Serve (for tests and embedding; `main` uses `serve_until_signalled`)."""
@@ -187,7 +160,8 @@ class RouterApp:
         self.start_background()
 
     async def wait_synced(self, timeout_s: float = 10.0) -> None:
-        await asyncio.wait_for(self.watch.synced.wait(), timeout_s)
+        """Until the first routing table is written for Envoy."""
+        await asyncio.wait_for(self._written.wait(), timeout_s)
 
     async def close(self) -> None:
         """Release everything but the gRPC server (stopped first by its owner)."""
@@ -197,14 +171,9 @@ class RouterApp:
                 await task
         await self.watch.close()
         await self.gate.close()
-        await self.health.close()
-        await self.mirror.drain(1.0)
-        await self.mirror.close()
-        if self.events is not None:
-            await self.events.close(self.settings.monitor_timeout_s)
-        if self.sink is not None:
-            await self.sink.close()
-        await self.backends.close()
+        await self.prober.close()
+        if self.forwarder is not None:
+            await self.forwarder.close()
 
     async def stop(self, grace: float | None = None) -> None:
         self.stopped = True

@@ -1,75 +1,89 @@
-"""Which variant served which request id: a bounded, time-limited index for attributing
-outcomes (conversions, rewards, labels) that clients report later.
+"""Outcomes (conversions, rewards, labels) reported to the router, forwarded to the monitor.
 
-Bounded twice, so that memory never grows with traffic: ids older than `retention_s` are
-forgotten, and beyond `max_requests` the oldest go first (counted as evicted early).
+The monitor attributes each outcome to the variant that served the request id: inference
+reports every request it serves (with endpoint and variant), so the join happens where
+both arrive. The router validates the outcome and forwards it at once.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from modelhub.api.monitor.v1 import monitor_pb2 as mpb
+from modelhub.api.monitor.v1 import monitor_pb2_grpc as mpb_grpc
+from modelhub.common.channels import bearer, service_channel
+from modelhub.common.errors import InvalidArgumentError, UnavailableError
+
+KINDS = ("conversion", "reward", "label")
 
 
 @dataclass(frozen=True, slots=True)
-class Served:
-    """Who served a request."""
-
-    endpoint: str  # `endpoints/{e}`, "" for a plain model request
-    variant: str
-    model: str  # model id
-    version: int
-    time: float  # monotonic seconds
+class Outcome:
+    request_id: str
+    value: float
+    kind: str
+    time: float  # epoch seconds
 
 
-class OutcomeIndex:
-    """Request id → `Served`, for `retention_s` seconds and at most `max_requests` ids."""
+def validated(request_id: str, value: float, kind: str) -> Outcome:
+    """The outcome, or InvalidArgumentError saying what is wrong with it."""
+    if not request_id:
+        raise InvalidArgumentError("request_id is required", field="request_id")
+    if not math.isfinite(value):
+        raise InvalidArgumentError(f"value must be finite, got {value}", field="value")
+    kind = kind or "conversion"
+    if kind not in KINDS:
+        raise InvalidArgumentError(
+            f"kind must be one of {', '.join(KINDS)}; got {kind!r}", field="kind"
+        )
+    return Outcome(request_id, value, kind, time.time())
 
-    def __init__(
-        self,
-        max_requests: int,
-        retention_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if max_requests <= 0:
-            raise ValueError("max_requests must be positive")
-        self.max_requests = max_requests
-        self.retention_s = retention_s
-        self._clock = clock
-        self._served: OrderedDict[str, Served] = OrderedDict()
-        self.evicted_early = 0
 
-    def __len__(self) -> int:
-        return len(self._served)
+class OutcomeForwarder:
+    """Sends outcomes to the monitor's `RecordOutcomes`; counts what it attributed."""
 
-    def remember(self, request_id: str, served: Served) -> None:
-        """Record who served `request_id` (a repeated id keeps its first server: the
-        outcome belongs to what the user saw first)."""
-        index = self._served
-        if request_id in index:
-            return
-        index[request_id] = served
-        if len(index) > self.max_requests:
-            # One in, one out: amortized O(1) on the data path.
-            _, oldest = index.popitem(last=False)
-            if served.time - oldest.time < self.retention_s:
-                self.evicted_early += 1
+    def __init__(self, address: str, *, token: str = "", timeout_s: float = 5.0) -> None:
+        self._channel = service_channel(address)
+        self._stub = mpb_grpc.MonitorServiceStub(self._channel)
+        self._metadata = bearer(token)
+        self._timeout = timeout_s
+        self.attributed = 0
+        self.unattributed = 0
 
-    def lookup(self, request_id: str) -> Served | None:
-        """Who served `request_id`, if it is remembered and within the retention."""
-        self._expire()
-        served = self._served.get(request_id)
-        if served is None or self._clock() - served.time > self.retention_s:
-            return None
-        return served
+    async def send(self, outcome: Outcome) -> bool:
+        """Forward one outcome; True when the monitor attributed it to a served request."""
+        stamp = Timestamp()
+        stamp.FromNanoseconds(int(outcome.time * 1e9))
+        request = mpb.RecordOutcomesRequest(
+            outcomes=[
+                mpb.Outcome(
+                    request_id=outcome.request_id,
+                    value=outcome.value,
+                    kind=outcome.kind,
+                    time=stamp,
+                )
+            ]
+        )
+        try:
+            reply = await self._stub.RecordOutcomes(
+                request, timeout=self._timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise UnavailableError(
+                f"the monitor did not take the outcome: {exc.code().name} {exc.details()}",
+                reason="MONITOR_UNAVAILABLE",
+            ) from exc
+        attributed = reply.attributed > 0
+        if attributed:
+            self.attributed += 1
+        else:
+            self.unattributed += 1
+        return attributed
 
-    def _expire(self) -> None:
-        horizon = self._clock() - self.retention_s
-        index = self._served
-        while index:
-            oldest = next(iter(index.values()))
-            if oldest.time >= horizon:
-                break
-            index.popitem(last=False)
+    async def close(self) -> None:
+        await self._channel.close(None)

@@ -14,8 +14,7 @@ def split_addresses(text: str) -> list[str]:
 
 
 class RouterSettings(ServiceSettings):
-    """Every router setting, with its default. Queues and buffers are bounded: what does
-    not fit is dropped and counted, never queued without bound."""
+    """Every router setting, with its default."""
 
     model_config = SettingsConfigDict(env_prefix="MODELHUB_ROUTER_", extra="ignore")
 
@@ -38,23 +37,43 @@ class RouterSettings(ServiceSettings):
         "(exponential backoff from 0.1 s, with jitter).",
     )
 
+    # Envoy.
+    envoy_config_dir: str = Field(
+        default="var/envoy-xds",
+        description="The directory Envoy watches for its dynamic configuration (filesystem "
+        "xDS): the router writes clusters.yaml and routes.yaml here. Shared with Envoy: the "
+        "same host under `make up`, a shared volume in compose, a sidecar in Kubernetes.",
+    )
+    config_warm_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="Pause between writing new clusters and the routes that name them (Envoy "
+        "warms a new cluster before it serves), and before dropping unused clusters.",
+    )
+    inference_timeout_s: float = Field(
+        default=60.0, gt=0, description="Envoy's timeout for one inference call (all tries)."
+    )
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Envoy retries of an inference call that failed UNAVAILABLE or at the "
+        "transport level, on another replica; from the second try, the endpoint's fallback "
+        "variant serves.",
+    )
+
     # Backends.
     backends: str = Field(
         default="127.0.0.1:50052",
-        description="Inference servers (host:port, comma-separated) for plain model names and "
-        "for variants whose pool is empty.",
+        description="The default pool of inference replicas (host:port, comma-separated): "
+        "the same addresses as Envoy's `inference` cluster. Variants and shadows without a "
+        "pool of their own use it.",
     )
     backend_token: str = Field(
         default="", description="Bearer token for calls to the inference servers, if needed."
     )
-    health_check_interval_s: float = Field(
-        default=1.0,
-        gt=0,
-        description="How often every backend is checked (grpc.health.v1). An unhealthy "
-        "backend gets no traffic until a check answers SERVING.",
-    )
     health_check_timeout_s: float = Field(
-        default=0.5, gt=0, description="A health check not answered within this fails."
+        default=0.5, gt=0, description="A readiness probe not answered within this fails."
     )
 
     reflect_all: bool = Field(
@@ -77,74 +96,18 @@ class RouterSettings(ServiceSettings):
         description="A plain model name without a version goes to the version this alias "
         "points at, else to the newest READY version. Empty: always the newest READY.",
     )
-    generate_request_ids: bool = Field(
-        default=True,
-        description="Give requests without an `id` a generated one (echoed in the response), "
-        "so that every request can be attributed outcomes.",
-    )
-
-    # Shadows.
-    shadow_queue_size: int = Field(
-        default=256,
-        ge=1,
-        description="Mirrors waiting to be sent; when full, new mirrors are dropped "
-        "(counted) and the primary is unaffected.",
-    )
-    shadow_concurrency: int = Field(
-        default=8, ge=1, description="Mirrors in flight at most (the shadow workers)."
-    )
-    shadow_timeout_s: float = Field(
-        default=5.0, gt=0, description="A shadow call not answered within this fails."
-    )
 
     # Monitor.
     monitor_address: str = Field(
         default="",
-        description="The monitor's gRPC address; empty: no events are sent (and none are built).",
+        description="The monitor's gRPC address, where RecordOutcome forwards outcomes; "
+        "empty: RecordOutcome answers FAILED_PRECONDITION.",
     )
     monitor_token: str = Field(
         default="", description="Bearer token for the monitor (publisher role needed)."
     )
-    event_buffer_size: int = Field(
-        default=10_000,
-        ge=1,
-        description="Events waiting to be sent; when full, new events are dropped (counted).",
-    )
-    event_batch_size: int = Field(default=500, ge=1, description="Events per IngestEvents batch.")
-    event_flush_interval_s: float = Field(
-        default=1.0,
-        gt=0,
-        description="Events are sent at least this often (sooner when a batch fills).",
-    )
-    event_sample_rate: float = Field(
-        default=0.05,
-        ge=0,
-        le=1,
-        description="Fraction of events that carry sampled input and output values (the "
-        "first row) for drift detection.",
-    )
-    event_max_values: int = Field(
-        default=32, ge=1, description="Most input (and output) values sampled per event."
-    )
     monitor_timeout_s: float = Field(
         default=5.0, gt=0, description="Bound on each call to the monitor."
-    )
-    max_pending_outcomes: int = Field(
-        default=10_000,
-        ge=1,
-        description="Outcomes waiting to be forwarded to the monitor; more are dropped.",
-    )
-
-    # Outcomes.
-    outcome_retention_s: float = Field(
-        default=3600.0,
-        gt=0,
-        description="How long the router remembers which variant served a request id.",
-    )
-    outcome_max_requests: int = Field(
-        default=200_000,
-        ge=1,
-        description="Most request ids remembered (about 150 bytes each); the oldest go first.",
     )
 
     @property

