@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import grpc
 from opentelemetry import trace
@@ -12,11 +13,13 @@ from opentelemetry import trace
 from modelhub.api.oip import grpc_predict_v2_pb2 as pb
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhub.common.auth import Role
-from modelhub.common.errors import ModelHubError
+from modelhub.common.errors import ModelHubError, NotFoundError
 from modelhub.common.status import status_code_for
-from modelhub.inference import convert
+from modelhub.inference import convert, routing
 from modelhub.inference.metrics import InferenceMetrics
-from modelhub.inference.request import InferRequest
+from modelhub.inference.reporting import RequestReporter
+from modelhub.inference.request import InferRequest, InferResult
+from modelhub.inference.routing import DIRECT, Route
 from modelhub.inference.service import InferenceService
 
 SERVICE_NAME = "inference.GRPCInferenceService"
@@ -30,19 +33,33 @@ ROLES: dict[str, Role] = {
     "ModelInfer": Role.READER,
 }
 
-_CODE_NAMES: dict[type, str] = {}
+_CODES: dict[type, grpc.StatusCode] = {}
 
 
-def _code_name(exc: ModelHubError) -> str:
-    name = _CODE_NAMES.get(type(exc))
-    if name is None:
-        code = status_code_for(type(exc)) or grpc.StatusCode.INTERNAL
-        name = _CODE_NAMES[type(exc)] = code.name
-    return name
+def _code(exc: ModelHubError) -> grpc.StatusCode:
+    code = _CODES.get(type(exc))
+    if code is None:
+        code = _CODES[type(exc)] = status_code_for(type(exc)) or grpc.StatusCode.INTERNAL
+    return code
 
 
-# Set by the router on requests it forwards for an endpoint variant.
-VARIANT_PARAMETER = "modelhub.variant"
+def _route(context: grpc.aio.ServicerContext) -> Route:
+    """The routing headers Envoy set (docs/data-plane.md), as a domain `Route`."""
+    metadata = context.invocation_metadata()
+    if not metadata:
+        return DIRECT
+    headers = {key: value for key, value in metadata if key in routing.HEADERS}
+    if not headers:
+        return DIRECT
+    return routing.parse_route(headers)  # type: ignore[arg-type]
+
+
+def _traceparent(span: trace.Span) -> str:
+    """The span as a W3C traceparent when it is sampled (recorded), else ""."""
+    context = span.get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -50,11 +67,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     interceptor maps to status codes."""
 
     def __init__(
-        self, service: InferenceService, metrics: InferenceMetrics, max_request_bytes: int
+        self,
+        service: InferenceService,
+        metrics: InferenceMetrics,
+        max_request_bytes: int,
+        reporter: RequestReporter | None = None,
     ) -> None:
         self._service = service
         self._metrics = metrics
         self._max_request_bytes = max_request_bytes
+        self._reporter = reporter
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -77,13 +99,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
-        ready = await self._service.model_ready(request.name, request.version)
+        try:
+            model, version = routing.model_reference(request.name, request.version, _route(context))
+        except NotFoundError:
+            return pb.ModelReadyResponse(ready=False)
+        ready = await self._service.model_ready(model, version)
         return pb.ModelReadyResponse(ready=ready)
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        description = await self._service.model_metadata(request.name, request.version)
+        model, version = routing.model_reference(request.name, request.version, _route(context))
+        description = await self._service.model_metadata(model, version)
+        if description.name != request.name:
+            description = replace(description, name=request.name)
         return convert.model_metadata(description)
 
     async def ModelInfer(
@@ -91,11 +120,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         start = time.perf_counter()
         model = version = ""  # requests that never reached a version are counted unlabelled
-        code = "OK"
+        code = grpc.StatusCode.OK
+        route = DIRECT
         domain: InferRequest | None = None
+        result: InferResult | None = None
+        span = trace.get_current_span()
         try:
+            route = _route(context)
             domain = convert.infer_request(request, self._max_request_bytes)
-            span = trace.get_current_span()
+            domain.model, domain.version = routing.model_reference(
+                domain.model, domain.version, route
+            )
+            if route.shadow:
+                domain.background = True
             result = await self._service.infer(
                 domain, context.time_remaining(), span.get_span_context()
             )
@@ -103,24 +140,38 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if span.is_recording():
                 span.set_attribute("modelhub.model", model)
                 span.set_attribute("modelhub.version", version)
-            return convert.infer_response(request, result)
+            labels = routing.served_labels(route, result.model, result.version)
+            context.set_trailing_metadata(tuple((routing.TRAILERS[k], v) for k, v in labels))
+            return convert.infer_response(request, result, labels)
         except ModelHubError as exc:
-            code = _code_name(exc)
+            code = _code(exc)
             if domain is not None and domain.served_version is not None:
                 model, version = domain.model, str(domain.served_version)
             raise
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            code = grpc.StatusCode.CANCELLED
             raise
         except Exception:
-            code = "INTERNAL"
+            code = grpc.StatusCode.INTERNAL
             raise
         finally:
-            variant = request.parameters.get(VARIANT_PARAMETER)
+            latency = time.perf_counter() - start
+            # Only an endpoint's variants label the histogram: a client-sent value never
+            # creates a label value.
             self._metrics.observe_request(
-                model,
-                version,
-                variant.string_param if variant is not None else "",
-                code,
-                time.perf_counter() - start,
+                model, version, route.variant if route.routed else "", code.name, latency
             )
+            reporter = self._reporter
+            if reporter is not None and version:
+                reporter.report(
+                    route,
+                    request.id,
+                    time.time() - latency,
+                    latency,
+                    model,
+                    int(version),
+                    code.value[0],
+                    domain.inputs[0].data if domain is not None and domain.inputs else None,
+                    result.outputs[0].data if result is not None and result.outputs else None,
+                    _traceparent(span),
+                )

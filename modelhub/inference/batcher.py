@@ -157,10 +157,14 @@ class AdaptiveBatcher:
         self._max_rows = max(1, policy.max_batch_size) if batchable else 1
         self._levels_count = max(1, policy.priority_levels)
         # Per priority level: shape key → FIFO of jobs. Non-batchable jobs share key None
-        # and are taken one at a time.
+        # and are taken one at a time. One more level than configured, below them all, holds
+        # background work (shadow copies): it runs only when nothing else waits.
         self._levels: list[dict[ShapeKey | None, deque[Job]]] = [
-            {} for _ in range(self._levels_count)
+            {} for _ in range(self._levels_count + 1)
         ]
+        # Background work may fill at most half the queue: it never takes the room of
+        # the requests someone waits for.
+        self._background_limit = max(1, policy.max_queue_size // 2)
         self._rows: dict[ShapeKey | None, int] = {}
         self._depth = 0
         self._seq = 0
@@ -227,8 +231,12 @@ class AdaptiveBatcher:
         deadline: float = INF,
         server_deadline: bool = False,
         span_context: SpanContext | None = None,
+        background: bool = False,
     ) -> asyncio.Future[list[np.ndarray]]:
         """Queue a request; the future resolves to every session output for its rows.
+
+        `background` requests (shadow copies nobody waits for) go below every priority
+        level and may fill at most half the queue.
 
         `deadline` is on the loop clock. With `server_deadline` the batcher itself
         answers DEADLINE_EXCEEDED when it passes while queued (the transport does that
@@ -237,7 +245,9 @@ class AdaptiveBatcher:
         loop = self._loop
         if loop is None or self._closing:
             raise ModelNotReadyError(f"model version {self.name} is not serving")
-        if self._depth >= self.policy.max_queue_size:
+        if self._depth >= self.policy.max_queue_size or (
+            background and self._depth >= self._background_limit
+        ):
             self._observer.rejected()
             raise QueueFullError(
                 f"the queue of model version {self.name} is full "
@@ -246,7 +256,12 @@ class AdaptiveBatcher:
             )
         now = loop.time()
         # 1 is the highest level; 0 (not given) and anything past the last is the lowest.
-        level = min(priority, self._levels_count) - 1 if priority > 0 else self._levels_count - 1
+        if background:
+            level = self._levels_count
+        elif priority > 0:
+            level = min(priority, self._levels_count) - 1
+        else:
+            level = self._levels_count - 1
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         self._seq += 1
         if not self._batchable:

@@ -3,6 +3,8 @@ servicers, that knows the wire types)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelhub.api.common.v1 import types_pb2
@@ -28,6 +30,8 @@ from modelhub.inference.stats import Duration
 TYPED_FIELD = TYPED_CONTENTS_FIELD
 
 _OutputTensor = pb.ModelInferResponse.InferOutputTensor
+# Response parameters that name what served a request.
+_SERVED_PREFIX = "modelhub."
 
 
 def _int_parameter(value: pb.InferParameter, name: str) -> int:
@@ -108,8 +112,15 @@ def _too_large(size: int, limit: int) -> PayloadTooLargeError:
     )
 
 
-def infer_response(request: pb.ModelInferRequest, result: InferResult) -> pb.ModelInferResponse:
-    """The answer, with the request's id and parameters echoed.
+def infer_response(
+    request: pb.ModelInferRequest,
+    result: InferResult,
+    served: Sequence[tuple[str, str]] = (),
+) -> pb.ModelInferResponse:
+    """The answer, with the request's id and parameters echoed, and the `served` string
+    parameters (`modelhub.endpoint`, `modelhub.variant`, `modelhub.model`,
+    `modelhub.version`) set once each: a request's own `modelhub.*` parameters are not
+    echoed, so that they can never be mistaken for what served it.
 
     Outputs go in raw_output_contents (what tritonclient reads, and the fast path), except
     for requests that sent their inputs as typed contents — JSON clients through Envoy's
@@ -133,8 +144,13 @@ def infer_response(request: pb.ModelInferRequest, result: InferResult) -> pb.Mod
             )
     else:
         response.raw_output_contents.extend(o.data.tobytes() for o in outputs)
+    parameters = response.parameters
     if request.parameters:
-        response.parameters.MergeFrom(request.parameters)
+        parameters.MergeFrom(request.parameters)
+        for name in [n for n in parameters if n.startswith(_SERVED_PREFIX)]:
+            del parameters[name]
+    for name, value in served:
+        parameters[name].string_param = value
     return response
 
 

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from modelhub.api.inference.v1 import inference_pb2_grpc as ipb_grpc
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+from modelhub.common.events import EventPipeline, EventSink
+from modelhub.common.monitor_sink import MonitorSink, register_pipeline_metrics
 from modelhub.common.server import ServiceRuntime, serve_until_signalled
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from modelhub.inference import api, repository_api
@@ -22,6 +24,7 @@ from modelhub.inference.deployments import DeploymentWatcher
 from modelhub.inference.local_source import DirectoryModelSource
 from modelhub.inference.metrics import InferenceMetrics
 from modelhub.inference.registry_source import RegistryModelSource
+from modelhub.inference.reporting import RequestReporter
 from modelhub.inference.repository import ModelRepository
 from modelhub.inference.runtime import RunHook, SessionFactory
 from modelhub.inference.service import InferenceService
@@ -36,9 +39,10 @@ ROLES = {**api.ROLES, **repository_api.ROLES}
 class InferenceApp:
     """The wired inference service: its gRPC runtime and the domain objects behind it.
 
-    `source`, `tracer_provider`, `metrics_registry`, `run_hook` and `trace_all` (trace
-    every call, not only those arriving with a traceparent) let tests and embedders
-    replace what `main` would build from the settings."""
+    `source`, `tracer_provider`, `metrics_registry`, `run_hook`, `trace_all` (trace
+    every call, not only those arriving with a traceparent) and `event_sink` (where the
+    monitor events go) let tests and embedders replace what `main` would build from the
+    settings."""
 
     def __init__(
         self,
@@ -49,6 +53,7 @@ class InferenceApp:
         metrics_registry: CollectorRegistry | None = None,
         run_hook: RunHook | None = None,
         trace_all: bool | None = None,
+        event_sink: EventSink | None = None,
     ) -> None:
         self.settings = settings
         self.source: ModelSource = source or self._make_source(settings)
@@ -80,10 +85,37 @@ class InferenceApp:
             DeploymentWatcher(self.source, self.repository) if settings.watch_deployments else None
         )
         self.service = InferenceService(self.repository, self.watcher)
+        # Events for the monitor (none without a monitor address or an injected sink).
+        self.monitor_sink: MonitorSink | None = None
+        if event_sink is None and settings.monitor_address:
+            event_sink = self.monitor_sink = MonitorSink(
+                settings.monitor_address,
+                token=settings.monitor_token,
+                timeout_s=settings.monitor_timeout_s,
+                max_message_bytes=settings.max_message_bytes,
+            )
+        self.events: EventPipeline | None = None
+        reporter: RequestReporter | None = None
+        if event_sink is not None:
+            self.events = EventPipeline(
+                event_sink,
+                max_buffered=settings.event_buffer_size,
+                batch_size=settings.event_batch_size,
+                flush_interval_s=settings.event_flush_interval_s,
+                max_outcomes=1,
+            )
+            register_pipeline_metrics(
+                self.runtime.metrics_registry, self.events, "modelhub_inference"
+            )
+            reporter = RequestReporter(
+                self.events,
+                sample_rate=settings.event_sample_rate,
+                max_values=settings.event_max_values,
+            )
         self.runtime.add_service(
             api.SERVICE_NAME,
             pb_grpc.add_GRPCInferenceServiceServicer_to_server,
-            api.InferenceServicer(self.service, self.metrics, settings.max_request_bytes),
+            api.InferenceServicer(self.service, self.metrics, settings.max_request_bytes, reporter),
         )
         # ServerReady turns false as soon as stopping begins, with the health status.
         self.runtime.on_stop(self.service.shutting_down)
@@ -105,6 +137,7 @@ class InferenceApp:
             settings.registry_address,
             token=settings.registry_token,
             max_message_bytes=settings.max_message_bytes,
+            default_alias=settings.default_alias,
         )
 
     @property
@@ -112,9 +145,12 @@ class InferenceApp:
         return self.runtime.address
 
     def start_background(self) -> None:
-        """Start following deployments (call inside the running loop)."""
+        """Start following deployments and sending events (call inside the running
+        loop)."""
         if self.watcher is not None:
             self.watcher.start()
+        if self.events is not None:
+            self.events.start()
 
     async def start(self) -> None:
         """Start the server and the deployment watcher (for tests and embedding)."""
@@ -128,6 +164,10 @@ class InferenceApp:
             await self.watcher.close()
         await self.repository.close()
         await self.source.close()
+        if self.events is not None:
+            await self.events.close()  # one last flush, bounded
+        if self.monitor_sink is not None:
+            await self.monitor_sink.close()
 
     async def stop(self, grace: float | None = None) -> None:
         self.service.shutting_down()

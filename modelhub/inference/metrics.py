@@ -24,7 +24,8 @@ class InferenceMetrics:
         self.request_duration = Histogram(
             "modelhub_inference_request_duration_seconds",
             "Time from receiving an inference request to answering it. `variant`: the "
-            "endpoint variant the router served the request for (empty when called directly).",
+            "endpoint variant Envoy routed the request to (header x-modelhub-variant, used "
+            "only with x-modelhub-endpoint; empty when called directly).",
             ["model", "version", "variant", "code"],
             buckets=LATENCY_BUCKETS,
             registry=registry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -137,8 +138,11 @@ class RegistryModelSource:
         token: str = "",
         timeout_s: float = 10.0,
         max_message_bytes: int = 64 << 20,
+        default_alias: str = "champion",
     ) -> None:
         self.address = address
+        # The alias a model's default version follows ("": the newest READY version).
+        self.default_alias = default_alias
         self._channel = service_channel(address, max_message_bytes)
         self._stub = rpb_grpc.RegistryServiceStub(self._channel)
         self._metadata = bearer(token)
@@ -157,9 +161,11 @@ class RegistryModelSource:
     async def resolve(self, model: str, reference: str) -> VersionInfo:
         base = f"models/{model}"
         if reference == DEFAULT_REFERENCE:
-            try:
-                version = await self._get(f"{base}@champion")
-            except NotFoundError:
+            version: rpb.ModelVersion | None = None
+            if self.default_alias:
+                with contextlib.suppress(NotFoundError):
+                    version = await self._get(f"{base}@{self.default_alias}")
+            if version is None:
                 version = await self._get(f"{base}@{LATEST}")
         elif reference.isdigit():
             version = await self._get(f"{base}/versions/{int(reference)}")

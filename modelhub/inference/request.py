@@ -33,6 +33,8 @@ class InferRequest:
     outputs: list[str]
     priority: int = 0
     timeout_s: float | None = None
+    # A shadow copy nobody waits for: runs below every priority level.
+    background: bool = False
     # Set once the request reached a version (for metrics labels when it then fails).
     served_version: int | None = None
 

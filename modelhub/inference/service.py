@@ -97,6 +97,7 @@ class InferenceService:
                 rows,
                 key,
                 priority=request.priority,
+                background=request.background,
                 deadline=deadline,
                 server_deadline=server_deadline,
                 span_context=span_context,

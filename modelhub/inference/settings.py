@@ -61,6 +61,13 @@ class InferenceSettings(ServiceSettings):
         "before asking the registry again; watch events invalidate it sooner.",
     )
 
+    default_alias: str = Field(
+        default="champion",
+        description="A model name without a version (and without a deployment choosing its "
+        "primary version) runs the version this alias points at, else the newest READY "
+        "version. Empty: always the newest READY version.",
+    )
+
     # Lifecycle.
     load_on_demand: bool = Field(
         default=True,
@@ -134,6 +141,41 @@ class InferenceSettings(ServiceSettings):
         gt=0,
         description="Largest tensor payload of one request; larger ones get "
         "RESOURCE_EXHAUSTED (reason PAYLOAD_TOO_LARGE).",
+    )
+
+    # Monitor.
+    monitor_address: str = Field(
+        default="",
+        description="The monitor's gRPC address (host:port); empty: no events are sent (and "
+        "none are built).",
+    )
+    monitor_token: str = Field(
+        default="", description="Bearer token for the monitor (publisher role needed)."
+    )
+    monitor_timeout_s: float = Field(
+        default=5.0, gt=0, description="Bound on each call to the monitor."
+    )
+    event_buffer_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Events waiting to be sent; when full, new events are dropped (counted).",
+    )
+    event_batch_size: int = Field(default=500, ge=1, description="Events per IngestEvents batch.")
+    event_flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Events are sent at least this often (sooner when a batch fills).",
+    )
+    event_sample_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Fraction of events that carry sampled input and output values (the "
+        "first row) for drift detection. Shadow copies and mirrored primaries always carry "
+        "the first output row for the shadow comparison.",
+    )
+    event_max_values: int = Field(
+        default=32, ge=1, description="Most input (and output) values sampled per event."
     )
 
     # Processes.

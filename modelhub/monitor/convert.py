@@ -173,6 +173,9 @@ def event_from_proto(
             for s in message.shadows
         ],
         source=message.source or "unknown",
+        shadow=message.shadow,
+        mirrored=message.mirrored,
+        outputs=list(message.outputs),
     )
     return event, problems
 

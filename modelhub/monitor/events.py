@@ -43,6 +43,8 @@ IDENTIFIER = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # accept the usual identifier characters, bounded in length.
 LABEL = re.compile(r"^[A-Za-z0-9_.:\[\]/-]{1,128}$")
 SOURCES = ("router", "inference", "unknown")
+# Most output values an event may carry for a shadow comparison.
+MAX_OUTPUTS = 1024
 OUTCOME_KINDS = ("conversion", "reward", "label")
 
 Value = float | str
@@ -82,6 +84,11 @@ class Event:
     predictions: list[tuple[str, Value]] = field(default_factory=list)
     shadows: list[ShadowResult] = field(default_factory=list)
     source: str = "unknown"
+    # A shadow copy (its `variant` names the shadow), or a primary that was mirrored; both
+    # carry the first output row in `outputs`, joined by `request_id` into a comparison.
+    shadow: bool = False
+    mirrored: bool = False
+    outputs: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -222,6 +229,12 @@ def event_violations(event: Event, now: float, max_skew_s: float) -> list[FieldV
                 f"is {event.time - now:.0f} s in the future (more than the allowed clock "
                 f"skew of {max_skew_s:.0f} s): check the sender's clock",
             )
+        )
+    if event.shadow and event.mirrored:
+        out.append(FieldViolation("mirrored", "an event is a shadow copy or a primary, not both"))
+    if len(event.outputs) > MAX_OUTPUTS:
+        out.append(
+            FieldViolation("outputs", f"at most {MAX_OUTPUTS} values, got {len(event.outputs)}")
         )
     _check_values(event.features, "features", out)
     _check_values(event.predictions, "predictions", out)

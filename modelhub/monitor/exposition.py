@@ -113,6 +113,17 @@ class MonitorCollector(Collector):
             "Shadow comparisons not kept (shadow series limit reached).",
             value=float(counters.shadows_dropped),
         )
+        joins = CounterMetricFamily(
+            "modelhub_monitor_shadow_joins",
+            "Primary and shadow events joined by request id, by result: joined (a "
+            "comparison), mismatched (outputs not comparable), primary_failed, "
+            "expired_primary / expired_shadow (the other half never came), evicted (too "
+            "many pending).",
+            labels=("result",),
+        )
+        for result, n in self._monitor.joiner.counters.as_dict().items():
+            joins.add_metric([result], float(n))
+        yield joins
         yield CounterMetricFamily(
             "modelhub_monitor_samples_refused",
             "Feature values not sampled (feature or version limit reached).",
@@ -127,6 +138,7 @@ class MonitorCollector(Collector):
         sizes.add_metric(["shadow_series"], float(len(self._monitor.shadows)))
         sizes.add_metric(["sampled_versions"], float(len(self._monitor.samples)))
         sizes.add_metric(["request_ids"], float(len(self._monitor.requests)))
+        sizes.add_metric(["pending_shadow_joins"], float(len(self._monitor.joiner)))
         yield sizes
 
     def _alert_metrics(self) -> Iterator[Metric]:

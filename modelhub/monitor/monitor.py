@@ -40,6 +40,7 @@ from modelhub.monitor.events import (
 )
 from modelhub.monitor.experiments import ExperimentReport, VariantData, experiment_report
 from modelhub.monitor.outcomes import Attribution, RequestIndex
+from modelhub.monitor.pairing import ShadowJoiner
 from modelhub.monitor.profile import (
     MONITOR_ORIGIN,
     REGISTRY_ORIGIN,
@@ -134,6 +135,7 @@ class Monitor:
             settings.max_tracked_requests, settings.join_window_s, settings.max_clock_skew_s
         )
         self.shadows = ShadowTable(settings.max_shadow_series, alpha, bins)
+        self.joiner = ShadowJoiner(settings.max_pending_shadow_joins, settings.shadow_join_window_s)
         self.alerts = AlertManager(
             self.metric_value,
             clock,
@@ -211,7 +213,13 @@ class Monitor:
         t = event.time or now
         if t < now - RETENTION_S:
             return "too_old"
-        key = SeriesKey(event.model, event.version, event.endpoint, event.variant, event.source)
+        if event.shadow:
+            # A shadow copy is a comparison, not a request of the endpoint: it counts only
+            # in the shadow version's own series (no endpoint, no variant), and its request
+            # id (the primary's) is not one outcomes may be attributed to.
+            key = SeriesKey(event.model, event.version, "", "", event.source)
+        else:
+            key = SeriesKey(event.model, event.version, event.endpoint, event.variant, event.source)
         series = self.series.get_or_create(key, now)
         if series is None:
             return "series_limit"
@@ -228,12 +236,18 @@ class Monitor:
             self.settings.max_prediction_labels,
         ):
             return "too_old"
-        if event.request_id:
+        if event.request_id and not event.shadow:
             self.requests.remember(event.request_id, t, series, now)
         self.samples.add(event.model, event.version, t, now, event.features, predictions)
         for shadow in event.shadows:
             if not self.shadows.record(event.endpoint, event.latency_s, shadow, t, now):
                 self.counters.shadows_dropped += 1
+        if event.shadow or event.mirrored:
+            for joined in self.joiner.add(event, now):
+                if not joined.endpoint or not self.shadows.record(
+                    joined.endpoint, joined.primary_latency_s, joined.result, joined.time or t, now
+                ):
+                    self.counters.shadows_dropped += 1
         return None
 
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> OutcomeResult:

@@ -63,6 +63,20 @@ class MonitorSettings(ServiceSettings):
         le=RETENTION_S,
         description="How long after a request an outcome may still be attributed to it.",
     )
+    shadow_join_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=RETENTION_S,
+        description="How long the first half of a shadow comparison (a mirrored primary's "
+        "event or a shadow's) waits for the other half with the same request id; unjoined "
+        "halves then expire (counted).",
+    )
+    max_pending_shadow_joins: int = Field(
+        default=20_000,
+        gt=0,
+        description="Request ids waiting for their other shadow-comparison half (about 1 KB "
+        "each); beyond it the oldest are dropped (counted).",
+    )
     max_clock_skew_s: float = Field(
         default=300.0,
         ge=0,

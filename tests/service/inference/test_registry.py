@@ -206,3 +206,19 @@ async def test_load_on_demand_aliases_and_explicit_unload(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.ModelInfer(infer_request("churn", {"x": X}, version="9"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_default_alias_setting(
+    registry: rpb_grpc.RegistryServiceStub,
+    registry_address: str,
+    start_inference: StartInference,
+    channel_to,
+) -> None:
+    await upload(registry, "scorer", mlp_model(1), aliases=["stable"])
+    await upload(registry, "scorer", mlp_model(2), aliases=["champion"])
+    await upload(registry, "scorer", mlp_model(3))
+    for alias, expected in (("champion", "2"), ("stable", "1"), ("", "3")):
+        app = await start_inference(registry_address=registry_address, default_alias=alias)
+        stub, _ = stubs(channel_to(app))
+        answer = await stub.ModelInfer(infer_request("models/scorer", {"x": X}))
+        assert answer.model_version == expected, alias

@@ -306,3 +306,36 @@ async def test_batch_span_links_the_request_spans() -> None:
     assert len(spans) == 2
     assert [link.context.span_id for link in spans[1].links] == [2, 3]
     assert spans[1].attributes["modelhub.batch.rows"] == 2
+
+
+async def test_background_runs_below_every_priority_level() -> None:
+    batcher, instance, _ = _make(
+        BatchingPolicy(max_batch_size=1, max_queue_delay_s=0.0, priority_levels=2)
+    )
+    batcher.start()
+    try:
+        instance.gate.clear()
+        first = _submit(batcher, _rows(1))
+        await _started(instance)
+        shadow = _submit(batcher, _rows(1, start=1000), background=True)
+        low = _submit(batcher, _rows(1, start=2000))  # no priority: the lowest level
+        high = _submit(batcher, _rows(1, start=3000), priority=1)
+        instance.gate.set()
+        await asyncio.gather(first, shadow, low, high)
+        assert [b[0, 0] for b in instance.batches[1:]] == [3000, 2000, 1000]
+    finally:
+        await batcher.close()
+
+
+async def test_background_fills_at_most_half_the_queue(gated) -> None:
+    batcher, instance, _ = gated
+    instance.gate.clear()
+    first = _submit(batcher, _rows(1))
+    await _started(instance)
+    limit = batcher.policy.max_queue_size // 2
+    queued = [_submit(batcher, _rows(1), background=True) for _ in range(limit)]
+    with pytest.raises(QueueFullError):
+        _submit(batcher, _rows(1), background=True)
+    queued.append(_submit(batcher, _rows(1)))  # a request someone waits for still fits
+    instance.gate.set()
+    await asyncio.gather(first, *queued)

@@ -1,0 +1,227 @@
+"""Events for the monitor: one per served request, sent in batches without ever blocking
+or slowing a request (inference reports every request it serves; the router used to).
+
+`EventPipeline.emit` appends to a bounded buffer (O(1), no await); a background task sends
+the buffer in batches every `flush_interval_s`, or sooner when a batch is full. When the
+buffer is full, or the monitor cannot be reached, events are dropped and counted: they are
+never queued without bound, and a monitor outage costs the data path nothing.
+
+Outcomes go through the same task, *after* the events queued before them, so that the
+monitor has seen a request before its outcome arrives (it joins them by request id).
+
+The sink (the monitor's gRPC API, `modelhub.common.monitor_sink`) is injected; so is an
+optional sampler that turns an event's deferred `payload` into input and output samples
+in the background task rather than on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("modelhub.common.events")
+
+
+@dataclass(slots=True)
+class Comparison:
+    """A shadow's answer compared with the primary's for the same request."""
+
+    shadow: str
+    model: str  # model id
+    version: int
+    status_code: int  # gRPC code of the shadow call, 0 = OK
+    latency_s: float
+    max_abs_diff: float = 0.0
+    argmax_agree: bool = False
+    has_argmax: bool = False
+
+
+# Most output values an event carries for a shadow comparison.
+MAX_OUTPUTS = 64
+
+
+@dataclass(slots=True)
+class Event:
+    """One served request."""
+
+    request_id: str
+    time: float  # epoch seconds at arrival
+    endpoint: str  # `endpoints/{e}`, "" for a plain model request
+    variant: str
+    model: str  # model id
+    version: int
+    latency_s: float = 0.0
+    status_code: int = 0
+    key_hash: str = ""
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    # Whatever the sampler needs (e.g. request and response bytes), kept only for events
+    # sampled for drift; decoded into `features`/`predictions` off the request path.
+    payload: Any = None
+    rows: int = 0
+    features: list[tuple[str, float]] = field(default_factory=list)
+    predictions: list[tuple[str, float]] = field(default_factory=list)
+    shadows: list[Comparison] = field(default_factory=list)
+    # W3C traceparent of the request when it is traced (sampled), else "".
+    traceparent: str = ""
+    source: str = "inference"
+    # A shadow copy (`variant` names the shadow) or a mirrored primary: both carry the
+    # first output row in `outputs` (at most MAX_OUTPUTS values), and the monitor joins
+    # the two by `request_id`.
+    shadow: bool = False
+    mirrored: bool = False
+    outputs: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    request_id: str
+    value: float
+    kind: str
+    time: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    accepted: int
+    rejected: int = 0
+    dropped: int = 0
+
+
+class EventSink(Protocol):
+    """Where events go (the monitor). Raise to report that nothing was delivered."""
+
+    async def send_events(self, events: Sequence[Event]) -> SendResult: ...
+
+    async def send_outcomes(self, outcomes: Sequence[Outcome]) -> None: ...
+
+
+# payload → (rows, features, predictions)
+Sampler = Callable[[Any], tuple[int, list[tuple[str, float]], list[tuple[str, float]]]]
+
+
+class EventPipeline:
+    """Bounded event buffer and its sender task."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        *,
+        max_buffered: int,
+        batch_size: int,
+        flush_interval_s: float,
+        max_outcomes: int,
+        sampler: Sampler | None = None,
+    ) -> None:
+        self._sink = sink
+        self._sampler = sampler
+        self.max_buffered = max_buffered
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.max_outcomes = max_outcomes
+        self._events: deque[Event] = deque()
+        self._outcomes: deque[Outcome] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.dropped = 0
+        self.outcomes_sent = 0
+        self.outcomes_dropped = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._events)
+
+    def emit(self, event: Event) -> None:
+        """Queue an event; drop it (counted) when the buffer is full. Never blocks."""
+        if len(self._events) >= self.max_buffered:
+            self.dropped += 1
+            return
+        self._events.append(event)
+        if len(self._events) == self.batch_size:
+            self._wake.set()
+
+    def add_outcome(self, outcome: Outcome) -> bool:
+        """Queue an outcome for the monitor; False (counted) when the queue is full."""
+        if len(self._outcomes) >= self.max_outcomes:
+            self.outcomes_dropped += 1
+            return False
+        self._outcomes.append(outcome)
+        self._wake.set()
+        return True
+
+    def _sample(self, event: Event) -> None:
+        if event.payload is None or self._sampler is None:
+            return
+        payload = event.payload
+        event.payload = None
+        try:
+            event.rows, event.features, event.predictions = self._sampler(payload)
+        except Exception as exc:  # a sample that cannot be decoded is only left out
+            log.debug("could not sample event %s: %s", event.request_id, exc)
+
+    async def flush(self) -> None:
+        """Send everything queued now: events first, then outcomes."""
+        while self._events:
+            count = min(self.batch_size, len(self._events))
+            batch = [self._events.popleft() for _ in range(count)]
+            for event in batch:
+                self._sample(event)
+            try:
+                result = await self._sink.send_events(batch)
+            except Exception as exc:
+                self.dropped += len(batch)
+                log.warning(
+                    "monitor unreachable: dropped %d events (%s)",
+                    len(batch),
+                    exc,
+                    extra={"fields": {"event": "events_dropped", "count": len(batch)}},
+                )
+                # The rest would most likely fail the same way: drop it now instead of
+                # waiting for one timeout per batch.
+                self.dropped += len(self._events)
+                self._events.clear()
+                break
+            self.sent += result.accepted
+            self.dropped += result.rejected + result.dropped
+        if self._outcomes:
+            outcomes = list(self._outcomes)
+            self._outcomes.clear()
+            try:
+                await self._sink.send_outcomes(outcomes)
+                self.outcomes_sent += len(outcomes)
+            except Exception as exc:
+                self.outcomes_dropped += len(outcomes)
+                log.warning("monitor unreachable: dropped %d outcomes (%s)", len(outcomes), exc)
+
+    async def _run(self) -> None:
+        while True:
+            # asyncio.timeout, not wait_for, which can lose a cancellation on Python 3.11.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # keep sending whatever happens to one batch
+                log.exception("sending events failed")
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Stop the sender, after one last flush bounded by `timeout_s`."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.flush()

@@ -1,0 +1,174 @@
+"""What Envoy decided for a request (docs/data-plane.md), in domain terms.
+
+Envoy routes; inference reads the decision from request headers that the edge (`api`)
+hands over as a plain mapping: which endpoint and variant the request is for, which
+model version to run (overriding the body's `model_name`/`model_version`), the fallback
+to serve on Envoy's retry after UNAVAILABLE, and whether the request is a shadow copy or a
+mirrored primary. Requests without these headers are direct calls: the body names a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from modelhub.common.errors import InvalidArgumentError, NotFoundError
+
+HEADER_ENDPOINT = "x-modelhub-endpoint"
+HEADER_VARIANT = "x-modelhub-variant"
+HEADER_TARGET = "x-modelhub-target"
+HEADER_FALLBACK = "x-modelhub-fallback"
+HEADER_ATTEMPT = "x-envoy-attempt-count"
+HEADER_SHADOW = "x-modelhub-shadow"
+HEADER_MIRRORED = "x-modelhub-mirrored"
+HEADER_KEY_HASH = "x-modelhub-key-hash"
+HEADER_REQUEST_ID = "x-request-id"
+
+HEADERS = frozenset(
+    (
+        HEADER_ENDPOINT,
+        HEADER_VARIANT,
+        HEADER_TARGET,
+        HEADER_FALLBACK,
+        HEADER_ATTEMPT,
+        HEADER_SHADOW,
+        HEADER_MIRRORED,
+        HEADER_KEY_HASH,
+        HEADER_REQUEST_ID,
+    )
+)
+
+# Response parameters and trailing metadata naming what served a request (the names the
+# Python router used, so that clients keep reading them where they did).
+PARAM_ENDPOINT = "modelhub.endpoint"
+PARAM_VARIANT = "modelhub.variant"
+PARAM_MODEL = "modelhub.model"
+PARAM_VERSION = "modelhub.version"
+TRAILER_ENDPOINT = "modelhub-endpoint"
+TRAILER_VARIANT = "modelhub-variant"
+TRAILER_MODEL = "modelhub-model"
+TRAILER_VERSION = "modelhub-version"
+
+_MAX_HEADER = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The routing decision a request carries (all empty for a direct call).
+
+    `model`/`version` are the target to run ("": the body's); when `fallback` is true they
+    (and `variant`) are the endpoint's fallback, served on Envoy's retry."""
+
+    endpoint: str = ""
+    variant: str = ""
+    model: str = ""
+    version: str = ""
+    fallback: bool = False
+    shadow: bool = False
+    mirrored: bool = False
+    key_hash: str = ""
+    request_id: str = ""
+
+    @property
+    def routed(self) -> bool:
+        """Whether an endpoint routed the request (its variant is then meaningful)."""
+        return bool(self.endpoint)
+
+
+DIRECT = Route()
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes")
+
+
+def _target(value: str, header: str) -> tuple[str, str]:
+    """`{model}:{version}` (or `models/{model}:{version}`) → (model id, version)."""
+    model, sep, version = value.strip().rpartition(":")
+    model = model.removeprefix("models/")
+    if not sep or not model or not version:
+        raise InvalidArgumentError(
+            f"header {header} must be `{{model}}:{{version}}`, got {value[:_MAX_HEADER]!r}",
+            field=header,
+        )
+    return model, version
+
+
+def parse_route(headers: Mapping[str, str]) -> Route:
+    """The route of a request from its headers (lowercase names; missing: not routed)."""
+    if not headers:
+        return DIRECT
+    get = headers.get
+    endpoint = get(HEADER_ENDPOINT, "").strip()[:_MAX_HEADER]
+    if endpoint and not endpoint.startswith("endpoints/"):
+        endpoint = f"endpoints/{endpoint}"
+    variant = get(HEADER_VARIANT, "").strip()[:_MAX_HEADER]
+    model = version = ""
+    target = get(HEADER_TARGET, "")
+    if target:
+        model, version = _target(target, HEADER_TARGET)
+    fallback = False
+    spec = get(HEADER_FALLBACK, "")
+    if spec:
+        attempt_text = get(HEADER_ATTEMPT, "1").strip()
+        attempt = int(attempt_text) if attempt_text.isdigit() else 1
+        if attempt >= 2:
+            name, sep, fallback_target = spec.partition("=")
+            if not sep or not name.strip():
+                raise InvalidArgumentError(
+                    f"header {HEADER_FALLBACK} must be `{{variant}}={{model}}:{{version}}`, "
+                    f"got {spec[:_MAX_HEADER]!r}",
+                    field=HEADER_FALLBACK,
+                )
+            model, version = _target(fallback_target, HEADER_FALLBACK)
+            variant = name.strip()
+            fallback = True
+    return Route(
+        endpoint=endpoint,
+        variant=variant,
+        model=model,
+        version=version,
+        fallback=fallback,
+        shadow=_flag(get(HEADER_SHADOW, "")),
+        mirrored=_flag(get(HEADER_MIRRORED, "")),
+        key_hash=get(HEADER_KEY_HASH, "").strip()[:_MAX_HEADER],
+        request_id=get(HEADER_REQUEST_ID, "").strip()[:_MAX_HEADER],
+    )
+
+
+def model_reference(name: str, version: str, route: Route) -> tuple[str, str]:
+    """The (model id, version reference) a request runs: the route's target, else the
+    body's name (`fraud` or `models/fraud`). A name of an endpoint (`endpoints/fraud`)
+    without a target never got routed: NOT_FOUND."""
+    if route.model:
+        return route.model, route.version
+    if name.startswith("models/"):
+        return name.removeprefix("models/"), version
+    if name.startswith("endpoints/"):
+        raise NotFoundError(
+            f"no endpoint or model named {name!r} here: endpoints are served through the "
+            "front door (Envoy), which routes them to a model version",
+            metadata={"model": name},
+        )
+    return name, version
+
+
+def served_labels(route: Route, model: str, version: int) -> list[tuple[str, str]]:
+    """(parameter, value) pairs naming what served a request, in a fixed order; the
+    trailers are the same values under `TRAILERS`."""
+    labels: list[tuple[str, str]] = []
+    if route.routed:
+        labels.append((PARAM_ENDPOINT, route.endpoint))
+    if route.variant:
+        labels.append((PARAM_VARIANT, route.variant))
+    labels.append((PARAM_MODEL, f"models/{model}"))
+    labels.append((PARAM_VERSION, str(version)))
+    return labels
+
+
+TRAILERS = {
+    PARAM_ENDPOINT: TRAILER_ENDPOINT,
+    PARAM_VARIANT: TRAILER_VARIANT,
+    PARAM_MODEL: TRAILER_MODEL,
+    PARAM_VERSION: TRAILER_VERSION,
+}
