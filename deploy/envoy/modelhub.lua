@@ -153,12 +153,12 @@ local function scan(body, param)
   while pos < stop do
     local tag
     tag, pos = varint(r, pos)
-    if tag == nil then break end
+    if tag == nil then out.malformed = true; break end
     local field, wire = math.floor(tag / 8), tag % 8
     if wire == 2 then
       local n
       n, pos = varint(r, pos)
-      if n == nil then break end
+      if n == nil or pos + n > stop then out.malformed = true; break end
       if field == 1 and n <= MAX_NAME then
         out.name = r:bytes(pos, n) or ""
       elseif field == 2 and n <= MAX_NAME then
@@ -171,16 +171,19 @@ local function scan(body, param)
       end
       pos = pos + n
     elseif wire == 0 then
-      local _
-      _, pos = varint(r, pos)
+      local v
+      v, pos = varint(r, pos)
+      if v == nil then out.malformed = true; break end
     elseif wire == 1 then
       pos = pos + 8
     elseif wire == 5 then
       pos = pos + 4
     else
+      out.malformed = true
       break
     end
   end
+  if pos > stop then out.malformed = true end
   return out
 end
 
@@ -267,6 +270,11 @@ function envoy_on_request(h)
     if found == nil then
       grpc_error(h, 3, "compressed message: name the model or endpoint in the " ..
         "x-modelhub-model header")
+      return
+    end
+    if found.malformed then
+      grpc_error(h, 3, "the request is not a valid " .. method .. "Request message " ..
+        "(truncated or corrupt protobuf)")
       return
     end
     name = found.name

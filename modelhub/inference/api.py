@@ -142,7 +142,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 span.set_attribute("modelhub.version", version)
             labels = routing.served_labels(route, result.model, result.version)
             context.set_trailing_metadata(tuple((routing.TRAILERS[k], v) for k, v in labels))
-            return convert.infer_response(request, result, labels)
+            response = convert.infer_response(request, result, labels)
+            if not response.id and route.request_id:
+                # The id the request is known by (Envoy's x-request-id): what outcomes and
+                # the monitor's events refer to.
+                response.id = route.request_id
+            return response
         except ModelHubError as exc:
             code = _code(exc)
             if domain is not None and domain.served_version is not None:

@@ -92,6 +92,7 @@ def grpc_cluster(
     request_headers: Sequence[tuple[str, str]] = (),
     remove_headers: Sequence[str] = (),
     health_checks: bool = True,
+    outlier_detection: bool = True,
 ) -> dict[str, Any]:
     """An HTTP/2 (gRPC) cluster over `addresses` with least-request balancing, gRPC health
     checks and outlier ejection; `request_headers` are set on every upstream request (an
@@ -143,7 +144,23 @@ def grpc_cluster(
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": protocol
         },
-        "outlier_detection": {
+        # Envoy's defaults (1,024 requests, 3 concurrent retries) would turn a burst of
+        # retries after one replica died into failures: the queues that bound load are the
+        # inference servers' own (RESOURCE_EXHAUSTED when full).
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": 100_000,
+                    "max_pending_requests": 100_000,
+                    "max_requests": 100_000,
+                    "max_retries": 10_000,
+                }
+            ]
+        },
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+    }
+    if outlier_detection:
+        cluster["outlier_detection"] = {
             "consecutive_5xx": 3,
             "consecutive_gateway_failure": 2,
             "consecutive_local_origin_failure": 2,
@@ -151,9 +168,7 @@ def grpc_cluster(
             "interval": "1s",
             "base_ejection_time": "5s",
             "max_ejection_percent": 100,
-        },
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
-    }
+        }
     if health_checks:
         cluster["health_checks"] = [
             {
@@ -176,6 +191,57 @@ def pool_cluster_name(pool: Sequence[str]) -> str:
     return f"pool-{digest}"
 
 
+def failover_cluster_name(primary: str, fallback: str) -> str:
+    """The cluster of a variant whose fallback runs on other replicas: the variant's pool
+    first, the fallback's second (Envoy's aggregate cluster)."""
+    digest = hashlib.sha256(f"{primary}>{fallback}".encode()).hexdigest()[:12]
+    return f"failover-{digest}"
+
+
+def failover_primary_name(primary: str) -> str:
+    return f"{primary}-primary"
+
+
+def failover_primary(primary: str, addresses: Sequence[str]) -> dict[str, Any]:
+    """The variant's replicas as the first priority of a failover cluster: health-checked
+    but never ejected for the errors they answer, so that an UNAVAILABLE answer is retried
+    on the fallback's replicas as the fallback (attempt 2) instead of the variant's
+    requests moving there wholesale."""
+    return grpc_cluster(failover_primary_name(primary), addresses, outlier_detection=False)
+
+
+def failover_cluster(primary: str, fallback: str) -> dict[str, Any]:
+    """An aggregate cluster: traffic goes to the variant's replicas while they are healthy;
+    a retry goes to the next priority, the fallback's replicas (the route's retry priority
+    `previous_priorities`), where the request's `x-envoy-attempt-count` ≥ 2 makes inference
+    serve the fallback variant. When every replica of the variant fails its health checks,
+    its requests go to the fallback's replicas at once and run the variant's version there
+    (loaded on demand)."""
+    return {
+        "name": failover_cluster_name(primary, fallback),
+        "connect_timeout": "1s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {
+            "name": "envoy.clusters.aggregate",
+            "typed_config": {
+                "@type": _EXT + "clusters.aggregate.v3.ClusterConfig",
+                "clusters": [failover_primary_name(primary), fallback],
+            },
+        },
+    }
+
+
+def _variant_cluster(target: Target, fallback: Target | None) -> tuple[str, bool]:
+    """The cluster a variant's weighted entry names, and whether it is a failover."""
+    primary = pool_cluster_name(target.pool)
+    if fallback is None or fallback is target:
+        return primary, False
+    secondary = pool_cluster_name(fallback.pool)
+    if secondary == primary:
+        return primary, False
+    return failover_cluster_name(primary, secondary), True
+
+
 def shadow_cluster_name(endpoint: EndpointRoute, shadow: str) -> str:
     return f"shadow-{endpoint.id}-{shadow}"
 
@@ -193,6 +259,20 @@ def clusters(table: RoutingTable, options: XdsOptions) -> list[dict[str, Any]]:
             name = pool_cluster_name(pool)
             if pool and name not in out:
                 out[name] = grpc_cluster(name, pool)
+        fallback = endpoint.fallback.target if endpoint.fallback is not None else None
+        for variant in endpoint.variants:
+            if variant.target is None or fallback is None:
+                continue
+            name, failover = _variant_cluster(variant.target, fallback)
+            if failover:
+                primary = pool_cluster_name(variant.target.pool)
+                out[name] = failover_cluster(primary, pool_cluster_name(fallback.pool))
+                out[failover_primary_name(primary)] = failover_primary(
+                    primary, variant.target.pool or options.default_pool
+                )
+                if fallback.pool:
+                    fallback_pool = pool_cluster_name(fallback.pool)
+                    out.setdefault(fallback_pool, grpc_cluster(fallback_pool, fallback.pool))
         for shadow in endpoint.shadows[:MAX_SHADOWS]:
             target = shadow.target
             if target is None:
@@ -230,6 +310,7 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
     fallback_target = fallback.target if fallback is not None else None
     weighted: list[dict[str, Any]] = []
     unresolved: list[list[Any]] = []
+    failovers = False
     for variant, weight in zip(endpoint.variants, endpoint.ranges.weights, strict=True):
         if weight <= 0:
             continue
@@ -255,9 +336,11 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
         ]
         if fallback is not None and fallback_target is not None and fallback_target is not target:
             headers.append((HEADER_FALLBACK, f"{fallback.spec.name}={_target(fallback_target)}"))
+        cluster, failover = _variant_cluster(target, fallback_target)
+        failovers = failovers or failover
         weighted.append(
             {
-                "name": pool_cluster_name(target.pool),
+                "name": cluster,
                 "weight": weight,
                 "request_headers_to_add": [
                     {
@@ -290,7 +373,7 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
     action: dict[str, Any] = {
         "weighted_clusters": {"header_name": HEADER_BUCKET, "clusters": weighted},
         "timeout": f"{options.inference_timeout_s:g}s",
-        "retry_policy": _retry_policy(options.retries),
+        "retry_policy": _retry_policy(options.retries, failover=failovers),
     }
     if shadows:
         action["request_mirror_policies"] = [
@@ -310,10 +393,11 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
     }
 
 
-def _retry_policy(retries: int) -> dict[str, Any]:
+def _retry_policy(retries: int, *, failover: bool = False) -> dict[str, Any]:
     # Inference is a pure function of its inputs: a call that failed UNAVAILABLE (not
-    # processed) is safe to retry, on another replica than the one that just failed.
-    return {
+    # processed) is safe to retry, on another replica than the one that just failed (and,
+    # through a failover cluster, on the fallback variant's replicas).
+    policy: dict[str, Any] = {
         "retry_on": _RETRY_ON,
         "num_retries": retries,
         "retry_host_predicate": [
@@ -324,8 +408,17 @@ def _retry_policy(retries: int) -> dict[str, Any]:
                 },
             }
         ],
-        "host_selection_retry_max_attempts": 3,
+        "host_selection_retry_max_attempts": 10,
     }
+    if failover:
+        policy["retry_priority"] = {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": _EXT + "retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1,
+            },
+        }
+    return policy
 
 
 def _prefix(prefix: str, cluster: str, timeout: str, **extra: Any) -> dict[str, Any]:
