@@ -1,10 +1,14 @@
-"""Policy changes made in the registry reach the router while it runs: weights, aliases,
-new endpoints; through registry restarts and compacted history."""
+"""Policy changes made in the registry reach Envoy while it runs: weights, aliases, new
+endpoints, within a second and under load without a failed request; a router that is down
+leaves Envoy routing by its last configuration, and a restarted one applies what changed;
+the router's watch survives registry restarts and compacted history."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -15,22 +19,20 @@ from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.inference.main import InferenceApp
 from modelhub.registry.main import RegistryApp
 from modelhub.registry.migrate import upgrade
-from modelhub.router.bucketing import bucket
-from modelhub.router.main import RouterApp
 from tests.conftest import registry_settings
-from tests.service.router.conftest import RouterFactory
+from tests.service.router.conftest import FrontDoorFactory
 from tests.service.router.helpers import (
     by_user,
     create_endpoint,
     params,
     publish_versions,
+    start_inference,
     start_router,
     variant,
     wait_for,
 )
 
 Stub = registry_pb2_grpc.RegistryServiceStub
-KEYS = [f"user-{i}" for i in range(10_000)]
 
 
 async def set_weights(stub: Stub, endpoint: str, *variants: rpb.Variant) -> None:
@@ -42,57 +44,32 @@ async def set_weights(stub: Stub, endpoint: str, *variants: rpb.Variant) -> None
     )
 
 
-def assignments(app: RouterApp, endpoint: str) -> list[str]:
-    route = app.router.route
-    return [route(endpoint, "", lambda _s, k=k: k).target.variant for k in KEYS]
-
-
-async def test_weight_change_reaches_the_router_within_a_second(
-    registry_api: Stub, routers: RouterFactory
+async def test_weight_change_reaches_envoy_within_a_second(
+    registry_api: Stub, front_doors: FrontDoorFactory
 ) -> None:
     await create_endpoint(
         registry_api, "e", [variant("a", 1, 100), variant("b", 2, 0)], sticky_key=by_user()
     )
-    app, clients = await routers()
+    door = await front_doors(config_warm_s=0.0)
+    clients = door.clients
     assert params(await clients.infer("e", user="42"))["modelhub.variant"] == "a"
-    revision = app.router.table.revision
 
     changed = time.monotonic()
     await set_weights(registry_api, "e", variant("a", 1, 0), variant("b", 2, 100))
-    await wait_for(lambda: app.router.table.revision > revision, timeout_s=10)
+
+    async def switched() -> bool:
+        return params(await clients.infer("e", user="42"))["modelhub.variant"] == "b"
+
+    await wait_for(switched, timeout_s=10)
     applied = time.monotonic() - changed
     # The requirement: a policy change applies within a second, without a restart.
-    assert applied < 1.0, f"the change took {applied:.3f}s to reach the router"
+    assert applied < 1.0, f"the change took {applied:.3f}s to reach Envoy"
     response = await clients.infer("e", user="42")
-    assert params(response)["modelhub.variant"] == "b"
     assert response.model_version == "2"
 
 
-async def test_ninety_ten_to_eighty_twenty_moves_exactly_the_moved_range(
-    registry_api: Stub, routers: RouterFactory
-) -> None:
-    endpoint = await create_endpoint(
-        registry_api, "ab", [variant("a", 1, 90), variant("b", 2, 10)], sticky_key=by_user()
-    )
-    app, clients = await routers()
-    before = assignments(app, "ab")
-    revision = app.router.table.revision
-    await set_weights(registry_api, "ab", variant("a", 1, 80), variant("b", 2, 20))
-    await wait_for(lambda: app.router.table.revision > revision)
-    after = assignments(app, "ab")
-
-    moved = [i for i in range(len(KEYS)) if before[i] != after[i]]
-    assert all(before[i] == "a" and after[i] == "b" for i in moved)
-    in_range = [i for i, k in enumerate(KEYS) if 0.8 <= bucket(endpoint.salt, k) < 0.9]
-    assert moved == in_range
-    assert 0.08 <= len(moved) / len(KEYS) <= 0.12
-    # The data path agrees for a moved key.
-    key = KEYS[moved[0]]
-    assert params(await clients.infer("ab", user=key))["modelhub.variant"] == "b"
-
-
 async def test_alias_move_and_new_endpoint_apply_without_restart(
-    registry_api: Stub, routers: RouterFactory
+    registry_api: Stub, front_doors: FrontDoorFactory
 ) -> None:
     await registry_api.SetAlias(rpb.SetAliasRequest(parent="models/m", alias="champion", version=1))
     champion = rpb.Variant(
@@ -102,7 +79,8 @@ async def test_alias_move_and_new_endpoint_apply_without_restart(
         weight=1,
     )
     await create_endpoint(registry_api, "e", [champion])
-    app, clients = await routers()
+    door = await front_doors()
+    clients = door.clients
     assert (await clients.infer("e")).model_version == "1"
     # Promotion is an alias move: the variant now resolves to version 3.
     await registry_api.SetAlias(rpb.SetAliasRequest(parent="models/m", alias="champion", version=3))
@@ -113,10 +91,115 @@ async def test_alias_move_and_new_endpoint_apply_without_restart(
     await wait_for(promoted)
     # A new endpoint is routable as soon as the registry has it.
     await create_endpoint(registry_api, "fresh", [variant("only", 2, 1)])
-    await wait_for(lambda: "fresh" in app.router.table.endpoints)
+
+    async def fresh() -> bool:
+        return params(await clients.infer("fresh")).get("modelhub.variant") == "only"
+
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        await clients.infer("fresh")
+    await wait_for(lambda: _quietly(fresh))
     assert (await clients.infer("fresh")).model_version == "2"
     await registry_api.DeleteEndpoint(rpb.DeleteEndpointRequest(name="endpoints/fresh"))
-    await wait_for(lambda: "fresh" not in app.router.table.endpoints)
+
+    async def gone() -> bool:
+        try:
+            await clients.infer("fresh")
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() == grpc.StatusCode.NOT_FOUND
+        return False
+
+    await wait_for(gone)
+
+
+async def _quietly(check: Callable[[], Awaitable[bool]]) -> bool:
+    try:
+        return await check()
+    except grpc.aio.AioRpcError:
+        return False
+
+
+async def test_policy_change_under_load_fails_no_request(
+    registry_api: Stub, front_doors: FrontDoorFactory, registry_address: str, tmp_path: Path
+) -> None:
+    """Weights, a new shadow and a variant on a new replica pool change while 16 clients
+    send requests: Envoy takes each new snapshot (clusters before the routes that name
+    them) without failing a request."""
+    await create_endpoint(
+        registry_api, "e", [variant("a", 1, 90), variant("b", 2, 10)], sticky_key=by_user()
+    )
+    door = await front_doors()
+    clients = door.clients
+    second = await start_inference(registry_address, tmp_path, name="second")
+    failures: list[str] = []
+    served: dict[str, int] = {}
+    stop = asyncio.Event()
+
+    async def load(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                response = await clients.infer("e", user=f"{worker}-{n % 50}")
+                name = params(response)["modelhub.variant"]
+                served[name] = served.get(name, 0) + 1
+            except grpc.aio.AioRpcError as exc:
+                failures.append(f"{exc.code().name}: {exc.details()}")
+
+    workers = [asyncio.create_task(load(i)) for i in range(16)]
+    try:
+        await asyncio.sleep(0.5)
+        await set_weights(registry_api, "e", variant("a", 1, 50), variant("b", 2, 50))
+        await asyncio.sleep(1.0)
+        # A third variant on its own replica: a new cluster, then the routes naming it.
+        await set_weights(
+            registry_api,
+            "e",
+            variant("a", 1, 40),
+            variant("b", 2, 40),
+            variant("c", 3, 20, pool=[second.address]),
+        )
+        await wait_for(lambda: served.get("c", 0) > 20, timeout_s=10)
+        await set_weights(registry_api, "e", variant("a", 1, 100))
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+        await second.stop(0)
+    assert not failures, f"{len(failures)} failed: {set(failures)}"
+    assert served.get("a", 0) > 100 and served.get("b", 0) > 20
+
+
+async def test_router_down_envoy_keeps_routing_router_back_applies_changes(
+    registry_api: Stub,
+    front_doors: FrontDoorFactory,
+    registry_address: str,
+    inference: InferenceApp,
+) -> None:
+    await create_endpoint(
+        registry_api, "e", [variant("a", 1, 100), variant("b", 2, 0)], sticky_key=by_user()
+    )
+    door = await front_doors()
+    clients = door.clients
+    assert params(await clients.infer("e", user="1"))["modelhub.variant"] == "a"
+    await door.router.stop(0)
+    # No control plane: Envoy routes by the last configuration, and a change made in the
+    # registry meanwhile does not apply.
+    await set_weights(registry_api, "e", variant("a", 1, 0), variant("b", 2, 100))
+    for user in range(20):
+        assert params(await clients.infer("e", user=str(user)))["modelhub.variant"] == "a"
+    # A new router on the same directory (a restarted sidecar) writes a consistent snapshot
+    # of the registry as it is now: the change applies.
+    restarted = await start_router(registry_address, door.backends, door.xds_dir)
+    try:
+
+        async def applied() -> bool:
+            return params(await clients.infer("e", user="1"))["modelhub.variant"] == "b"
+
+        await wait_for(applied, timeout_s=10)
+        for user in range(20):
+            assert params(await clients.infer("e", user=str(user)))["modelhub.variant"] == "b"
+    finally:
+        await restarted.stop(0)
 
 
 async def _registry(url: str, tmp_path: Path, port: int = 0) -> RegistryApp:
@@ -141,7 +224,9 @@ async def test_watch_resumes_after_registry_restart_and_relists_after_compaction
     b = await _registry(url, tmp_path)
     channel = grpc.aio.insecure_channel(b.address)
     stub = registry_pb2_grpc.RegistryServiceStub(channel)
-    router = await start_router(a.address, [inference.address], watch_retry_max_s=0.2)
+    router = await start_router(
+        a.address, [inference.address], tmp_path / "xds", watch_retry_max_s=0.2
+    )
     try:
         await publish_versions(stub)
         await stub.SetAlias(rpb.SetAliasRequest(parent="models/m", alias="champion", version=1))
