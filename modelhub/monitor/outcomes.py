@@ -1,8 +1,8 @@
 """Joining outcomes (conversions, rewards, labels) to the requests that earned them.
 
-The index remembers, per request id, when it was served and by which series (a routed
-request usually arrives twice, from the router with its endpoint and variant and from
-inference, and the outcome counts in both series). It is bounded twice: ids older than
+The index remembers, per request id, when it was served and by which series (inference
+reports each request once, with the endpoint and variant Envoy routed it by; shadow copies
+are not indexed). It is bounded twice: ids older than
 the join window are forgotten, and beyond `max_requests` ids the oldest go first.
 """
 

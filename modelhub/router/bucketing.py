@@ -36,6 +36,7 @@ mirrored says nothing about which variant serves it.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -100,8 +101,10 @@ class Range:
 def scaled(weights: Sequence[float]) -> list[int]:
     """Integer weights summing to TOTAL, from rounding the cumulative weights (exactly, with
     fractions): a boundary moves only when the weights before it change."""
+    if not weights or any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"weights must be finite and non-negative, got {list(weights)}")
     total = sum(Fraction(w) for w in weights)
-    if not weights or total <= 0 or any(w < 0 for w in weights):
+    if total <= 0:
         raise ValueError(f"weights must be non-negative with a positive sum, got {list(weights)}")
     out: list[int] = []
     running = Fraction(0)

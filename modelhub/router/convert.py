@@ -142,7 +142,8 @@ def variant_to_pb(variant: VariantRoute) -> pb.VariantRoute:
     return pb.VariantRoute(
         name=spec.name,
         model=f"models/{spec.model}",
-        version=variant.version,
+        # What Envoy routes to now (a newly resolved version is held until it is ready).
+        version=variant.target.version if variant.target is not None else variant.version,
         weight=spec.weight,
         lower=variant.range.lower / total,
         upper=variant.range.upper / total,

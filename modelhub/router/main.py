@@ -120,7 +120,17 @@ class RouterApp:
             if table is None or not table.synced:
                 continue
             snap = xds.snapshot(table, self.options)
-            if await asyncio.to_thread(self.writer.write, snap):
+            errors = self.writer.errors
+            changed = await asyncio.to_thread(self.writer.write, snap)
+            if self.writer.errors > errors:
+                # Envoy keeps routing by the last snapshot; try again unless a newer table
+                # arrived meanwhile (it is written instead).
+                if self._pending is None:
+                    self._pending = table
+                await asyncio.sleep(self.settings.config_warm_s or 0.5)
+                self._wake.set()
+                continue
+            if changed:
                 log.info(
                     "wrote Envoy configuration for revision %d (%d endpoints, %d clusters) to %s",
                     table.revision, len(table.endpoints), len(snap.clusters),

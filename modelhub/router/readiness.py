@@ -79,9 +79,12 @@ class ReadinessGate:
         ready = False
         try:
             while self._clock() < deadline:
-                if await self._probe(pool, model, version):
-                    ready = True
-                    break
+                try:
+                    if await self._probe(pool, model, version):
+                        ready = True
+                        break
+                except Exception:  # a failing probe is "not ready yet", never a stuck gate
+                    log.exception("readiness probe of %s version %d failed", model, version)
                 await asyncio.sleep(self._interval)
         finally:
             self._pending.pop(key, None)

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 from modelhub.common.errors import InvalidArgumentError, NotFoundError
 from modelhub.router import bucketing
-from modelhub.router.table import EndpointRoute, RoutingTable, ShadowRoute, VariantRoute
+from modelhub.router.table import (
+    MAX_SHADOWS,
+    EndpointRoute,
+    RoutingTable,
+    ShadowRoute,
+    VariantRoute,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +65,21 @@ class Router:
             )
         u = bucketing.bucket(endpoint.salt, key)
         variant = endpoint.pick(u)
-        shadows = [s.spec.name for s in endpoint.shadows if mirrored(endpoint, s, key)]
+        # Envoy mirrors to the first MAX_SHADOWS shadows of an endpoint (xds).
+        shadows = [
+            s.spec.name for s in endpoint.shadows[:MAX_SHADOWS] if mirrored(endpoint, s, key)
+        ]
         spec = variant.spec
         text = (
             f"key {key!r} hashes to bucket {u} of {bucketing.TOTAL}, in "
             f"[{variant.range.lower}, {variant.range.upper}) of variant {spec.name!r} "
             f"(models/{spec.model} {spec.selector.describe()}"
         )
+        served = variant.target.version if variant.target is not None else 0
         if not variant.version:
             text += ", unresolved)"
+        elif served != variant.version:
+            text += f" = version {variant.version}, version {served} serves until it is ready)"
         elif spec.selector.version is None:
             text += f" = version {variant.version})"
         else:

@@ -19,6 +19,7 @@ from modelhub.router.bucketing import Range, Ranges
 log = logging.getLogger("modelhub.router.table")
 
 LATEST = "latest"
+MAX_SHADOWS = 8  # shadows Envoy mirrors to per endpoint (the first eight, in order)
 
 
 # ----------------------------------------------------------------------- registry state
@@ -284,21 +285,19 @@ def _endpoint_route(
     variants = []
     for variant, bucket_range in zip(spec.variants, ranges.ranges, strict=True):
         version = state.resolve(variant.model, variant.selector)
+        is_deployed = (variant.model, version) in deployed
         target = None
         if version:
             pool = variant.pool
-            model = variant.model
-            if (model, version) in deployed:
+            model, served = variant.model, version
+            if is_deployed:
                 # A deployment has the inference servers load it now: worth waiting for.
                 # Any other version loads on its first request, so there is nothing to
-                # wait for.
-                model, version = choose(name, variant.name, model, version, pool)
-            target = Target(name, variant.name, model, version, pool)
-        variants.append(
-            VariantRoute(
-                variant, bucket_range, version, (variant.model, version) in deployed, target
-            )
-        )
+                # wait for. `version` stays what the selector resolves to; the target is
+                # what is served meanwhile.
+                model, served = choose(name, variant.name, model, version, pool)
+            target = Target(name, variant.name, model, served, pool)
+        variants.append(VariantRoute(variant, bucket_range, version, is_deployed, target))
     shadows = []
     for shadow in spec.shadows:
         version = state.resolve(shadow.model, shadow.selector)

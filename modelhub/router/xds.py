@@ -45,7 +45,7 @@ from typing import Any
 import yaml
 
 from modelhub.router import bucketing
-from modelhub.router.table import EndpointRoute, KeySource, RoutingTable, Target
+from modelhub.router.table import MAX_SHADOWS, EndpointRoute, KeySource, RoutingTable, Target
 
 log = logging.getLogger("modelhub.router.xds")
 
@@ -55,7 +55,7 @@ ROUTES_FILE = "routes.yaml"
 LUA_NAMESPACE = "envoy.filters.http.lua"
 OIP_PREFIX = "/inference.GRPCInferenceService/"
 DEFAULT_CLUSTER = "inference"  # the default inference pool (static, in Envoy's bootstrap)
-MAX_SHADOWS = 8  # mirror headers the Lua filter clears (x-modelhub-mirror-0..7)
+# Mirror headers the Lua filter clears: x-modelhub-mirror-0..7.
 
 HEADER_ENDPOINT = "x-modelhub-endpoint"
 HEADER_VARIANT = "x-modelhub-variant"
@@ -187,7 +187,7 @@ def pool_cluster_name(pool: Sequence[str]) -> str:
     """The cluster of a pool of inference replicas (empty: the default pool)."""
     if not pool:
         return DEFAULT_CLUSTER
-    digest = hashlib.sha256(",".join(pool).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(",".join(sorted(pool)).encode()).hexdigest()[:12]
     return f"pool-{digest}"
 
 
@@ -243,7 +243,8 @@ def _variant_cluster(target: Target, fallback: Target | None) -> tuple[str, bool
 
 
 def shadow_cluster_name(endpoint: EndpointRoute, shadow: str) -> str:
-    return f"shadow-{endpoint.id}-{shadow}"
+    # "/" cannot occur in endpoint or shadow names: no two shadows share a cluster.
+    return f"shadow/{endpoint.id}/{shadow}"
 
 
 def _target(target: Target) -> str:
@@ -288,6 +289,9 @@ def clusters(table: RoutingTable, options: XdsOptions) -> list[dict[str, Any]]:
                     (HEADER_SHADOW, "1"),
                 ],
                 remove_headers=[HEADER_FALLBACK, HEADER_MIRRORED],
+                # A failing shadow is only compared, never avoided: every sampled key keeps
+                # being mirrored to it, so the shadow report counts what really happened.
+                outlier_detection=False,
             )
     return [out[k] for k in sorted(out)]
 
@@ -373,6 +377,8 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
     action: dict[str, Any] = {
         "weighted_clusters": {"header_name": HEADER_BUCKET, "clusters": weighted},
         "timeout": f"{options.inference_timeout_s:g}s",
+        # The client's grpc-timeout bounds the call (and its retries) in Envoy too.
+        "max_stream_duration": {"grpc_timeout_header_max": "0s"},
         "retry_policy": _retry_policy(options.retries, failover=failovers),
     }
     if shadows:
@@ -443,6 +449,7 @@ def service_routes(options: XdsOptions) -> list[dict[str, Any]]:
             OIP_PREFIX,
             DEFAULT_CLUSTER,
             f"{options.inference_timeout_s:g}s",
+            max_stream_duration={"grpc_timeout_header_max": "0s"},
             retry_policy=_retry_policy(options.retries),
         ),
         _prefix("/modelhub.router.v1.RouterService/", "router", "30s"),
@@ -562,6 +569,16 @@ class ConfigWriter:
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
+        # A restarted router starts from what Envoy has: the routes on disk may still name
+        # clusters that the first new snapshot drops, so they stay until routes change.
+        try:
+            document = yaml.safe_load(self.clusters_path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            document = {}
+        for resource in document.get("resources") or []:
+            if isinstance(resource, dict) and "name" in resource:
+                cluster = {k: v for k, v in resource.items() if k != "@type"}
+                self._clusters[str(cluster["name"])] = cluster
 
     @property
     def clusters_path(self) -> Path:

@@ -1,10 +1,12 @@
-"""End to end, as separate processes: registry, two inference servers, monitor and router,
-with tritonclient (an unmodified Open Inference Protocol client) talking to the router.
+"""End to end, as separate processes: registry, two inference servers, monitor, router and
+Envoy (routing by the configuration the router writes), with tritonclient (an unmodified
+Open Inference Protocol client) talking to Envoy.
 
 Shows a 50/50 sticky split (each user's variant is the one `hash(salt, user)` gives,
-computed here, in another process), a shadow comparison, and outcomes attributed per
-variant at the monitor. tritonclient runs in a subprocess: its protobuf symbols collide
-with ModelHub's generated `inference` package in one process.
+computed here, in another process, while Envoy's Lua filter computed it there), a shadow
+comparison joined at the monitor from the events of both inference servers, and outcomes
+attributed per variant at the monitor. tritonclient runs in a subprocess: its protobuf
+symbols collide with ModelHub's generated `inference` package in one process.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 
+from modelhub import envoy
 from modelhub.api.monitor.v1 import monitor_pb2 as mpb
 from modelhub.api.monitor.v1 import monitor_pb2_grpc
 from modelhub.api.registry.v1 import registry_pb2 as rpb
@@ -46,7 +52,7 @@ url, users = sys.argv[1], int(sys.argv[2])
 client = triton.InferenceServerClient(url)
 assert client.is_server_live()
 metadata = client.get_server_metadata()
-assert metadata.name == "modelhub-router", metadata
+assert metadata.name == "modelhub-inference", metadata
 model = client.get_model_metadata("ab")
 assert [i.name for i in model.inputs] == ["x"], model
 served = {}
@@ -196,7 +202,12 @@ async def test_router_end_to_end_with_tritonclient(
         Process(
             f"inference-{i}",
             "inference",
-            {"REGISTRY_ADDRESS": registry_address, "CACHE_DIR": str(tmp_path / f"cache-{i}")},
+            {
+                "REGISTRY_ADDRESS": registry_address,
+                "CACHE_DIR": str(tmp_path / f"cache-{i}"),
+                "MONITOR_ADDRESS": monitor_address,
+                "EVENT_FLUSH_INTERVAL_S": "0.2",
+            },
             tmp_path,
         )
         for i in (1, 2)
@@ -210,23 +221,39 @@ async def test_router_end_to_end_with_tritonclient(
             "REGISTRY_ADDRESS": registry_address,
             "BACKENDS": ",".join(backends),
             "MONITOR_ADDRESS": monitor_address,
-            "EVENT_FLUSH_INTERVAL_S": "0.2",
+            "ENVOY_CONFIG_DIR": str(tmp_path / "xds"),
         },
         tmp_path,
     )
     processes.append(router)
     router_address = await router.wait_ready()
+    proxy = EnvoyProcess.start(
+        tmp_path,
+        replace(
+            envoy.LOCAL,
+            listen_port=_free_port(),
+            admin_port=_free_port(),
+            xds_dir=str(tmp_path / "xds"),
+            router=[router_address],
+            registry=[registry_address],
+            monitor=[monitor_address],
+            inference=list(backends),
+        ),
+    )
+    processes.append(proxy)  # type: ignore[arg-type]
+    front = await proxy.wait_ready()
 
-    async with grpc.aio.insecure_channel(router_address) as channel:
-        admin = router_pb2_grpc.RouterServiceStub(channel)
+    async with grpc.aio.insecure_channel(front) as channel:
+        admin = router_pb2_grpc.RouterServiceStub(channel)  # through Envoy, like any client
         for _ in range(200):
             if (await admin.GetRoutingTable(pb.GetRoutingTableRequest())).endpoints:
                 break
             await asyncio.sleep(0.05)
+        await proxy.wait_route("endpoint-ab")
 
         done = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-c", CLIENT, router_address, str(USERS)],
+            [sys.executable, "-c", CLIENT, front, str(USERS)],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -245,23 +272,36 @@ async def test_router_end_to_end_with_tritonclient(
         share_a = sum(a[0]["variant"] == "a" for a in served.values()) / USERS
         assert 0.40 <= share_a <= 0.60, share_a
 
-        # Both inference servers took traffic.
-        table = await admin.GetRoutingTable(pb.GetRoutingTableRequest())
-        assert all(b.healthy and b.requests > 0 for b in table.default_backends)
+        # Both inference servers took traffic (Envoy balances least-request between them).
+        served_by = proxy.upstream_requests("inference")
+        assert all(count > 0 for count in served_by.values()) and len(served_by) == 2, served_by
 
-        # Outcomes: users of variant b convert. Attributed by the router…
-        for answers in served.values():
-            for answer in answers:
-                outcome = await admin.RecordOutcome(
-                    pb.RecordOutcomeRequest(
-                        request_id=answer["id"], value=1.0 if answer["variant"] == "b" else 0.0
-                    )
-                )
-                assert outcome.attributed and outcome.variant == answer["variant"]
-
-        # …and by the monitor's experiment report; the shadow compared at the monitor.
         async with grpc.aio.insecure_channel(monitor_address) as monitor_channel:
             monitor_api = monitor_pb2_grpc.MonitorServiceStub(monitor_channel)
+            # Inference reported every request: wait until the monitor has them all.
+            for _ in range(200):
+                stats = await monitor_api.GetStats(
+                    mpb.GetStatsRequest(
+                        key=mpb.SeriesKey(endpoint="endpoints/ab"), window_seconds=300
+                    )
+                )
+                if stats.requests >= 2 * USERS:
+                    break
+                await asyncio.sleep(0.05)
+            assert stats.requests == 2 * USERS
+
+            # Outcomes: users of variant b convert; the router forwards them to the
+            # monitor, which attributes them to the variant that served the request id.
+            for answers in served.values():
+                for answer in answers:
+                    outcome = await admin.RecordOutcome(
+                        pb.RecordOutcomeRequest(
+                            request_id=answer["id"],
+                            value=1.0 if answer["variant"] == "b" else 0.0,
+                        )
+                    )
+                    assert outcome.attributed and outcome.forwarded
+
             report = mpb.ExperimentReport()
             for _ in range(200):
                 report = await monitor_api.GetExperimentReport(
@@ -282,15 +322,86 @@ async def test_router_end_to_end_with_tritonclient(
             assert summary.compared > 0 and summary.failed == 0
             # Version 3 answers x + 3: 2 away from variant a (x + 1), 1 from b (x + 2).
             assert summary.max_abs_diff_max == pytest.approx(2.0, rel=0.02)
-        for _ in range(200):
-            stats = await admin.GetRouterStats(pb.GetRouterStatsRequest())
-            (shadow_stats,) = stats.shadows
-            if shadow_stats.compared == shadow_stats.sent:
-                break
-            await asyncio.sleep(0.05)
-        assert shadow_stats.sent + shadow_stats.dropped == 2 * USERS
-        assert shadow_stats.compared == shadow_stats.sent > 0
-        assert shadow_stats.failed == shadow_stats.mismatched == 0
+            # Every request was mirrored (rate 1.0) and every mirror joined its primary.
+            for _ in range(200):
+                shadows = await monitor_api.GetShadowReport(
+                    mpb.GetShadowReportRequest(endpoint="endpoints/ab", window_seconds=300)
+                )
+                if shadows.shadows[0].compared == 2 * USERS:
+                    break
+                await asyncio.sleep(0.05)
+            assert shadows.shadows[0].compared == 2 * USERS
 
     # Graceful shutdown on SIGTERM.
     assert router.stop() == 0, router.log.read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EnvoyProcess:
+    """Envoy from the wheel on the suite's bootstrap, as its own process."""
+
+    def __init__(self, params: envoy.EnvoyParams, process: subprocess.Popen[bytes], log: Path):
+        self.params = params
+        self.process = process
+        self.log = log
+
+    @classmethod
+    def start(cls, tmp: Path, params: envoy.EnvoyParams) -> EnvoyProcess:
+        envoy.seed(params)
+        config = tmp / "envoy.yaml"
+        config.write_text(envoy.render(params), encoding="utf-8")
+        log = tmp / "envoy.log"
+        process = subprocess.Popen(
+            [envoy.envoy_binary(), "-c", str(config), "--disable-hot-restart", "-l", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "ab"),  # noqa: SIM115
+        )
+        return cls(params, process, log)
+
+    def _get(self, path: str) -> str:
+        url = f"http://127.0.0.1:{self.params.admin_port}{path}"
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return str(reply.read().decode())
+
+    async def wait_ready(self) -> str:
+        for _ in range(400):
+            if self.process.poll() is not None:
+                raise AssertionError(f"envoy exited:\n{self.log.read_text()}")
+            try:
+                self._get("/ready")
+                return f"127.0.0.1:{self.params.listen_port}"
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"envoy did not start:\n{self.log.read_text()}")
+
+    async def wait_route(self, name: str) -> None:
+        """Until Envoy took the route `name` from the router's configuration."""
+        for _ in range(200):
+            if f'"{name}"' in self._get("/config_dump?resource=dynamic_route_configs"):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"envoy never took route {name}")
+
+    def upstream_requests(self, cluster: str) -> dict[str, int]:
+        """host → requests Envoy sent it, for one cluster (admin /clusters)."""
+        counts: dict[str, int] = {}
+        for line in self._get("/clusters").splitlines():
+            parts = line.split("::")
+            if len(parts) == 4 and parts[0] == cluster and parts[2] == "rq_total":
+                counts[parts[1]] = int(parts[3])
+        return counts
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                return self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait(5)
+        return self.process.returncode

@@ -1,27 +1,35 @@
-"""What travels with a request through the router: the caller's deadline, the trace
-context, and credentials checked at the router's edge."""
+"""What travels with a request through the front door (Envoy) to inference: the caller's
+deadline, the W3C trace context and the routing headers; an expired deadline is neither
+retried nor fallen back; and inference checks the caller's credentials behind Envoy."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from modelhub.api.registry.v1 import registry_pb2_grpc
-from modelhub.api.router.v1 import router_pb2 as pb
 from modelhub.common.settings import AuthSettings
-from tests.service.router.conftest import RouterFactory
+from modelhub.router import xds
+from tests.service.router.conftest import FrontDoorFactory
 from tests.service.router.helpers import (
     Behaviour,
     FaultyBackend,
     create_endpoint,
     infer_request,
+    output,
+    params,
+    start_inference,
     variant,
+    wait_for,
 )
 
 Stub = registry_pb2_grpc.RegistryServiceStub
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_SPAN = "00f067aa0ba902b7"
 
 
 @pytest.fixture
@@ -31,29 +39,43 @@ async def backend() -> AsyncIterator[FaultyBackend]:
     await started.stop()
 
 
-async def test_deadline_and_trace_context_reach_the_backend(
-    registry_api: Stub, routers: RouterFactory, backend: FaultyBackend
+async def test_deadline_trace_context_and_route_reach_inference(
+    registry_api: Stub, front_doors: FrontDoorFactory, backend: FaultyBackend
 ) -> None:
     await create_endpoint(registry_api, "e", [variant("a", 1, 1, pool=[backend.address])])
-    _, clients = await routers()
-    traceparent = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-    await clients.oip.ModelInfer(
-        infer_request("e"), timeout=5.0, metadata=(("traceparent", traceparent),)
+    door = await front_doors()
+    traceparent = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
+    response = await door.clients.oip.ModelInfer(
+        infer_request("e"),
+        timeout=5.0,
+        metadata=(("traceparent", traceparent), ("tracestate", "vendor=opaque")),
     )
+    assert output(response).tolist() == [2.0] * 4  # the faulty backend: x + 1
     (deadline,) = backend.deadlines
-    assert deadline is not None and 0 < deadline <= 5.0
+    # The caller's deadline arrives, already shortened by the time on the way.
+    assert deadline is not None and 0 < deadline < 5.0, deadline
     (metadata,) = backend.metadata
-    # The same trace continues at the backend (the test process installs no tracer
-    # provider, so the router's spans are non-recording and keep the parent span id).
+    # The same trace continues at inference (this Envoy has no tracer: it forwards the
+    # caller's context as it came).
     version, trace_id, _span_id, flags = metadata["traceparent"].split("-")
     assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
-    # Without a deadline from the caller, none is invented.
-    await clients.oip.ModelInfer(infer_request("e"))
-    assert backend.deadlines[1] is None
+    assert metadata.get("tracestate") == "vendor=opaque"
+    # And Envoy's routing decision (docs/data-plane.md).
+    assert metadata["x-modelhub-endpoint"] == "endpoints/e"
+    assert metadata["x-modelhub-variant"] == "a"
+    assert metadata["x-modelhub-target"] == "m:1"
+    assert metadata["x-envoy-attempt-count"] == "1"
+    assert metadata.get("x-request-id")
+    assert "x-modelhub-shadow" not in metadata and "x-modelhub-mirrored" not in metadata
+
+    # Without a deadline from the caller, inference gets none tighter than Envoy's own
+    # route timeout.
+    await door.clients.oip.ModelInfer(infer_request("e"))
+    assert backend.deadlines[1] is None or backend.deadlines[1] <= 60.0, backend.deadlines
 
 
 async def test_an_expired_deadline_is_not_retried_or_fallen_back(
-    registry_api: Stub, routers: RouterFactory, backend: FaultyBackend
+    registry_api: Stub, front_doors: FrontDoorFactory, backend: FaultyBackend
 ) -> None:
     backend.behaviour = Behaviour(delay_s=5.0)
     await create_endpoint(
@@ -62,27 +84,51 @@ async def test_an_expired_deadline_is_not_retried_or_fallen_back(
         [variant("a", 1, 100, pool=[backend.address]), variant("b", 2, 0)],
         fallback="b",
     )
-    _, clients = await routers()
+    door = await front_doors()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await clients.oip.ModelInfer(infer_request("e"), timeout=0.3)
+        await door.clients.oip.ModelInfer(infer_request("e"), timeout=0.3)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert loop.time() - start < 2.0
+    await wait_for(lambda: backend.received >= 1, 5.0)
+    await asyncio.sleep(1.0)  # a retry (or the fallback's try) would have come by now
     assert backend.received == 1
+    assert backend.metadata[0]["x-modelhub-fallback"] == "b=m:2"
+    stats = door.envoy.stats()
+    retries = {k: v for k, v in stats.items() if k.endswith(".upstream_rq_retry")}
+    assert retries and all(v == "0" for v in retries.values()), retries
+    # The fallback's replicas (the default pool) got no inference call either.
+    assert stats[f"cluster.{xds.DEFAULT_CLUSTER}.upstream_rq_total"] == "0"
 
 
-async def test_router_checks_credentials_at_its_edge(
-    registry_api: Stub, routers: RouterFactory
+async def test_inference_checks_credentials_behind_envoy(
+    registry_api: Stub,
+    registry_address: str,
+    front_doors: FrontDoorFactory,
+    tmp_path: Path,
 ) -> None:
-    await create_endpoint(registry_api, "e", [variant("a", 1, 1)])
-    _, clients = await routers(auth=AuthSettings(tokens="r34d:reader,4dm1n:admin"))
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await clients.oip.ModelInfer(infer_request("e"))
-    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    reader = (("authorization", "Bearer r34d"),)
-    response = await clients.oip.ModelInfer(infer_request("e"), metadata=reader)
-    assert response.model_version == "1"
-    table = await clients.router.GetRoutingTable(pb.GetRoutingTableRequest(), metadata=reader)
-    assert table.synced
-    outcome = await clients.router.RecordOutcome(
-        pb.RecordOutcomeRequest(request_id=response.id, value=1.0), metadata=reader
+    guarded = await start_inference(
+        registry_address, tmp_path, name="guarded", auth=AuthSettings(tokens="r34d:reader")
     )
-    assert outcome.attributed
+    try:
+        await create_endpoint(registry_api, "e", [variant("a", 1, 1)])
+        door = await front_doors(backends=[guarded.address])
+        for name in ("e", "m"):  # an endpoint, and a plain model name
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await door.clients.oip.ModelInfer(infer_request(name))
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await door.clients.oip.ModelInfer(
+                    infer_request(name), metadata=(("authorization", "Bearer wrong"),)
+                )
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+        reader = (("authorization", "Bearer r34d"),)
+        response = await door.clients.oip.ModelInfer(infer_request("e"), metadata=reader)
+        assert response.model_version == "1"
+        assert params(response)["modelhub.variant"] == "a"
+        assert output(response).tolist() == [2.0] * 4
+        response = await door.clients.oip.ModelInfer(infer_request("m"), metadata=reader)
+        assert output(response).tolist() == [4.0] * 4  # newest READY version: x + 3
+    finally:
+        await guarded.stop(0)

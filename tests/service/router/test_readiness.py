@@ -1,6 +1,6 @@
-"""A promotion to a deployed version switches traffic only once inference reports the new
-version ready: meanwhile the variant keeps answering from its current version, and no
-request fails or waits for the load."""
+"""A promotion to a deployed version switches Envoy's traffic only once inference reports
+the new version ready: meanwhile the variant keeps answering from its current version, at
+once, and the router's configuration for Envoy keeps naming it."""
 
 from __future__ import annotations
 
@@ -15,15 +15,12 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc
+from modelhub.api.router.v1 import router_pb2 as pb
 from modelhub.inference.main import InferenceApp
 from modelhub.inference.settings import InferenceSettings
 from modelhub.router.table import Selector
-from tests.service.router.helpers import (
-    Clients,
-    create_endpoint,
-    start_router,
-    wait_for,
-)
+from tests.service.router.conftest import FrontDoor, FrontDoorFactory
+from tests.service.router.helpers import create_endpoint, output, params, wait_for
 
 Stub = registry_pb2_grpc.RegistryServiceStub
 
@@ -48,11 +45,19 @@ class HoldLoads:
         return gated
 
 
+async def routed_version(door: FrontDoor) -> int:
+    """The version the router's table (and so Envoy's routes) sends variant `champion` to."""
+    answer = await door.clients.router.ExplainRoute(
+        pb.ExplainRouteRequest(endpoint="endpoints/e", key="anyone")
+    )
+    return int(answer.variant.version)
+
+
 async def test_promotion_waits_for_the_new_version_to_be_ready(
-    registry_api: Stub, registry_address: str, tmp_path: Path
+    registry_api: Stub, registry_address: str, front_doors: FrontDoorFactory, tmp_path: Path
 ) -> None:
     hold = HoldLoads("m/3")
-    registry = registry_api  # model m, versions 1-3
+    registry = registry_api  # model m, versions 1-3: y = x + version
     await registry.SetAlias(rpb.SetAliasRequest(parent="models/m", alias="champion", version=1))
     deployment = await registry.CreateDeployment(
         rpb.CreateDeploymentRequest(
@@ -67,23 +72,26 @@ async def test_promotion_waits_for_the_new_version_to_be_ready(
         port=0,
         metrics_port=-1,
         registry_address=registry_address,
-        cache_dir=str(tmp_path / "cache"),
+        cache_dir=str(tmp_path / "held-cache"),
         grace_period_s=0.5,
         warmup=True,
     )
     inference = InferenceApp(settings, run_hook=hold)
     await inference.start()
-    champion = rpb.Variant(
-        name="champion",
-        model="models/m",
-        selector=rpb.VersionSelector(alias="champion"),
-        weight=1,
-    )
-    await create_endpoint(registry, "e", [champion])
-    router = await start_router(registry_address, [inference.address])
-    clients = Clients.connect(router.address)
     try:
-        assert (await clients.infer("e")).model_version == "1"
+        champion = rpb.Variant(
+            name="champion",
+            model="models/m",
+            selector=rpb.VersionSelector(alias="champion"),
+            weight=1,
+        )
+        await create_endpoint(registry, "e", [champion])
+        door = await front_doors(backends=[inference.address])
+        clients = door.clients
+        first = await clients.infer("e")
+        assert (first.model_version, params(first)["modelhub.variant"]) == ("1", "champion")
+        assert await routed_version(door) == 1
+
         # Promote: the deployment now keeps version 3 loaded and the alias points at it.
         await registry.UpdateDeployment(
             rpb.UpdateDeploymentRequest(
@@ -98,26 +106,34 @@ async def test_promotion_waits_for_the_new_version_to_be_ready(
                 update_mask=FieldMask(paths=["versions"]),
             )
         )
-        await asyncio.to_thread(hold.entered.wait, 10)  # version 3 is warming up
+        assert await asyncio.to_thread(hold.entered.wait, 10)  # version 3 is warming up
         await registry.SetAlias(rpb.SetAliasRequest(parent="models/m", alias="champion", version=3))
+        router = door.router
         await wait_for(
             lambda: (
                 router.watch.state is not None
                 and router.watch.state.resolve("m", Selector(alias="champion")) == 3
             )
         )
-        # While version 3 loads, the variant keeps answering from version 1, at once.
+        writes = router.writer.writes
+        # While version 3 warms up, the variant keeps answering from version 1, at once,
+        # and the table written for Envoy keeps naming version 1.
         for _ in range(10):
             response = await asyncio.wait_for(clients.infer("e"), 2)
             assert response.model_version == "1"
+            assert output(response).tolist() == [2.0] * 4
+            await asyncio.sleep(0.05)
+        assert await routed_version(door) == 1
+        assert router.writer.writes == writes  # nothing new for Envoy while it waits
         hold.release.set()
 
         async def switched() -> bool:
             return (await clients.infer("e")).model_version == "3"
 
-        await wait_for(switched)
+        await wait_for(switched, 10.0)
+        assert await routed_version(door) == 3
+        response = await clients.infer("e")
+        assert output(response).tolist() == [4.0] * 4
     finally:
         hold.release.set()
-        await clients.close()
-        await router.stop(0)
         await inference.stop(0)

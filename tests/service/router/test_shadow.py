@@ -1,10 +1,12 @@
-"""Shadow mirroring at 100% against a shadow that sleeps 2 s or fails: the primary's
-answers and success do not change, mirrors are counted as sent, dropped or failed, and the
-comparisons reach the monitor."""
+"""Shadows through the front door: Envoy mirrors the requests of sampled keys (exactly the
+keys ExplainRoute lists) fire-and-forget, inference reports both halves and the monitor's
+shadow report compares them; a shadow that sleeps 5 s or fails never slows or fails the
+primary."""
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,9 @@ import pytest
 
 from modelhub.api.monitor.v1 import monitor_pb2 as mpb
 from modelhub.api.registry.v1 import registry_pb2_grpc
-from tests.service.router.conftest import RouterFactory
+from modelhub.api.router.v1 import router_pb2 as pb
+from modelhub.inference.main import InferenceApp
+from tests.service.router.conftest import FrontDoor, FrontDoorFactory
 from tests.service.router.helpers import (
     Behaviour,
     FaultyBackend,
@@ -24,19 +28,34 @@ from tests.service.router.helpers import (
     output,
     params,
     shadow,
-    shadow_counters,
+    start_inference,
     start_monitor,
     variant,
     wait_for,
 )
 
 Stub = registry_pb2_grpc.RegistryServiceStub
-REQUESTS = 20
 
 
 @pytest.fixture
 async def monitor(tmp_path: Path) -> AsyncIterator[Any]:
     app = await start_monitor(tmp_path)
+    yield app
+    await app.stop(0)
+
+
+@pytest.fixture
+async def reporting(
+    registry_api: Stub, registry_address: str, tmp_path: Path, monitor: Any
+) -> AsyncIterator[InferenceApp]:
+    """An inference server that reports every request to the monitor (flushed often)."""
+    app = await start_inference(
+        registry_address,
+        tmp_path,
+        name="reporting",
+        monitor_address=monitor.runtime.address,
+        event_flush_interval_s=0.1,
+    )
     yield app
     await app.stop(0)
 
@@ -56,19 +75,95 @@ async def shadow_report(monitor: Any, endpoint: str) -> dict[str, mpb.ShadowSumm
     return {s.shadow: s for s in report.shadows}
 
 
-async def send_primaries(clients: Any, endpoint: str) -> None:
-    """REQUESTS primaries, each checked: served by the primary, right answer (x + 1)."""
-    for user in range(REQUESTS):
-        response = await clients.infer(endpoint, user=str(user))
+async def monitor_stats(monitor: Any, key: mpb.SeriesKey) -> mpb.Stats:
+    async with grpc.aio.insecure_channel(monitor.runtime.address) as channel:
+        return await monitor_stub(channel).GetStats(
+            mpb.GetStatsRequest(key=key, window_seconds=300)
+        )
+
+
+async def mirrored_keys(door: FrontDoor, endpoint: str, keys: list[str]) -> set[str]:
+    """The keys ExplainRoute says Envoy mirrors (to any shadow)."""
+    found = set()
+    for key in keys:
+        answer = await door.clients.router.ExplainRoute(
+            pb.ExplainRouteRequest(endpoint=f"endpoints/{endpoint}", key=key)
+        )
+        if answer.mirrored_to:
+            found.add(key)
+    return found
+
+
+async def timed_primaries(
+    door: FrontDoor, endpoint: str, keys: list[str], *, ids: bool = True
+) -> list[float]:
+    """One request per key, in turn, each checked (the primary, version 1: x + 1); the
+    latency of each as the caller saw it. With `ids`, each request carries its own id;
+    without, Envoy's `x-request-id` identifies it."""
+    loop = asyncio.get_running_loop()
+    latencies = []
+    for key in keys:
+        start = loop.time()
+        request_id = f"req-{key}" if ids else ""
+        response = await door.clients.infer(endpoint, user=key, request_id=request_id)
+        latencies.append(loop.time() - start)
         assert params(response)["modelhub.variant"] == "primary"
         assert output(response).tolist() == [2.0] * 4
+    return latencies
 
 
-async def test_slow_shadow_never_holds_the_primary_and_is_bounded(
-    registry_api: Stub, routers: RouterFactory, faulty: FaultyBackend, monitor: Any
+async def test_the_monitor_compares_exactly_the_sampled_keys(
+    registry_api: Stub, front_doors: FrontDoorFactory, reporting: InferenceApp, monitor: Any
 ) -> None:
-    gate = asyncio.Event()
-    faulty.behaviour = Behaviour(gate=gate, delay_s=2.0, add=1.5)
+    """A real shadow (version 3: x + 3) at 30% behind a primary (version 1: x + 1): the
+    monitor joins one comparison per key ExplainRoute lists as mirrored, none for the other
+    keys, and each differs by 2."""
+    await create_endpoint(
+        registry_api,
+        "half",
+        [variant("primary", 1, 1)],
+        sticky_key=by_user(),
+        shadows=[shadow("next", 3, 0.3)],
+    )
+    door = await front_doors(backends=[reporting.address])
+    keys = [f"user-{i}" for i in range(80)]
+    mirrored = await mirrored_keys(door, "half", keys)
+    assert 10 <= len(mirrored) <= 40, len(mirrored)  # about 30% of 80
+    # Half the requests name their id, the others are known by Envoy's x-request-id (the
+    # mirror carries the same).
+    await timed_primaries(door, "half", keys[:40])
+    await timed_primaries(door, "half", keys[40:], ids=False)
+
+    async def settled() -> bool:
+        primaries = await monitor_stats(monitor, mpb.SeriesKey(endpoint="endpoints/half"))
+        summary = (await shadow_report(monitor, "endpoints/half")).get("next")
+        compared = summary.compared if summary is not None else 0
+        return primaries.requests == len(keys) and compared >= len(mirrored)
+
+    await wait_for(settled, 10.0)
+    await asyncio.sleep(0.5)  # several flushes: a comparison too many would be in by now
+    summary = (await shadow_report(monitor, "endpoints/half"))["next"]
+    assert summary.compared == len(mirrored)
+    assert summary.failed == 0
+    assert summary.version == 3
+    assert summary.primary_latency.count == len(mirrored)
+    # The shadow answered x + 3 where the primary answered x + 1.
+    assert summary.max_abs_diff_p50 == pytest.approx(2.0, rel=0.02)
+    assert summary.max_abs_diff_max == pytest.approx(2.0, rel=0.02)
+    # The shadow copies ran (and were reported) only for the mirrored keys, under the
+    # shadow version's own series; the primaries all under the endpoint's.
+    copies = await monitor_stats(monitor, mpb.SeriesKey(model="models/m", version=3))
+    assert copies.requests == len(mirrored)
+    primaries = await monitor_stats(
+        monitor, mpb.SeriesKey(endpoint="endpoints/half", variant="primary", version=1)
+    )
+    assert (primaries.requests, primaries.errors) == (len(keys), 0)
+
+
+async def test_a_shadow_sleeping_5s_never_slows_the_primary(
+    registry_api: Stub, front_doors: FrontDoorFactory, faulty: FaultyBackend
+) -> None:
+    faulty.behaviour = Behaviour(delay_s=5.0, add=1.5)
     await create_endpoint(
         registry_api,
         "slow",
@@ -76,47 +171,38 @@ async def test_slow_shadow_never_holds_the_primary_and_is_bounded(
         sticky_key=by_user(),
         shadows=[shadow("sleepy", 2, 1.0, pool=[faulty.address])],
     )
-    app, clients = await routers(
-        shadow_concurrency=4,
-        shadow_queue_size=1,
-        shadow_timeout_s=10.0,
-        monitor_address=monitor.runtime.address,
-    )
-    await send_primaries(clients, "slow")
-    counters = shadow_counters(await clients.stats(), "endpoints/slow")["sleepy"]
-    # Every primary answered while no mirror had finished (the gate is still closed): the
-    # caller never waited for a shadow.
-    assert faulty.answered == 0 and counters.compared == 0 and counters.failed == 0
-    # Bounded: 4 in flight and 1 queued; the other mirrors were dropped and counted.
-    assert faulty.in_flight == 4 and faulty.max_in_flight == 4
-    assert (counters.sent, counters.dropped) == (5, REQUESTS - 5)
-
-    gate.set()  # the shadow now answers, each call after sleeping 2 s
-    await app.mirror.drain(15.0)
-    counters = shadow_counters(await clients.stats(), "endpoints/slow")["sleepy"]
-    assert (counters.compared, counters.failed) == (5, 0)
-
-    async def reported() -> bool:
-        summary = (await shadow_report(monitor, "endpoints/slow")).get("sleepy")
-        return summary is not None and summary.compared == 5
-
-    await wait_for(reported)
-    summary = (await shadow_report(monitor, "endpoints/slow"))["sleepy"]
-    assert summary.failed == 0
-    # The shadow answered x + 1.5 where the primary answered x + 1.
-    assert summary.max_abs_diff_max == pytest.approx(0.5)
-    assert summary.shadow_latency.p50 >= 2.0
-    assert summary.primary_latency.count == 5
+    door = await front_doors()
+    keys = [f"user-{i}" for i in range(50)]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    latencies = await timed_primaries(door, "slow", keys)
+    elapsed = loop.time() - start
+    # Every primary answered long before a mirror could have: none waited for its shadow.
+    assert max(latencies) < 1.0, max(latencies)
+    assert statistics.median(latencies) < 0.25, statistics.median(latencies)
+    assert elapsed < 5.0 and faulty.answered == 0
+    # Yet every request was mirrored to the sleeping shadow, as the shadow's request.
+    await wait_for(lambda: faulty.received == len(keys), 5.0)
+    assert faulty.in_flight == len(keys)
+    copies = faulty.metadata
+    assert len({m["x-request-id"] for m in copies}) == len(keys)
+    for copy in copies:
+        assert copy["x-modelhub-shadow"] == "1"
+        assert copy["x-modelhub-variant"] == "sleepy"
+        assert copy["x-modelhub-target"] == "m:2"
+        assert copy["x-modelhub-endpoint"] == "endpoints/slow"
+        assert "x-modelhub-mirrored" not in copy and "x-modelhub-fallback" not in copy
 
 
 @pytest.mark.parametrize(
     ("error", "details"),
-    [(grpc.StatusCode.INTERNAL, True), (grpc.StatusCode.UNAVAILABLE, False)],
+    [(grpc.StatusCode.UNAVAILABLE, False), (grpc.StatusCode.INTERNAL, True)],
 )
-async def test_failing_shadow_never_fails_the_primary(
+async def test_a_failing_shadow_never_fails_the_primary(
     registry_api: Stub,
-    routers: RouterFactory,
+    front_doors: FrontDoorFactory,
     faulty: FaultyBackend,
+    reporting: InferenceApp,
     monitor: Any,
     error: grpc.StatusCode,
     details: bool,
@@ -129,66 +215,19 @@ async def test_failing_shadow_never_fails_the_primary(
         sticky_key=by_user(),
         shadows=[shadow("bad", 2, 1.0, pool=[faulty.address])],
     )
-    app, clients = await routers(monitor_address=monitor.runtime.address)
-    await send_primaries(clients, "broken")
-    await app.mirror.drain(5.0)
-    counters = shadow_counters(await clients.stats(), "endpoints/broken")["bad"]
-    assert counters.sent + counters.dropped == REQUESTS
-    assert counters.failed == counters.sent > 0 and counters.compared == 0
+    door = await front_doors(backends=[reporting.address])
+    keys = [f"user-{i}" for i in range(30)]
+    latencies = await timed_primaries(door, "broken", keys)
+    assert max(latencies) < 1.0, max(latencies)
+    # Every request was mirrored to the shadow, which failed every copy.
+    await wait_for(lambda: faulty.received == len(keys), 5.0)
+    assert faulty.answered == 0
+    assert door.envoy.stats()["cluster.shadow-broken-bad.upstream_rq_total"] == str(len(keys))
+    # The monitor saw every primary succeed.
+    key = mpb.SeriesKey(endpoint="endpoints/broken", variant="primary")
 
     async def reported() -> bool:
-        summary = (await shadow_report(monitor, "endpoints/broken")).get("bad")
-        return summary is not None and summary.compared == counters.sent
+        return (await monitor_stats(monitor, key)).requests == len(keys)
 
-    await wait_for(reported)
-    summary = (await shadow_report(monitor, "endpoints/broken"))["bad"]
-    assert summary.failed == counters.sent
-    # The primary's own stats at the monitor: every request OK.
-    async with grpc.aio.insecure_channel(monitor.runtime.address) as channel:
-        stats = await monitor_stub(channel).GetStats(
-            mpb.GetStatsRequest(
-                key=mpb.SeriesKey(endpoint="endpoints/broken", source="router"),
-                window_seconds=300,
-            )
-        )
-    assert (stats.requests, stats.errors) == (REQUESTS, 0)
-
-
-async def test_healthy_shadow_comparisons_per_key_sampling(
-    registry_api: Stub, routers: RouterFactory, monitor: Any
-) -> None:
-    """A real shadow (version 3: x + 3) at 50%: the same users are mirrored every time,
-    and each comparison reports the difference of 2 with the primary (x + 1)."""
-    await create_endpoint(
-        registry_api,
-        "half",
-        [variant("primary", 1, 1)],
-        sticky_key=by_user(),
-        shadows=[shadow("next", 3, 0.5)],
-    )
-    app, clients = await routers(monitor_address=monitor.runtime.address)
-    mirrored = {
-        str(u): bool((await clients.router.ExplainRoute(_explain("half", u))).mirrored_to)
-        for u in range(REQUESTS)
-    }
-    assert 0 < sum(mirrored.values()) < REQUESTS
-    for _ in range(2):
-        await send_primaries(clients, "half")
-    await app.mirror.drain(5.0)
-    counters = shadow_counters(await clients.stats(), "endpoints/half")["next"]
-    assert counters.sent == counters.compared == 2 * sum(mirrored.values())
-
-    async def reported() -> bool:
-        summary = (await shadow_report(monitor, "endpoints/half")).get("next")
-        return summary is not None and summary.compared == counters.compared
-
-    await wait_for(reported)
-    summary = (await shadow_report(monitor, "endpoints/half"))["next"]
-    assert summary.max_abs_diff_p50 == pytest.approx(2.0, rel=0.02)
-    assert summary.version == 3
-
-
-def _explain(endpoint: str, user: int) -> Any:
-    from modelhub.api.router.v1 import router_pb2 as pb
-
-    return pb.ExplainRouteRequest(endpoint=f"endpoints/{endpoint}", key=str(user))
+    await wait_for(reported, 10.0)
+    assert (await monitor_stats(monitor, key)).errors == 0

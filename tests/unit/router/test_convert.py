@@ -1,16 +1,14 @@
-"""Registry watch events become state changes; events, tensors and samples convert
-faithfully."""
+"""Registry watch events become state changes; routing tables and explanations convert
+faithfully into `modelhub.router.v1` messages."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from modelhub.api.monitor.v1 import monitor_pb2 as mpb
-from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.router import convert
-from modelhub.router.events import Comparison, Event
+from modelhub.router.bucketing import TOTAL, bucket
+from modelhub.router.routing import Router
 from modelhub.router.table import KeySource, RegistryState, Selector, StickyKey
+from tests.unit.router.helpers import CANARY_POOL, DEFAULT_POOL, representative_state, table
 
 PUT, DELETE = rpb.WatchEvent.PUT, rpb.WatchEvent.DELETE
 
@@ -102,63 +100,78 @@ def test_apply_events_of_every_kind() -> None:
     assert not convert.apply_event(state, progress)
 
 
-def test_event_to_monitor_message() -> None:
-    event = Event(
-        "r1",
-        1_700_000_000.25,
-        "endpoints/e",
-        "b",
-        "m",
-        2,
-        latency_s=0.003,
-        status_code=0,
-        key_hash="abcd",
-        rows=1,
-        features=[("input[0]", 1.0), ("input[1]", float("nan"))],
-        predictions=[("output[0]", 2.0)],
-        shadows=[Comparison("s", "m", 3, 0, 0.004, 0.5, True, True)],
+def test_model_ids_and_selectors() -> None:
+    assert convert.model_id("models/fraud") == "fraud"
+    assert convert.model_id("models/fraud/versions/3") == "fraud"
+    assert convert.model_id("endpoints/x") == ""
+    assert convert.selector_from_pb(rpb.VersionSelector(version=3)) == Selector(version=3)
+    assert convert.selector_from_pb(rpb.VersionSelector(alias="a")) == Selector(alias="a")
+    assert convert.selector_from_pb(rpb.VersionSelector()) == Selector()
+
+
+def test_parameter_key_keeps_its_case_and_an_empty_key_is_no_key() -> None:
+    by_parameter = convert.endpoint_from_pb(
+        rpb.Endpoint(
+            name="endpoints/e",
+            sticky_key=rpb.StickyKey(source=rpb.StickyKey.PARAMETER, name="UserId"),
+            variants=[rpb.Variant(name="a", model="models/m", weight=1)],
+        )
     )
-    message = convert.events_to_pb([event]).events[0]
-    assert message.model == "models/m" and message.version == 2 and message.source == "router"
-    assert message.time.ToNanoseconds() == 1_700_000_000_250_000_000
-    assert [f.name for f in message.features] == ["input[0]"]  # NaN left out
-    assert message.shadows[0] == mpb.ShadowComparison(
-        shadow="s",
-        model="models/m",
-        version=3,
-        status_code=0,
-        latency_seconds=0.004,
-        max_abs_diff=0.5,
-        argmax_agree=True,
-        has_argmax=True,
+    assert by_parameter.sticky_key == StickyKey(KeySource.PARAMETER, "UserId")
+    unnamed = convert.endpoint_from_pb(
+        rpb.Endpoint(
+            name="endpoints/e",
+            sticky_key=rpb.StickyKey(source=rpb.StickyKey.METADATA, name=""),
+            variants=[rpb.Variant(name="a", model="models/m", weight=1)],
+        )
     )
+    assert unnamed.sticky_key is None
 
 
-def test_response_tensors_raw_and_typed() -> None:
-    response = opb.ModelInferResponse()
-    response.outputs.add(name="raw", datatype="FP32", shape=[2, 2])
-    response.raw_output_contents.append(np.arange(4, dtype=np.float32).tobytes())
-    tensors = convert.response_tensors(response.SerializeToString())
-    assert tensors["raw"].tolist() == [[0.0, 1.0], [2.0, 3.0]]
-    typed = opb.ModelInferResponse()
-    out = typed.outputs.add(name="label", datatype="INT64", shape=[3])
-    out.contents.int64_contents.extend([1, 2, 3])
-    assert convert.response_tensors(typed.SerializeToString())["label"].tolist() == [1, 2, 3]
-    wrong = opb.ModelInferResponse()
-    wrong.outputs.add(name="bad", datatype="FP32", shape=[5])
-    wrong.raw_output_contents.append(b"\0" * 8)
-    assert convert.response_tensors(wrong.SerializeToString()) == {}
+def test_routing_table_to_pb() -> None:
+    t = table(representative_state())
+    message = convert.table_to_pb(t, DEFAULT_POOL)
+    assert message.revision == 42 and message.synced
+    assert [e.name for e in message.endpoints] == [
+        "endpoints/checkout",
+        "endpoints/open",
+        "endpoints/rescued",
+        "endpoints/search",
+    ]
+    assert [b.address for b in message.default_backends] == list(DEFAULT_POOL)
+    checkout = message.endpoints[0]
+    assert checkout.sticky_key == "metadata:x-user-id" and checkout.fallback == "stable"
+    stable, canary = checkout.variants
+    assert (stable.model, stable.version, stable.selector) == ("models/fraud", 2, "alias champion")
+    assert (stable.bucket_lower, stable.bucket_upper, stable.buckets) == (0, 9000, TOTAL)
+    assert (stable.lower, stable.upper) == (0.0, 0.9)
+    assert stable.deployed and not canary.deployed
+    assert (canary.bucket_lower, canary.bucket_upper, canary.weight) == (9000, TOTAL, 10)
+    assert [b.address for b in canary.backends] == list(CANARY_POOL)
+    assert [(s.name, s.version, s.sample_rate) for s in checkout.shadows] == [
+        ("next", 5, 0.1),
+        ("ghost", 0, 0.5),
+        ("off", 4, 0.0),
+    ]
+    search = message.endpoints[3]
+    assert search.sticky_key == "parameter:user"
+    assert [v.version for v in search.variants] == [1, 0, 2]
+    models = {m.name: m for m in message.models}
+    assert models["models/fraud"].default_version == 2
+    assert models["models/fraud"].default_selector == "alias champion"
+    assert list(models["models/fraud"].ready_versions) == [3, 2, 1]
+    assert models["models/ranker"].default_selector == "latest"
 
 
-def test_sampler_takes_first_rows() -> None:
-    request = opb.ModelInferRequest(model_name="m")
-    request.inputs.add(name="x", datatype="FP32", shape=[3, 2])
-    request.raw_input_contents.append(np.arange(6, dtype=np.float32).tobytes())
-    response = opb.ModelInferResponse()
-    response.outputs.add(name="y", datatype="FP32", shape=[3, 2])
-    response.raw_output_contents.append((np.arange(6, dtype=np.float32) + 10).tobytes())
-    sample = convert.make_sampler(max_values=1)
-    rows, features, predictions = sample(request.SerializeToString(), response.SerializeToString())
-    assert rows == 3
-    assert features == [("input[0]", 0.0)]
-    assert predictions == [("output[0]", 10.0)]
+def test_explanation_to_pb() -> None:
+    router = Router(table(representative_state()))
+    response = convert.explanation_to_pb(router.explain("endpoints/checkout", "user-7"))
+    u = bucket("checkout-salt", "user-7")
+    assert (response.bucket_index, response.buckets) == (u, TOTAL)
+    assert response.bucket == u / TOTAL
+    assert response.variant.name == ("stable" if u < 9000 else "canary")
+    assert response.sticky_key == "metadata:x-user-id" and response.fallback == "stable"
+    assert response.endpoint == "endpoints/checkout" and response.key == "user-7"
+    assert response.explanation
+    unkeyed = convert.explanation_to_pb(router.explain("open", ""))
+    assert not unkeyed.HasField("variant") and unkeyed.sticky_key == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from modelhub.router.settings import RouterSettings, split_addresses
 
@@ -11,20 +12,49 @@ def test_defaults() -> None:
     settings = RouterSettings()
     assert settings.port == 50053
     assert settings.backend_addresses == ["127.0.0.1:50052"]
-    assert settings.monitor_address == ""  # no events unless configured
+    assert settings.monitor_address == ""  # RecordOutcome refuses unless configured
     assert settings.default_alias == "champion"
+    assert settings.envoy_config_dir == "var/envoy-xds"
+    assert settings.config_warm_s == 0.5
+    assert settings.retries == 2
+    assert settings.inference_timeout_s == 60.0
+    assert settings.version_ready_timeout_s == 30.0
 
 
 def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELHUB_ROUTER_BACKENDS", "a:1, b:2 c:3")
-    monkeypatch.setenv("MODELHUB_ROUTER_SHADOW_QUEUE_SIZE", "7")
     monkeypatch.setenv("MODELHUB_ROUTER_MONITOR_ADDRESS", "m:50054")
+    monkeypatch.setenv("MODELHUB_ROUTER_ENVOY_CONFIG_DIR", "/var/run/modelhub/xds")
+    monkeypatch.setenv("MODELHUB_ROUTER_CONFIG_WARM_S", "0")
+    monkeypatch.setenv("MODELHUB_ROUTER_RETRIES", "0")
+    monkeypatch.setenv("MODELHUB_ROUTER_DEFAULT_ALIAS", "")
     settings = RouterSettings()
     assert settings.backend_addresses == ["a:1", "b:2", "c:3"]
-    assert settings.shadow_queue_size == 7
     assert settings.monitor_address == "m:50054"
+    assert settings.envoy_config_dir == "/var/run/modelhub/xds"
+    assert settings.config_warm_s == 0 and settings.retries == 0
+    assert settings.default_alias == ""
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MODELHUB_ROUTER_RETRIES", "11"),
+        ("MODELHUB_ROUTER_RETRIES", "-1"),
+        ("MODELHUB_ROUTER_CONFIG_WARM_S", "-0.1"),
+        ("MODELHUB_ROUTER_INFERENCE_TIMEOUT_S", "0"),
+        ("MODELHUB_ROUTER_VERSION_READY_TIMEOUT_S", "-1"),
+    ],
+)
+def test_out_of_range_values_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError):
+        RouterSettings()
 
 
 def test_split_addresses() -> None:
     assert split_addresses(" , ") == []
     assert split_addresses("a:1,,b:2") == ["a:1", "b:2"]
+    assert split_addresses("a:1\nb:2") == ["a:1", "b:2"]
