@@ -27,8 +27,11 @@ FROM ${PYTHON_IMAGE} AS runtime
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /src/deploy/envoy/modelhub.pb /etc/envoy/modelhub.pb
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 MODELHUB_LOG_FORMAT=json
+# /var/run/modelhub/xds: Envoy's dynamic configuration, written by the router (a compose
+# volume mounted here starts as a copy of this directory, so the service user owns it).
 RUN useradd --system --uid 10001 --home-dir /var/lib/modelhub modelhub \
- && mkdir -p /var/lib/modelhub && chown modelhub /var/lib/modelhub
+ && mkdir -p /var/lib/modelhub /var/run/modelhub/xds \
+ && chown modelhub /var/lib/modelhub /var/run/modelhub/xds
 USER modelhub
 WORKDIR /var/lib/modelhub
 CMD ["python", "-m", "modelhub.registry"]
@@ -44,8 +47,11 @@ COPY --from=build-gpu /opt/venv /opt/venv
 COPY --from=build-gpu /src/deploy/envoy/modelhub.pb /etc/envoy/modelhub.pb
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 MODELHUB_LOG_FORMAT=json \
     LD_LIBRARY_PATH=/usr/local/lib
+# /var/run/modelhub/xds: Envoy's dynamic configuration, written by the router (a compose
+# volume mounted here starts as a copy of this directory, so the service user owns it).
 RUN useradd --system --uid 10001 --home-dir /var/lib/modelhub modelhub \
- && mkdir -p /var/lib/modelhub && chown modelhub /var/lib/modelhub
+ && mkdir -p /var/lib/modelhub /var/run/modelhub/xds \
+ && chown modelhub /var/lib/modelhub /var/run/modelhub/xds
 USER modelhub
 WORKDIR /var/lib/modelhub
 CMD ["python", "-m", "modelhub.inference"]
