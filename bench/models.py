@@ -1,6 +1,7 @@
 """Deterministic reference ONNX models for the benchmark, built with `onnx.helper`.
 
-- `mlp`: float32 [-1, 256] → Gemm 1024 → Relu → Gemm 1024 → Relu → Gemm 16
+- `mlp`: float32 [-1, 256] → Gemm 1024 → Relu → Gemm 1024 → Relu → Gemm 16 (`version`
+  2, 3 … : the same graph with other weights, for endpoints that split between versions)
 - `identity`: float32 [-1, 16] → Identity
 - `cnn_small`: float32 [-1, 3, 32, 32] → two Conv+Relu → GlobalAveragePool → Gemm 10
 
@@ -52,8 +53,9 @@ def _model(graph: onnx.GraphProto) -> bytes:
     return model.SerializeToString()
 
 
-def mlp() -> ModelInfo:
-    rng = np.random.default_rng(256)
+def mlp(version: int = 1) -> ModelInfo:
+    """Version 1 is the benchmark's reference; later versions differ only in weights."""
+    rng = np.random.default_rng(256 if version == 1 else (256, version))
     dims = [256, 1024, 1024, 16]
     nodes: list[onnx.NodeProto] = []
     inits: list[TensorProto] = []
@@ -124,9 +126,14 @@ BUILDERS: dict[str, Callable[[], ModelInfo]] = {
 }
 
 
-def build(name: str) -> ModelInfo:
-    """The reference model `name` (one of BUILDERS)."""
-    return BUILDERS[name]()
+def build(name: str, version: int = 1) -> ModelInfo:
+    """The reference model `name` (one of BUILDERS); versions other than 1 exist for
+    `mlp` only."""
+    if version == 1:
+        return BUILDERS[name]()
+    if name != "mlp":
+        raise ValueError(f"{name} has version 1 only")
+    return mlp(version)
 
 
 def write_all(directory: Path) -> dict[str, Path]:
