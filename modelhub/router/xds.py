@@ -537,6 +537,7 @@ def _write_atomically(path: Path, text: str) -> None:
     watch fires on the move, and never sees a half-written file)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # Envoy may run as another user than the router
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()

@@ -40,12 +40,13 @@ async def running_suite(
     auth: bool = False,
     otlp: str = "",
 ) -> AsyncIterator[Suite]:
-    env: dict[str, str] = {"MODELHUB_ROUTER_EVENT_SAMPLE_RATE": "1.0"}
+    env: dict[str, str] = {"MODELHUB_INFERENCE_EVENT_SAMPLE_RATE": "1.0"}
     if auth:
         env |= {
             "MODELHUB_AUTH_TOKENS": f"{ADMIN_TOKEN}:admin:ops,{PUBLISHER_TOKEN}:publisher:ci",
             "MODELHUB_AUTH_ANONYMOUS_ROLE": "reader",
             "MODELHUB_ROUTER_MONITOR_TOKEN": PUBLISHER_TOKEN,
+            "MODELHUB_INFERENCE_MONITOR_TOKEN": PUBLISHER_TOKEN,
         }
     if otlp:
         env |= {

@@ -7,6 +7,7 @@ stops getting traffic."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -98,10 +99,8 @@ async def _received(door: object, faulty: FaultyBackend) -> bool:
     from tests.service.router.conftest import FrontDoor
 
     assert isinstance(door, FrontDoor)
-    try:
+    with contextlib.suppress(grpc.aio.AioRpcError):
         await door.clients.infer("e")
-    except grpc.aio.AioRpcError:
-        pass
     return faulty.received >= 2
 
 
