@@ -440,16 +440,17 @@ async def demo_traffic(
         router = router_pb2_grpc.RouterServiceStub(channel)
         deadline = asyncio.get_running_loop().time() + wait_s
         while True:
-            # The router learns the endpoint through its registry watch, and the versions
-            # load in the background: wait until the router routes the endpoint and it serves.
+            # The router learns the endpoint through its registry watch and writes Envoy's
+            # routes; the versions load in the background: wait until Envoy routes the
+            # endpoint (the answer names its variant) and the versions are ready.
             try:
-                await router.ExplainRoute(
-                    router_pb2.ExplainRouteRequest(endpoint="endpoints/fraud", key="probe"),
-                    metadata=auth,
+                probe = await infer.ModelInfer(
+                    demo_request(np.zeros((1, demo.FEATURES)), "demo-probe"),
+                    metadata=[("x-user-id", "probe"), *auth],
                     timeout=5,
                 )
                 ready = await infer.ModelReady(oip.ModelReadyRequest(name="fraud"), timeout=5)
-                if ready.ready:
+                if ready.ready and probe.parameters["modelhub.variant"].string_param:
                     break
             except grpc.aio.AioRpcError:
                 pass
