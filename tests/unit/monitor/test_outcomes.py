@@ -54,3 +54,33 @@ def test_index_forgets_old_ids_and_respects_its_cap() -> None:
     # Time passes beyond the window: the next request sweeps the old ones out.
     index.remember("new", t + 1000, series, now=t + 1000)
     assert len(index) == 1
+
+
+def test_an_outcome_before_its_event_is_attributed_when_the_event_arrives(
+    monitor: Monitor, clock: ManualClock
+) -> None:
+    # Inference sends events in batches; the client reports the outcome at once.
+    early = monitor.record_outcomes([Outcome("r-early", 1.0)])
+    assert early.unattributed == 1
+    routed = dict(endpoint="endpoints/fraud", variant="challenger")
+    monitor.ingest([event(source="inference", request_id="r-early", **routed)])
+    stats = monitor.stats(SeriesKey(variant="challenger"), 300)
+    assert (stats.outcomes, stats.conversions) == (1, 1)
+    # Counted once: the same outcome again is a duplicate.
+    assert monitor.record_outcomes([Outcome("r-early", 1.0)]).duplicates == 1
+
+
+def test_pending_outcomes_are_bounded_in_count_and_time() -> None:
+    series = Series(SeriesKey("models/m", 1), 0.01, 256)
+    index = RequestIndex(max_requests=100, join_window_s=60.0, max_pending=10, pending_s=5.0)
+    t = 1_000_000.0
+    for i in range(25):
+        index.attribute(Outcome(f"p{i}", 1.0, time=t), t)
+    assert index.pending == 10  # the oldest went first
+    index.remember("p0", t, series, now=t)
+    assert index.attributed_late == 0
+    index.remember("p24", t, series, now=t)
+    assert index.attributed_late == 1
+    # Older than pending_s: forgotten.
+    index.attribute(Outcome("late", 1.0, time=t + 10), t + 10)
+    assert index.pending == 1
