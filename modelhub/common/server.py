@@ -1,8 +1,9 @@
 """The async gRPC server bootstrap every service uses.
 
 `ServiceRuntime` wraps a `grpc.aio` server with what every ModelHub service exposes:
-`grpc.health.v1` health, server reflection, OpenTelemetry instrumentation, the edge
-interceptor (auth, error mapping, RPC metrics) and a Prometheus HTTP endpoint.
+`grpc.health.v1` health, server reflection (with the proto comments), OpenTelemetry
+instrumentation, the edge interceptor (auth, error mapping, RPC metrics), INVALID_ARGUMENT
+for request bytes that are no valid message, and a Prometheus HTTP endpoint.
 `serve_until_signalled` runs it until SIGTERM/SIGINT and shuts down gracefully: health
 flips to NOT_SERVING, new calls are refused after the drain delay, in-flight calls get
 the grace period to finish, then the service's own cleanup runs.
@@ -16,19 +17,21 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, start_http_server
 
-from modelhub.common import telemetry
+from modelhub.common import errors, telemetry
 from modelhub.common.auth import Role
 from modelhub.common.interceptors import EdgeInterceptor, RpcMetrics
+from modelhub.common.reflection import SourceInfoPool, load_descriptor_set
 from modelhub.common.settings import ServiceSettings
 
 log = logging.getLogger("modelhub.server")
@@ -67,6 +70,109 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
+
+
+class MalformedRequest:
+    """What a lenient deserializer returns for bytes that are not a valid `message`: the
+    handler refuses it before the servicer (whose signature stays typed) ever sees it."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def error(self) -> errors.InvalidArgumentError:
+        return errors.InvalidArgumentError(
+            f"the request is not a valid {self.message}: its bytes cannot be parsed as that "
+            "protobuf message",
+            reason="MALFORMED_MESSAGE",
+        )
+
+
+def _message_name(deserializer: Callable[[bytes], Any]) -> str:
+    # The generated handlers use `Message.FromString`, bound to the message class.
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "request message"))
+
+
+def lenient_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` with a request deserializer that does not raise on bad bytes (they become a
+    `MalformedRequest`) and a behaviour that turns that into `InvalidArgumentError`, which
+    the edge interceptor maps like any domain error. Streaming-request methods, whose
+    requests arrive through an iterator, are left as they are."""
+    deserialize = handler.request_deserializer
+    if handler.request_streaming or deserialize is None:
+        return handler
+    message = _message_name(deserialize)
+
+    def request_deserializer(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return MalformedRequest(message)
+
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if request.__class__ is MalformedRequest:
+                raise request.error()
+            return await inner_uu(request, context)
+
+        return handler._replace(request_deserializer=request_deserializer, unary_unary=unary_unary)
+    if handler.unary_stream is not None:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+            if request.__class__ is MalformedRequest:
+                raise request.error()
+            async for item in inner_us(request, context):
+                yield item
+
+        return handler._replace(
+            request_deserializer=request_deserializer, unary_stream=unary_stream
+        )
+    return handler
+
+
+class _LenientGenericHandler(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+        # Only methods the inner handler serves are remembered (not every name a client sends).
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            inner = self._inner.service(handler_call_details)
+            if inner is None:
+                return None
+            handler = self._handlers[method] = lenient_handler(inner)
+        return handler
+
+
+class LenientDecoding:
+    """Stands in for the server while a generated `add_XServicer_to_server` registers its
+    handlers, and registers them with lenient request decoding (`lenient_handler`): bytes
+    that are not a valid request message are INVALID_ARGUMENT, not gRPC's UNKNOWN
+    ("Unexpected DecodeError")."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers([_LenientGenericHandler(h) for h in handlers])
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service_name, {name: lenient_handler(h) for name, h in method_handlers.items()}
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
 
 
 class ServiceRuntime:
@@ -110,8 +216,12 @@ class ServiceRuntime:
         self.metrics_port = 0
 
     def add_service(self, full_name: str, add_fn: AddServicer, servicer: Any) -> None:
-        """Register a servicer (`add_fn` is the generated `add_XServicer_to_server`)."""
-        add_fn(servicer, self.server)
+        """Register a servicer (`add_fn` is the generated `add_XServicer_to_server`).
+
+        Requests of its unary-request methods that are not valid protobuf are answered
+        INVALID_ARGUMENT (see `LenientDecoding`) instead of gRPC's UNKNOWN.
+        """
+        add_fn(servicer, LenientDecoding(self.server))
         self._service_names.append(full_name)
 
     def advertise(self, service_names: list[str]) -> None:
@@ -129,10 +239,15 @@ class ServiceRuntime:
         return f"{self.settings.host}:{self.port}"
 
     async def start(self) -> None:
-        reflection.enable_server_reflection(
-            [*self._service_names, *self._advertised, health.SERVICE_NAME, reflection.SERVICE_NAME],
-            self.server,
-        )
+        names = [
+            *self._service_names,
+            *self._advertised,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ]
+        # Descriptors with their source info: `grpcurl describe` shows the proto comments.
+        pool = SourceInfoPool(load_descriptor_set(), names)
+        reflection.enable_server_reflection(names, self.server, pool=pool)
         bind = f"{self.settings.host}:{self.settings.port}"
         self.port = self.server.add_insecure_port(bind)
         if self.port == 0:

@@ -28,6 +28,8 @@ from modelhub.inference.stats import Duration
 
 # The typed-contents field of each datatype (BYTES is not served).
 TYPED_FIELD = TYPED_CONTENTS_FIELD
+# The most dimensions a tensor may have (numpy's limit, NPY_MAXDIMS).
+MAX_DIMS = 64
 
 _OutputTensor = pb.ModelInferResponse.InferOutputTensor
 # Response parameters that name what served a request.
@@ -64,8 +66,16 @@ def infer_request(request: pb.ModelInferRequest, max_request_bytes: int) -> Infe
             raise _too_large(size, max_request_bytes)
         for index, raw in enumerate(raws):
             tensor = tensors[index]
+            if tensor.HasField("contents") and tensor.contents.ByteSize():
+                raise InvalidArgumentError(
+                    f"inputs[{index}] carries typed contents and the request carries "
+                    "raw_input_contents: the protocol allows one or the other, not both; send "
+                    "every input's data either in raw_input_contents or in its contents",
+                    field=f"inputs[{index}].contents",
+                )
             datatype = tensor.datatype
-            shape = tuple(tensor.shape)
+            itemsize = dtype_of(datatype, f"inputs[{index}].datatype").itemsize
+            shape = checked_shape(tensor.shape, itemsize, max_request_bytes, f"inputs[{index}]")
             data = decode_raw(raw, datatype, shape, index)
             inputs.append(InputTensor(tensor.name, datatype, shape, data))
     else:
@@ -83,7 +93,7 @@ def infer_request(request: pb.ModelInferRequest, max_request_bytes: int) -> Infe
             size += len(values) * dtype.itemsize
             if size > max_request_bytes:
                 raise _too_large(size, max_request_bytes)
-            shape = tuple(tensor.shape)
+            shape = checked_shape(tensor.shape, dtype.itemsize, max_request_bytes, field)
             data = decode_typed(values, tensor.datatype, shape, field)
             inputs.append(InputTensor(tensor.name, tensor.datatype, shape, data))
     priority = 0
@@ -103,6 +113,42 @@ def infer_request(request: pb.ModelInferRequest, max_request_bytes: int) -> Infe
         priority=priority,
         timeout_s=timeout_s,
     )
+
+
+def checked_shape(
+    dims: Sequence[int], itemsize: int, max_request_bytes: int, field: str
+) -> tuple[int, ...]:
+    """`dims` as a shape numpy can build, or INVALID_ARGUMENT on `field`.shape.
+
+    Checked with Python integers, before any array exists: every dimension concrete (>= 0;
+    -1 only means "variable" in model metadata), at most `MAX_DIMS` of them, and the shape
+    no larger than a request can carry — counting its non-zero dimensions only, so that an
+    empty tensor cannot declare `[0, 2**62]` (numpy refuses such a shape even with no data).
+    """
+    shape = tuple(dims)
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgumentError(
+            f"shape of {field} has {len(shape)} dimensions; at most {MAX_DIMS} are supported",
+            field=f"{field}.shape",
+        )
+    extent = 1
+    for dim in shape:
+        if dim < 0:
+            raise InvalidArgumentError(
+                f"shape {list(shape)} of {field} has a negative dimension; inference requests "
+                "carry concrete sizes (-1 only marks a variable dimension in model metadata)",
+                field=f"{field}.shape",
+            )
+        if dim:
+            extent *= dim
+    if extent * itemsize > max_request_bytes:
+        raise InvalidArgumentError(
+            f"shape {list(shape)} of {field} describes more data than a request may carry "
+            f"({extent} elements of {itemsize} bytes, without its zero dimensions; the limit "
+            f"of tensor data is {max_request_bytes} bytes)",
+            field=f"{field}.shape",
+        )
+    return shape
 
 
 def _too_large(size: int, limit: int) -> PayloadTooLargeError:

@@ -182,3 +182,61 @@ async def test_tracing_only_where_it_matters() -> None:
             assert spans[0].name == f"/{SERVICE}/ExplainRoute"
     finally:
         await runtime.stop(0)
+
+
+async def test_bytes_that_are_no_valid_request_are_invalid_argument(
+    runtime: tuple[ServiceRuntime, FakeRouter],
+) -> None:
+    """Not UNKNOWN ("Unexpected DecodeError"): the client sent a bad message."""
+    rt, _ = runtime
+    async with grpc.aio.insecure_channel(rt.address) as channel:
+        raw_call = channel.unary_unary(f"/{SERVICE}/ExplainRoute")  # bytes in, bytes out
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await raw_call(b"\x0a\x05fr")  # field 1: 5 bytes declared, 2 present
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid modelhub.router.v1.ExplainRouteRequest" in (err.value.details() or "")
+        info = error_info(dict(err.value.trailing_metadata())[STATUS_DETAILS_KEY])
+        assert info is not None
+        assert info.reason == "MALFORMED_MESSAGE"
+        request = router_pb2.ExplainRouteRequest(endpoint="e", key="k")
+        answer = await raw_call(request.SerializeToString())
+        assert router_pb2.ExplainRouteResponse.FromString(answer).key == "k"
+    url = f"http://127.0.0.1:{rt.metrics_port}/metrics"
+    body = (await asyncio.to_thread(lambda: urllib.request.urlopen(url).read())).decode()
+    assert 'code="INVALID_ARGUMENT",method="ExplainRoute"' in body
+
+
+async def test_lenient_decoding_of_generic_and_streaming_handlers() -> None:
+    """Services registered through a generic handler only, and server-streaming methods,
+    refuse undecodable requests the same way."""
+
+    async def watch(request: health_pb2.HealthCheckRequest, context: object):
+        for _ in range(2):
+            yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    def add(servicer: object, server: grpc.aio.Server) -> None:
+        handler = grpc.unary_stream_rpc_method_handler(
+            watch,
+            request_deserializer=health_pb2.HealthCheckRequest.FromString,
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Watcher", {"Watch": handler}),)
+        )
+
+    rt = ServiceRuntime("test", ServiceSettings(), {})
+    rt.add_service("test.Watcher", add, None)
+    await rt.start()
+    try:
+        async with grpc.aio.insecure_channel(rt.address) as channel:
+            raw_call = channel.unary_stream("/test.Watcher/Watch")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in raw_call(b"\x0a\x05fr"):
+                    pass
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not a valid grpc.health.v1.HealthCheckRequest" in (err.value.details() or "")
+            valid = health_pb2.HealthCheckRequest().SerializeToString()
+            answers = [a async for a in raw_call(valid)]
+            assert len(answers) == 2
+    finally:
+        await rt.stop(0)

@@ -116,6 +116,82 @@ def test_payload_limit() -> None:
         infer_request(typed, 1000)
 
 
+def test_typed_contents_and_raw_input_contents_together_are_refused() -> None:
+    # The protocol forbids sending both: the typed values must not be silently ignored.
+    request = _raw_request(np.zeros((1, 2), np.float32), "FP32")
+    request.inputs[0].contents.fp32_contents.extend([1.0, 2.0])
+    with pytest.raises(InvalidArgumentError, match="both") as err:
+        infer_request(request, 1 << 20)
+    assert err.value.violations[0].field == "inputs[0].contents"
+    # An input without values next to one with them: the one with them is named.
+    two = pb.ModelInferRequest(model_name="m")
+    two.inputs.add(name="a", datatype="FP32", shape=[1])
+    two.inputs.add(name="b", datatype="INT32", shape=[1]).contents.int_contents.append(7)
+    two.raw_input_contents.extend([b"\0" * 4, b"\0" * 4])
+    with pytest.raises(InvalidArgumentError, match="raw_input_contents") as err:
+        infer_request(two, 1 << 20)
+    assert err.value.violations[0].field == "inputs[1].contents"
+
+
+def test_an_empty_contents_message_next_to_raw_contents_is_accepted() -> None:
+    request = _raw_request(np.ones((1, 2), np.float32), "FP32")
+    request.inputs[0].contents.SetInParent()  # present, but carries no values
+    decoded = infer_request(request, 1 << 20).inputs[0]
+    np.testing.assert_array_equal(decoded.data, np.ones((1, 2), np.float32))
+
+
+ABSURD_SHAPES = [
+    pytest.param([0, 2**62], id="zero-times-2^62"),
+    pytest.param([2**62, 0], id="2^62-times-zero"),
+    pytest.param([0, 2**63 - 1], id="zero-times-int64-max"),
+    pytest.param([2**31, 0, 2**31], id="zero-between-2^31s"),
+    pytest.param([0, 1 << 30], id="empty-rows-of-4GiB"),
+    pytest.param([2**62, 2**62], id="overflows-int64"),
+    pytest.param([2**63 - 1], id="int64-max"),
+    pytest.param([1 << 20, 1 << 20], id="over-the-request-limit"),
+    pytest.param([-1, 2], id="minus-one"),
+    pytest.param([-(2**63), 0], id="int64-min"),
+    pytest.param([1] * 65, id="65-dimensions"),
+]
+
+
+@pytest.mark.parametrize("shape", ABSURD_SHAPES)
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_absurd_shapes_are_invalid_arguments(shape: list[int], raw: bool) -> None:
+    """Checked with Python integers before numpy sees them: INVALID_ARGUMENT, never an
+    exception from numpy (which the edge would answer INTERNAL)."""
+    request = pb.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=shape)
+    if raw:
+        request.raw_input_contents.append(b"")
+    else:
+        tensor.contents.fp32_contents.extend([])
+    with pytest.raises(InvalidArgumentError) as err:
+        infer_request(request, 1 << 20)
+    assert err.value.violations[0].field == "inputs[0].shape"
+
+
+def test_shape_errors_say_what_is_wrong() -> None:
+    request = _raw_request(np.zeros((0, 2), np.float32), "FP32")
+    request.inputs[0].shape[:] = [0, 2**62]
+    with pytest.raises(InvalidArgumentError, match="the limit of tensor data is 1048576 bytes"):
+        infer_request(request, 1 << 20)
+    request.inputs[0].shape[:] = [-1, 2]
+    with pytest.raises(InvalidArgumentError, match="negative"):
+        infer_request(request, 1 << 20)
+    request.inputs[0].shape[:] = [1] * 65
+    with pytest.raises(InvalidArgumentError, match="65 dimensions"):
+        infer_request(request, 1 << 20)
+
+
+def test_empty_tensors_with_sane_shapes_still_decode() -> None:
+    # Zero rows are refused later, by the model's signature, not here.
+    for shape in [(0, 8), (0,), (2, 0, 3), ()]:
+        array = np.zeros(shape, np.float32)
+        decoded = infer_request(_raw_request(array, "FP32"), 1 << 20).inputs[0]
+        assert decoded.data.shape == shape
+
+
 def test_parameters_priority_and_timeout() -> None:
     request = _raw_request(np.zeros((1, 3), np.float32), "FP32")
     request.parameters["priority"].uint64_param = 2
