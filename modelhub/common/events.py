@@ -166,10 +166,18 @@ class EventPipeline:
             log.debug("could not sample event %s: %s", event.request_id, exc)
 
     async def flush(self) -> None:
-        """Send everything queued now: events first, then outcomes."""
-        while self._events:
-            count = min(self.batch_size, len(self._events))
-            batch = [self._events.popleft() for _ in range(count)]
+        """Send everything queued now: events first, then outcomes.
+
+        Only the events queued when the flush starts: those that arrive while a batch is
+        in flight wait for the next flush (a full batch, or the interval), rather than
+        going out in a stream of tiny batches, one per round trip, each costing both ends
+        a whole call."""
+        left = len(self._events)
+        while left > 0 and self._events:
+            count = min(self.batch_size, left, len(self._events))
+            left -= count
+            popleft = self._events.popleft
+            batch = [popleft() for _ in range(count)]
             for event in batch:
                 self._sample(event)
             try:

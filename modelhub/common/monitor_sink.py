@@ -9,6 +9,7 @@ import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -29,32 +30,57 @@ def _timestamp(epoch_s: float) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=min(round((epoch_s - seconds) * 1e9), 999_999_999))
 
 
-def _values(values: Iterable[tuple[str, float]]) -> list[mpb.FeatureValue]:
-    return [mpb.FeatureValue(name=n, number=v) for n, v in values if math.isfinite(v)]
+def _add_values(
+    field: RepeatedCompositeFieldContainer[mpb.FeatureValue],
+    values: Iterable[tuple[str, float]],
+) -> None:
+    add = field.add
+    for name, value in values:
+        if math.isfinite(value):
+            add(name=name, number=value)
 
 
 def _seconds(value: float) -> float:
     return value if math.isfinite(value) and value > 0 else 0.0
 
 
-def event_to_pb(event: Event) -> mpb.InferenceEvent:
-    return mpb.InferenceEvent(
-        request_id=event.request_id,
-        time=_timestamp(event.time),
-        endpoint=event.endpoint,
-        variant=event.variant,
-        model=f"models/{event.model}",
-        version=event.version,
-        latency_seconds=_seconds(event.latency_s),
-        queue_seconds=_seconds(event.queue_s),
-        compute_seconds=_seconds(event.compute_s),
-        status_code=event.status_code,
-        key_hash=event.key_hash,
-        rows=event.rows,
-        features=_values(event.features),
-        predictions=_values(event.predictions),
-        shadows=[
-            mpb.ShadowComparison(
+def _fill(message: mpb.InferenceEvent, event: Event) -> None:
+    """Set the fields of `message` from `event`. Only fields that differ from their default
+    are set (the wire form is the same, and most are empty on most events): this runs for
+    every request served, in the sender task."""
+    message.request_id = event.request_id
+    # Set in place: a separate Timestamp per event costs as much as the rest of the event.
+    epoch_s = event.time
+    seconds = int(epoch_s)
+    time = message.time
+    time.seconds = seconds
+    time.nanos = min(round((epoch_s - seconds) * 1e9), 999_999_999)
+    message.model = "models/" + event.model
+    message.version = event.version
+    message.latency_seconds = _seconds(event.latency_s)
+    message.source = event.source
+    if event.endpoint:
+        message.endpoint = event.endpoint
+    if event.variant:
+        message.variant = event.variant
+    if event.queue_s:
+        message.queue_seconds = _seconds(event.queue_s)
+    if event.compute_s:
+        message.compute_seconds = _seconds(event.compute_s)
+    if event.status_code:
+        message.status_code = event.status_code
+    if event.key_hash:
+        message.key_hash = event.key_hash
+    if event.rows:
+        message.rows = event.rows
+    if event.features:
+        _add_values(message.features, event.features)
+    if event.predictions:
+        _add_values(message.predictions, event.predictions)
+    if event.shadows:
+        add = message.shadows.add
+        for c in event.shadows:
+            add(
                 shadow=c.shadow,
                 model=f"models/{c.model}",
                 version=c.version,
@@ -64,18 +90,29 @@ def event_to_pb(event: Event) -> mpb.InferenceEvent:
                 argmax_agree=c.argmax_agree,
                 has_argmax=c.has_argmax,
             )
-            for c in event.shadows
-        ],
-        source=event.source,
-        traceparent=event.traceparent,
-        shadow=event.shadow,
-        mirrored=event.mirrored,
-        outputs=event.outputs[:MAX_OUTPUTS],
-    )
+    if event.traceparent:
+        message.traceparent = event.traceparent
+    if event.shadow:
+        message.shadow = True
+    if event.mirrored:
+        message.mirrored = True
+    if event.outputs:
+        message.outputs.extend(event.outputs[:MAX_OUTPUTS])
+
+
+def event_to_pb(event: Event) -> mpb.InferenceEvent:
+    message = mpb.InferenceEvent()
+    _fill(message, event)
+    return message
 
 
 def events_to_pb(events: Sequence[Event]) -> mpb.IngestEventsRequest:
-    return mpb.IngestEventsRequest(events=[event_to_pb(e) for e in events])
+    """One batch, built in place (`events.add()`: no message per event to copy)."""
+    request = mpb.IngestEventsRequest()
+    add = request.events.add
+    for event in events:
+        _fill(add(), event)
+    return request
 
 
 def outcomes_to_pb(outcomes: Sequence[Outcome]) -> mpb.RecordOutcomesRequest:

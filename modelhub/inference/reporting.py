@@ -24,15 +24,26 @@ def first_row(array: np.ndarray, limit: int) -> list[float]:
     if array.dtype.kind not in "biuf" or array.size == 0:
         return []
     row = array[0] if array.ndim > 1 else array
-    return np.asarray(row, dtype=np.float64).ravel()[:limit].tolist()  # type: ignore[no-any-return]
+    # Cut before converting: only `limit` values are ever copied.
+    return row.ravel()[:limit].astype(np.float64).tolist()  # type: ignore[no-any-return]
 
 
-def _named(values: list[float], prefix: str) -> list[tuple[str, float]]:
-    return [(f"{prefix}[{i}]", v) for i, v in enumerate(values)]
+class _Names:
+    """`prefix[0]`, `prefix[1]`, …: formatted once, not for every sampled event."""
+
+    def __init__(self, prefix: str, count: int) -> None:
+        self.names = tuple(f"{prefix}[{i}]" for i in range(count))
+
+    def pair(self, values: list[float]) -> list[tuple[str, float]]:
+        return list(zip(self.names, values, strict=False))
 
 
 class RequestReporter:
-    """Builds the event of each request and hands it to the pipeline."""
+    """Builds the event of each request and hands it to the pipeline.
+
+    This runs on every request, so it does the least it can: one event object, and numpy
+    work only for the events that carry values (sampled ones, shadow copies and mirrored
+    primaries); the protobuf is built later, in bulk, by the pipeline's sender task."""
 
     def __init__(
         self,
@@ -46,6 +57,8 @@ class RequestReporter:
         self.sample_rate = sample_rate
         self.max_values = max_values
         self._random = (rng or random.Random()).random
+        self._inputs = _Names("input", max_values)
+        self._outputs = _Names("output", max_values)
 
     def report(
         self,
@@ -61,28 +74,33 @@ class RequestReporter:
         traceparent: str = "",
     ) -> None:
         """Queue the event of one request (`arrival` in epoch seconds)."""
+        shadow = route.shadow
+        mirrored = route.mirrored and not shadow
         event = Event(
-            request_id=request_id or route.request_id,
-            time=arrival,
-            endpoint=route.endpoint,
-            variant=route.variant if route.routed or route.shadow else "",
-            model=model,
-            version=version,
-            latency_s=latency_s,
-            status_code=status_code,
-            key_hash=route.key_hash,
-            traceparent=traceparent,
-            shadow=route.shadow,
-            mirrored=route.mirrored and not route.shadow,
+            request_id or route.request_id,
+            arrival,
+            route.endpoint,
+            route.variant if route.routed or shadow else "",
+            model,
+            version,
+            latency_s,
+            status_code,
+            route.key_hash,
         )
+        if traceparent:
+            event.traceparent = traceparent
+        if shadow:
+            event.shadow = True
+        elif mirrored:
+            event.mirrored = True
         if inputs is not None:
             event.rows = int(inputs.shape[0]) if inputs.ndim else 1
         if outputs is not None:
-            if event.shadow or event.mirrored:
+            if shadow or mirrored:
                 event.outputs = first_row(outputs, MAX_OUTPUTS)
             if self.sample_rate > 0 and self._random() < self.sample_rate:
                 limit = self.max_values
-                event.predictions = _named(first_row(outputs, limit), "output")
+                event.predictions = self._outputs.pair(first_row(outputs, limit))
                 if inputs is not None:
-                    event.features = _named(first_row(inputs, limit), "input")
+                    event.features = self._inputs.pair(first_row(inputs, limit))
         self.pipeline.emit(event)

@@ -126,40 +126,43 @@ def _values(
     values: Sequence[pb.FeatureValue], path: str, out: list[FieldViolation]
 ) -> list[tuple[str, Value]]:
     result: list[tuple[str, Value]] = []
+    append = result.append
     for i, value in enumerate(values):
         which = value.WhichOneof("value")
         if which == "number":
-            result.append((value.name, value.number))
+            append((value.name, value.number))
         elif which == "category":
-            result.append((value.name, value.category))
+            append((value.name, value.category))
         else:
             out.append(FieldViolation(f"{path}[{i}]", "set exactly one of number and category"))
     return result
 
 
-def event_from_proto(
-    message: pb.InferenceEvent, *, check_unknown: bool = True
-) -> tuple[Event, list[FieldViolation]]:
-    """The domain event, and the problems only the wire form shows (unknown fields, values
-    without a number or category). `check_unknown=False` skips the unknown-field walk when
-    the caller already knows there are none."""
-    problems = unknown_field_violations(message) if check_unknown else []
-    event = Event(
-        model=message.model,
-        version=message.version,
-        latency_s=message.latency_seconds,
-        time=to_epoch(message.time) if message.HasField("time") else 0.0,
-        request_id=message.request_id,
-        endpoint=message.endpoint,
-        variant=message.variant,
-        queue_s=message.queue_seconds,
-        compute_s=message.compute_seconds,
-        status_code=message.status_code,
-        key_hash=message.key_hash,
-        rows=message.rows,
-        features=_values(message.features, "features", problems),
-        predictions=_values(message.predictions, "predictions", problems),
-        shadows=[
+def _event(message: pb.InferenceEvent, problems: list[FieldViolation]) -> Event:
+    # Runs for every event the monitor ingests: each field is read once, positionally into
+    # the event, and the repeated fields (empty on most events) only when set. An unset
+    # `time` reads as the zero timestamp, i.e. 0.0 ("when received").
+    time = message.time
+    features = message.features
+    predictions = message.predictions
+    shadows = message.shadows
+    outputs = message.outputs
+    return Event(
+        message.model,
+        message.version,
+        message.latency_seconds,
+        time.seconds + time.nanos / 1e9,
+        message.request_id,
+        message.endpoint,
+        message.variant,
+        message.queue_seconds,
+        message.compute_seconds,
+        message.status_code,
+        message.key_hash,
+        message.rows,
+        _values(features, "features", problems) if features else (),
+        _values(predictions, "predictions", problems) if predictions else (),
+        [
             ShadowResult(
                 shadow=s.shadow,
                 model=s.model,
@@ -170,14 +173,25 @@ def event_from_proto(
                 argmax_agree=s.argmax_agree,
                 has_argmax=s.has_argmax,
             )
-            for s in message.shadows
-        ],
-        source=message.source or "unknown",
-        shadow=message.shadow,
-        mirrored=message.mirrored,
-        outputs=list(message.outputs),
+            for s in shadows
+        ]
+        if shadows
+        else (),
+        message.source or "unknown",
+        message.shadow,
+        message.mirrored,
+        list(outputs) if outputs else (),
     )
-    return event, problems
+
+
+def event_from_proto(
+    message: pb.InferenceEvent, *, check_unknown: bool = True
+) -> tuple[Event, list[FieldViolation]]:
+    """The domain event, and the problems only the wire form shows (unknown fields, values
+    without a number or category). `check_unknown=False` skips the unknown-field walk when
+    the caller already knows there are none."""
+    problems = unknown_field_violations(message) if check_unknown else []
+    return _event(message, problems), problems
 
 
 def events_with_unknown_fields(request: pb.IngestEventsRequest) -> set[int]:
@@ -204,12 +218,16 @@ def events_from_proto(
     """The batch's events, and the wire-level problems of each (by index)."""
     flagged = events_with_unknown_fields(request)
     events: list[Event] = []
+    append = events.append
     problems: dict[int, list[FieldViolation]] = {}
+    found: list[FieldViolation] = []  # reused until an event has problems
     for i, message in enumerate(request.events):
-        event, found = event_from_proto(message, check_unknown=i in flagged)
-        events.append(event)
+        if i in flagged:
+            found.extend(unknown_field_violations(message))
+        append(_event(message, found))
         if found:
             problems[i] = found
+            found = []
     return events, problems
 
 

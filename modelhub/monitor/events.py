@@ -12,7 +12,7 @@ import functools
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from modelhub.common.errors import FieldViolation, InvalidArgumentError
 
@@ -80,15 +80,17 @@ class Event:
     status_code: int = 0
     key_hash: str = ""
     rows: int = 0
-    features: list[tuple[str, Value]] = field(default_factory=list)
-    predictions: list[tuple[str, Value]] = field(default_factory=list)
-    shadows: list[ShadowResult] = field(default_factory=list)
+    # Sequences, empty ones shared (`()`): most events carry none of them, and the monitor
+    # decodes one event per request served, so a list each would be garbage to collect.
+    features: Sequence[tuple[str, Value]] = ()
+    predictions: Sequence[tuple[str, Value]] = ()
+    shadows: Sequence[ShadowResult] = ()
     source: str = "unknown"
     # A shadow copy (its `variant` names the shadow), or a primary that was mirrored; both
     # carry the first output row in `outputs`, joined by `request_id` into a comparison.
     shadow: bool = False
     mirrored: bool = False
-    outputs: list[float] = field(default_factory=list)
+    outputs: Sequence[float] = ()
 
 
 @dataclass(slots=True)
@@ -117,8 +119,9 @@ def model_id(name: str) -> str | None:
     return ident
 
 
+@functools.lru_cache(maxsize=4096)
 def endpoint_id(name: str) -> str | None:
-    """The `{endpoint}` of `endpoints/{endpoint}`, or None."""
+    """The `{endpoint}` of `endpoints/{endpoint}`, or None (cached, like `model_id`)."""
     prefix, _, ident = name.partition("/")
     if prefix != "endpoints" or not IDENTIFIER.match(ident):
         return None
@@ -182,8 +185,54 @@ def _check_values(
             out.append(FieldViolation(f"{path}[{i}].category", "must be at most 256 characters"))
 
 
+_INF = math.inf
+_STATUS_COUNT = len(STATUS_NAMES)
+
+
+def _values_valid(values: Sequence[tuple[str, Value]]) -> bool:
+    for name, value in values:
+        if not is_label(name):
+            return False
+        if isinstance(value, str):
+            if len(value) > 256:
+                return False
+        elif not -_INF < value < _INF:  # NaN fails too
+            return False
+    return True
+
+
 def event_violations(event: Event, now: float, max_skew_s: float) -> list[FieldViolation]:
-    """Everything wrong with `event`, as field violations relative to the event."""
+    """Everything wrong with `event`, as field violations relative to the event.
+
+    Runs for every ingested event: a valid one (nearly all) passes one chain of cheap
+    checks (the names through cached lookups) and allocates nothing; only an event that
+    fails it is examined field by field for the violations."""
+    time = event.time
+    if (
+        event.version > 0
+        and 0.0 <= event.latency_s < _INF
+        and 0.0 <= event.queue_s < _INF
+        and 0.0 <= event.compute_s < _INF
+        and 0 <= event.status_code < _STATUS_COUNT
+        and event.rows >= 0
+        and len(event.request_id) <= 256
+        and event.source in SOURCES
+        and not (event.shadow and event.mirrored)
+        and (not time or -_INF < time < _INF)
+        and not time > now + max_skew_s
+        and model_id(event.model) is not None
+        and (not event.endpoint or endpoint_id(event.endpoint) is not None)
+        and (not event.variant or is_label(event.variant))
+        and len(event.outputs) <= MAX_OUTPUTS
+        and not event.shadows
+        and (not event.features or _values_valid(event.features))
+        and (not event.predictions or _values_valid(event.predictions))
+    ):
+        return []
+    return _all_violations(event, now, max_skew_s)
+
+
+def _all_violations(event: Event, now: float, max_skew_s: float) -> list[FieldViolation]:
     out: list[FieldViolation] = []
     if not event.model:
         out.append(FieldViolation("model", "is required: `models/{model}`"))

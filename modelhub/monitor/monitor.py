@@ -52,7 +52,7 @@ from modelhub.monitor.profile import (
 )
 from modelhub.monitor.rules import AlertRule
 from modelhub.monitor.samples import SampleStore
-from modelhub.monitor.series import SeriesKey, SeriesTable
+from modelhub.monitor.series import Series, SeriesKey, SeriesTable
 from modelhub.monitor.settings import RETENTION_S, MonitorSettings
 from modelhub.monitor.shadows import ShadowSummary, ShadowTable
 from modelhub.monitor.stats import Bucket, WindowStats, prediction_label
@@ -66,6 +66,8 @@ MAX_REJECT_REASONS = 20
 _NEGATIVE_CACHE_S = 60.0
 _MAX_CACHED_BASELINES = 256
 _INDEX = re.compile(r"\[\d+\]")
+# The labels of an event without predictions (never modified).
+_NO_LABELS: list[str] = []
 
 
 @dataclass(slots=True)
@@ -145,6 +147,9 @@ class Monitor:
             notifier=notifier,
         )
         self.counters = IngestCounters()
+        # The series of each (model, version, endpoint, variant, source) seen, without a
+        # SeriesKey per event; a subset of `self.series`, cleared when it evicts any.
+        self._series_of: dict[tuple[str, int, str, str, str], Series] = {}
         self.defaults = Thresholds(
             psi=settings.drift_psi,
             js=settings.drift_js,
@@ -217,15 +222,27 @@ class Monitor:
             # A shadow copy is a comparison, not a request of the endpoint: it counts only
             # in the shadow version's own series (no endpoint, no variant), and its request
             # id (the primary's) is not one outcomes may be attributed to.
-            key = SeriesKey(event.model, event.version, "", "", event.source)
+            fields = (event.model, event.version, "", "", event.source)
         else:
-            key = SeriesKey(event.model, event.version, event.endpoint, event.variant, event.source)
-        series = self.series.get_or_create(key, now)
+            fields = (event.model, event.version, event.endpoint, event.variant, event.source)
+        series = self._series_of.get(fields)
         if series is None:
-            return "series_limit"
+            table = self.series
+            before = len(table)
+            series = table.get_or_create(SeriesKey(*fields), now)
+            if series is None:
+                return "series_limit"
+            if len(table) != before + 1:
+                # Idle series were evicted to make room (or the cache was behind): forget
+                # what the cache held rather than hand out a series no longer in the table.
+                self._series_of.clear()
+            self._series_of[fields] = series
         predictions = event.predictions
-        qualified = len(predictions) > 1
-        labels = [prediction_label(name, value, qualified) for name, value in predictions]
+        if predictions:
+            qualified = len(predictions) > 1
+            labels = [prediction_label(name, value, qualified) for name, value in predictions]
+        else:
+            labels = _NO_LABELS
         if not series.record(
             t,
             event.latency_s,
@@ -238,7 +255,8 @@ class Monitor:
             return "too_old"
         if event.request_id and not event.shadow:
             self.requests.remember(event.request_id, t, series, now)
-        self.samples.add(event.model, event.version, t, now, event.features, predictions)
+        if predictions or event.features:
+            self.samples.add(event.model, event.version, t, now, event.features, predictions)
         for shadow in event.shadows:
             if not self.shadows.record(event.endpoint, event.latency_s, shadow, t, now):
                 self.counters.shadows_dropped += 1

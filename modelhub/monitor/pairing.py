@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from modelhub.monitor.events import Event, ShadowResult
@@ -25,7 +26,9 @@ from modelhub.monitor.events import Event, ShadowResult
 _HUGE = sys.float_info.max
 
 
-def compare_outputs(primary: list[float], shadow: list[float]) -> tuple[float, bool, bool] | None:
+def compare_outputs(
+    primary: Sequence[float], shadow: Sequence[float]
+) -> tuple[float, bool, bool] | None:
     """(max absolute difference, has argmax, argmax agrees) of two first output rows, or
     None when they are not comparable (different lengths, or empty).
 
@@ -44,7 +47,7 @@ def compare_outputs(primary: list[float], shadow: list[float]) -> tuple[float, b
     return diff, True, agree
 
 
-def _argmax(values: list[float]) -> int:
+def _argmax(values: Sequence[float]) -> int:
     best = 0
     for i, value in enumerate(values):
         if value > values[best]:
