@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from modelhub.router import xds
-from modelhub.router.table import empty_table
+from modelhub.router.table import MAX_SHADOWS, empty_table
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml.tmpl"
@@ -83,6 +83,10 @@ class EnvoyParams:
     otlp_collector: str = ""
     rate_limit_per_second: int = 10_000
     rate_limit_burst: int = 20_000
+    # Access log: "all" requests, "errors" (every control-plane call, and inference calls
+    # that failed: successful ones are in the monitor, one event each, with their request
+    # id), or "none".
+    access_log: str = "errors"
 
 
 LOCAL = EnvoyParams()
@@ -109,6 +113,52 @@ KUBERNETES = replace(
     otlp_collector="",
 )
 VARIANTS = {"local": LOCAL, "compose": COMPOSE, "k8s": KUBERNETES}
+
+
+# Request headers only Envoy sets (docs/data-plane.md): a client's copies are removed
+# before the Lua filter runs. `x-modelhub-model` (and `x-modelhub-version` with it) stay:
+# a client may name the model in the header.
+INTERNAL_HEADERS = (
+    xds.HEADER_ENDPOINT,
+    xds.HEADER_VARIANT,
+    xds.HEADER_TARGET,
+    xds.HEADER_FALLBACK,
+    xds.HEADER_SHADOW,
+    xds.HEADER_MIRRORED,
+    xds.HEADER_BUCKET,
+    "x-modelhub-key-hash",
+    "x-modelhub-route",
+    *(f"x-modelhub-mirror-{i}" for i in range(MAX_SHADOWS)),
+)
+
+
+def access_log_filter(mode: str) -> str:
+    """The access log's `filter` block for `mode` (see `EnvoyParams.access_log`)."""
+    if mode == "all":
+        return ""
+    if mode == "none":
+        # A filter nothing passes: no line is written.
+        return _yaml_block({"filter": {"status_code_filter": {"comparison": {
+            "op": "LE", "value": {"default_value": 0, "runtime_key": "modelhub.access_log.none"}
+        }}}})  # fmt: skip
+    if mode != "errors":
+        raise ValueError(f"access_log must be all, errors or none, got {mode!r}")
+    not_inference = {
+        "header_filter": {
+            "header": {
+                "name": ":path",
+                "string_match": {"prefix": xds.OIP_PREFIX},
+                "invert_match": True,
+            }
+        }
+    }
+    failed_http = {"status_code_filter": {"comparison": {
+        "op": "GE", "value": {"default_value": 400, "runtime_key": "modelhub.access_log.status"}
+    }}}  # fmt: skip
+    failed_grpc = {"grpc_status_filter": {"statuses": ["OK"], "exclude": True}}
+    return _yaml_block(
+        {"filter": {"or_filter": {"filters": [not_inference, failed_http, failed_grpc]}}}
+    )
 
 
 def _yaml_block(value: object) -> str:
@@ -138,6 +188,8 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
     blocks = {
         "STATIC_CLUSTERS": _yaml_block(static_clusters(params)),
         "LUA_SOURCE": LUA.read_text(encoding="utf-8").rstrip("\n"),
+        "STRIP_HEADERS": _yaml_block([{"remove": header} for header in INTERNAL_HEADERS]),
+        "ACCESS_LOG_FILTER": access_log_filter(params.access_log),
         "TRACING": tracing,
         "TRACING_CLUSTER": tracing_cluster,
     }

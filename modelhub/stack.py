@@ -296,6 +296,9 @@ def service_specs(config: StackConfig, inference_ports: list[int]) -> list[Servi
                 "--log-level",
                 "warning",
                 "--disable-hot-restart",
+                # Access log lines reach var/logs/envoy.log within a second.
+                "--file-flush-interval-msec",
+                "1000",
             ],
             ports.envoy,
             ready_url=f"http://127.0.0.1:{ports.envoy_admin}/ready",

@@ -10,7 +10,8 @@
 -- The hash is modelhub.router.bucketing's, implemented twice and tested to agree.
 --
 -- Everything else passes through untouched. Client-sent copies of the headers this filter
--- and the route set are removed first, so a caller cannot pick a variant or a target.
+-- and the route set are removed before it runs (a header_mutation filter in the bootstrap,
+-- INTERNAL_HEADERS in modelhub/envoy.py), so a caller cannot pick a variant or a target.
 
 local bit = require("bit")
 local band, bxor, rshift, lshift, tobit = bit.band, bit.bxor, bit.rshift, bit.lshift, bit.tobit
@@ -22,11 +23,6 @@ local OIP = "/inference.GRPCInferenceService/"
 local NAMED = { ModelInfer = true, ModelReady = true, ModelMetadata = true }
 local WINDOW = 4096
 local MAX_NAME = 512
-local INTERNAL = {
-  "x-modelhub-endpoint", "x-modelhub-variant", "x-modelhub-target", "x-modelhub-fallback",
-  "x-modelhub-shadow", "x-modelhub-mirrored", "x-modelhub-key-hash", "x-modelhub-bucket",
-  "x-modelhub-route",
-}
 
 -- 32-bit multiply modulo 2^32 (LuaJIT numbers are doubles: split into 16-bit halves).
 local function mul32(a, b)
@@ -250,8 +246,6 @@ function envoy_on_request(h)
   local headers = h:headers()
   local path = headers:get(":path")
   if path == nil or sub(path, 1, #OIP) ~= OIP then return end
-  for _, name in ipairs(INTERNAL) do headers:remove(name) end
-  for i = 0, 7 do headers:remove("x-modelhub-mirror-" .. tostring(i)) end
   local method = sub(path, #OIP + 1)
   local name = headers:get("x-modelhub-model")
   local found = nil

@@ -99,8 +99,9 @@ def test_envoy_validates_the_deployed_variants(
     assert "OK" in out.out
 
 
-def test_envoy_validates_the_local_variant(tmp_path: Path) -> None:
-    params = replace(envoy.LOCAL, xds_dir=str(tmp_path / "xds"))
+@pytest.mark.parametrize("access_log", ["errors", "all", "none"])
+def test_envoy_validates_the_local_variant(tmp_path: Path, access_log: str) -> None:
+    params = replace(envoy.LOCAL, xds_dir=str(tmp_path / "xds"), access_log=access_log)
     envoy.seed(params)
     config = tmp_path / "envoy-local.yaml"
     config.write_text(envoy.render(params))

@@ -146,7 +146,7 @@ async def start_envoy(
     with log.open("ab") as out:
         process = subprocess.Popen(
             [envoy.envoy_binary(), "-c", str(config), "--log-level", "warning",
-             "--disable-hot-restart"],
+             "--disable-hot-restart", "--file-flush-interval-msec", "200"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

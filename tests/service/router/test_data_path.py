@@ -6,6 +6,7 @@ who served it."""
 from __future__ import annotations
 
 import gzip
+import json
 
 import grpc
 import numpy as np
@@ -16,6 +17,7 @@ from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.api.router.v1 import router_pb2 as pb
+from modelhub.api.router.v1 import router_pb2_grpc
 from modelhub.inference.main import InferenceApp
 from modelhub.router import bucketing
 from tests.service.router.conftest import FrontDoorFactory
@@ -283,3 +285,33 @@ async def test_inference_metrics_know_the_variant(
         'variant="canary",version="2"} 3.0' in body
     )
     assert "spoofed" not in body
+
+
+async def test_access_log_keeps_failures_and_control_plane_calls(
+    registry_api: Stub, front_doors: FrontDoorFactory
+) -> None:
+    """By default Envoy logs every control-plane call and every failed inference call;
+    successful inference calls are in the monitor's events instead."""
+    await create_endpoint(registry_api, "e", [variant("only", 1, 1)])
+    door = await front_doors()
+    ok = await door.clients.infer("e", request_id="logged-not")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await door.clients.infer("nope")
+    await door.clients.oip.ServerLive(opb.ServerLiveRequest())
+    async with grpc.aio.insecure_channel(door.envoy.address) as channel:
+        await router_pb2_grpc.RouterServiceStub(channel).GetRoutingTable(
+            pb.GetRoutingTableRequest()
+        )
+
+    def lines() -> list[dict[str, object]]:
+        found = []
+        for line in door.envoy.log.read_text().splitlines():
+            if line.startswith("{"):
+                found.append(json.loads(line))
+        return found
+
+    await wait_for(lambda: any("RouterService" in str(e["path"]) for e in lines()), 10.0)
+    logged = lines()
+    assert not any(e["request_id"] == ok.id for e in logged)
+    assert any(e["model"] == "nope" and e["grpc_status"] == "NotFound" for e in logged), logged
+    assert not any(str(e["path"]).endswith("/ServerLive") for e in logged)
