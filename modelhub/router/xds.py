@@ -64,6 +64,9 @@ HEADER_FALLBACK = "x-modelhub-fallback"
 HEADER_SHADOW = "x-modelhub-shadow"
 HEADER_MIRRORED = "x-modelhub-mirrored"
 HEADER_BUCKET = "x-modelhub-bucket"
+HEADER_ROUTE = "x-modelhub-route"
+# Headers only Envoy's route selection reads: not forwarded to inference.
+ROUTING_ONLY = (HEADER_BUCKET, HEADER_ROUTE)
 
 _CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -396,6 +399,7 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
         },
         "metadata": {"filter_metadata": {LUA_NAMESPACE: metadata}},
         "route": action,
+        "request_headers_to_remove": list(ROUTING_ONLY),
     }
 
 
@@ -451,7 +455,8 @@ def service_routes(options: XdsOptions) -> list[dict[str, Any]]:
             f"{options.inference_timeout_s:g}s",
             max_stream_duration={"grpc_timeout_header_max": "0s"},
             retry_policy=_retry_policy(options.retries),
-        ),
+        )
+        | {"request_headers_to_remove": list(ROUTING_ONLY)},
         _prefix("/modelhub.router.v1.RouterService/", "router", "30s"),
         # Registry: reads are idempotent and retried; writes and uploads are not. Watch and
         # Download stream for as long as the client wants (no timeout).
