@@ -1,8 +1,9 @@
 """Keeps this server in line with the registry's deployments, through its watch feed.
 
 The watcher follows `ModelSource.watch` from the last revision it saw, so a reconnect
-replays only what it missed; a compacted revision (history no longer kept) restarts from
-0, whose snapshot then replaces the known state. Alias and version changes invalidate
+replays only what it missed; a compacted revision (history no longer kept) or one past the
+registry's head (its database restored from a backup) restarts from 0, whose snapshot then
+replaces the known state. Alias and version changes invalidate
 cached resolutions and re-evaluate the deployments that select by alias or latest.
 
 Reconciling is ordered for zero downtime: first every desired version is loaded and warm
@@ -96,8 +97,14 @@ class DeploymentWatcher:
                     if self._apply(event, snapshot) and snapshot is not None:
                         snapshot = None  # SYNCED: the snapshot became the state
                 log.info("watch stream ended; reconnecting from revision %d", self._revision)
-            except RevisionCompactedError:
-                log.warning("revision %d is compacted: re-listing from 0", self._revision)
+            except RevisionCompactedError as exc:
+                # History compacted, or the revision is past the registry's head (its
+                # database was restored from a backup): either way only a re-list is right.
+                log.warning(
+                    "cannot resume from revision %d (%s): re-listing from 0",
+                    self._revision,
+                    exc.message,
+                )
                 self._revision = 0
                 continue
             except asyncio.CancelledError:

@@ -4,10 +4,14 @@ deployment watcher → service → servicers → ServiceRuntime."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from grpc_health.v1 import health_pb2
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -32,6 +36,41 @@ from modelhub.inference.settings import InferenceSettings
 from modelhub.inference.source import ModelSource
 
 log = logging.getLogger("modelhub.inference")
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthGate:
+    """Holds gRPC health at NOT_SERVING until `ready()`.
+
+    Readiness (health, which the router and Kubernetes readiness probes trust, and
+    ServerReady) waits for the versions the deployments pin; liveness (ServerLive) does
+    not. `ServiceRuntime` marks every service SERVING as soon as the port is bound, so the
+    gate sits in front of the health servicer's `set`: a SERVING asked for before `ready()`
+    is recorded and applied by `refresh()`. (The health servicer itself starts with the
+    server SERVING, hence `hold()` before the port opens.)"""
+
+    def __init__(self, health: Any, ready: Callable[[], bool]) -> None:
+        # `health` is ServiceRuntime's grpc_health aio HealthServicer (untyped upstream).
+        self._set = health.set
+        self._ready = ready
+        self._wanted: dict[str, int] = {}
+        health.set = self.set
+
+    async def set(self, service: str, status: int) -> None:
+        self._wanted[service] = status
+        if status == _SERVING and not self._ready():
+            status = _NOT_SERVING
+        await self._set(service, status)
+
+    async def hold(self) -> None:
+        await self.set("", _NOT_SERVING)
+
+    async def refresh(self) -> None:
+        for service, status in list(self._wanted.items()):
+            await self.set(service, status)
+
 
 ROLES = {**api.ROLES, **repository_api.ROLES}
 
@@ -85,6 +124,12 @@ class InferenceApp:
             DeploymentWatcher(self.source, self.repository) if settings.watch_deployments else None
         )
         self.service = InferenceService(self.repository, self.watcher)
+        # Not ready (health NOT_SERVING, ServerReady false) until the deployed versions are
+        # loaded or failed to (the watcher's first reconcile, which logs failures).
+        self.health_gate: HealthGate | None = None
+        self._readiness: asyncio.Task[None] | None = None
+        if self.watcher is not None:
+            self.health_gate = HealthGate(self.runtime.health, self.service.ready)
         # Events for the monitor (none without a monitor address or an injected sink).
         self.monitor_sink: MonitorSink | None = None
         if event_sink is None and settings.monitor_address:
@@ -144,22 +189,44 @@ class InferenceApp:
     def address(self) -> str:
         return self.runtime.address
 
+    async def prepare(self) -> None:
+        """Report not ready until the deployments are applied (before the port opens)."""
+        if self.health_gate is not None:
+            await self.health_gate.hold()
+
     def start_background(self) -> None:
         """Start following deployments and sending events (call inside the running
         loop)."""
         if self.watcher is not None:
             self.watcher.start()
+            self._readiness = asyncio.get_running_loop().create_task(self._ready_when_synced())
         if self.events is not None:
             self.events.start()
 
+    async def _ready_when_synced(self) -> None:
+        assert self.watcher is not None
+        assert self.health_gate is not None
+        await self.watcher.synced.wait()
+        log.info(
+            "deployed versions applied: ready",
+            extra={"fields": {"event": "ready", "revision": self.watcher.revision}},
+        )
+        await self.health_gate.refresh()
+
     async def start(self) -> None:
         """Start the server and the deployment watcher (for tests and embedding)."""
+        await self.prepare()
         self.start_background()
         await self.runtime.start()
 
     async def close(self) -> None:
         """Release everything but the gRPC server (stopped first by its owner)."""
         self.service.shutting_down()
+        if self._readiness is not None:
+            self._readiness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readiness
+            self._readiness = None
         if self.watcher is not None:
             await self.watcher.close()
         await self.repository.close()
@@ -178,6 +245,7 @@ class InferenceApp:
 async def serve(settings: InferenceSettings) -> None:
     provider = setup_tracing("modelhub-inference")
     app = InferenceApp(settings, tracer_provider=provider)
+    await app.prepare()
     app.start_background()
     try:
         await serve_until_signalled(app.runtime, cleanup=app.close)

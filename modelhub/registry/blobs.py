@@ -10,13 +10,19 @@ could point at it. Temp files and unreferenced blobs left by a crash are removed
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
-from modelhub.common.errors import NotFoundError
+from modelhub.common.errors import NotFoundError, ResourceExhaustedError
+
+# "No space left on device" and "Disk quota exceeded": the operator has to act, the client
+# can only retry later. Every other OSError is a server fault (INTERNAL).
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _fsync_dir(path: Path) -> None:
@@ -53,12 +59,34 @@ class BlobWriter:
         self._file.close()
 
     def discard(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.temp_path.unlink(missing_ok=True)
+        try:
+            if not self._file.closed:
+                # Closing flushes what is buffered, which fails again on a full disk: the
+                # temp file must go all the same.
+                with contextlib.suppress(OSError):
+                    self._file.close()
+        finally:
+            self.temp_path.unlink(missing_ok=True)
 
 
 class BlobStore:
+    @contextlib.contextmanager
+    def storage_errors(self) -> Iterator[None]:
+        """Turn a full disk or an exhausted quota under the store into STORAGE_FULL."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            name = errno.errorcode.get(exc.errno, str(exc.errno))
+            raise ResourceExhaustedError(
+                f"the artifact store at {self.root} is full ({name}: {exc.strerror}): free "
+                "space or raise the quota there (MODELHUB_REGISTRY_BLOB_DIR), or delete "
+                "unused model versions, then retry the upload",
+                reason="STORAGE_FULL",
+                metadata={"errno": name, "blob_dir": str(self.root)},
+            ) from exc
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.blob_dir = self.root / "sha256"

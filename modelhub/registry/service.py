@@ -224,17 +224,19 @@ class RegistryService:
                     f"{exc.message}: create it first, or set create_model in the upload metadata",
                     metadata=exc.metadata,
                 ) from None
-        writer = self.blobs.writer()
+        with self.blobs.storage_errors():
+            writer = self.blobs.writer()
         committed = False
         try:
-            async for chunk in chunks:
-                if writer.size + len(chunk) > self.max_upload_bytes:
-                    raise PayloadTooLargeError(
-                        f"the upload exceeds the limit of {self.max_upload_bytes} bytes",
-                        metadata={"limit_bytes": str(self.max_upload_bytes)},
-                    )
-                writer.write(chunk)
-            await asyncio.to_thread(writer.finish)
+            with self.blobs.storage_errors():
+                async for chunk in chunks:
+                    if writer.size + len(chunk) > self.max_upload_bytes:
+                        raise PayloadTooLargeError(
+                            f"the upload exceeds the limit of {self.max_upload_bytes} bytes",
+                            metadata={"limit_bytes": str(self.max_upload_bytes)},
+                        )
+                    writer.write(chunk)
+                await asyncio.to_thread(writer.finish)
             if writer.size == 0:
                 raise InvalidArtifactError("the upload carried no artifact bytes")
             if req.size_bytes and writer.size != req.size_bytes:
@@ -269,12 +271,14 @@ class RegistryService:
             )
             self._pending[digest] += 1
             try:
-                await asyncio.to_thread(self.blobs.commit, writer)
+                with self.blobs.storage_errors():
+                    await asyncio.to_thread(self.blobs.commit, writer)
                 committed = True
                 version = await self.store.add_version(draft, req.create_model, req.aliases)
             except BaseException:
-                if committed:
-                    await self._release_blob(digest, pending_self=True)
+                # Also when the commit itself failed: it may have failed after the rename
+                # (syncing the directory), leaving the blob without a version.
+                await self._release_blob(digest, pending_self=True)
                 raise
             finally:
                 self._pending[digest] -= 1
@@ -465,6 +469,7 @@ class RegistryService:
         else:
             current, compacted = await self.store.state()
             self._check_not_compacted(start_revision, compacted, current)
+            self._check_not_ahead(start_revision, current)
             revision = start_revision
         last_sent = clock()
         batch = 500
@@ -480,6 +485,10 @@ class RegistryService:
             if len(events) == batch:
                 continue
             if clock() - last_sent >= self.watch_progress_s:
+                # The database may have been restored under a running registry: a watcher
+                # past its head would otherwise wait, silent, for revisions it already saw.
+                current, _ = await self.store.state()
+                self._check_not_ahead(revision, current)
                 yield WatchEvent(EventType.PROGRESS, revision)
                 last_sent = clock()
             closing = asyncio.ensure_future(self._closing.wait())
@@ -491,6 +500,19 @@ class RegistryService:
             finally:
                 closing.cancel()
                 waiting.cancel()
+
+    @staticmethod
+    def _check_not_ahead(revision: int, current: int) -> None:
+        if revision > current:
+            # Same remedy as compacted history (re-list from 0), hence the same error class;
+            # the reason tells the two apart.
+            raise RevisionCompactedError(
+                f"revision {revision} is ahead of the registry's current revision {current} "
+                "(was its database restored from a backup?): watch again from revision 0 "
+                "to re-list",
+                reason="REVISION_AHEAD",
+                metadata={"current_revision": str(current), "requested_revision": str(revision)},
+            )
 
     @staticmethod
     def _check_not_compacted(revision: int, compacted: int, current: int) -> None:

@@ -100,6 +100,14 @@ def validate_endpoint(ep: Endpoint) -> Endpoint:
             )
         check_pool(variant.pool, f"{field}.pool")
         total += variant.weight
+    if not math.isfinite(total):
+        # Each weight is finite but the sum overflows: the cumulative ranges traffic is split
+        # by would be infinite, sending every request to one variant.
+        raise InvalidArgumentError(
+            f"the variants' weights sum to {total}, not a finite number: use smaller "
+            "weights (only their ratios matter, e.g. 90 and 10)",
+            field="endpoint.variants",
+        )
     if total <= 0:
         raise InvalidArgumentError(
             "the variants' weights sum to 0: give at least one variant a positive weight",

@@ -7,8 +7,10 @@
   data path in milliseconds.
 * Disconnect: watch again from the last revision seen (PROGRESS heartbeats keep it fresh
   while idle), with capped exponential backoff; the old table keeps serving meanwhile.
-* OUT_OF_RANGE (the registry no longer keeps history that old): re-list from 0 into a fresh
-  state and swap it in at SYNCED, exactly like a start.
+* OUT_OF_RANGE (the registry no longer keeps history that old, REVISION_COMPACTED; or the
+  revision is past the registry's head because its database was restored from a backup,
+  REVISION_AHEAD): re-list from 0 into a fresh state and swap it in at SYNCED, exactly like
+  a start.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import grpc
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc as rpb_grpc
 from modelhub.common.channels import bearer, service_channel
+from modelhub.common.status import STATUS_DETAILS_KEY, error_info
 from modelhub.router import convert
 from modelhub.router.table import RegistryState
 
@@ -34,6 +37,16 @@ log = logging.getLogger("modelhub.router.watch")
 OnState = Callable[[RegistryState], None]
 
 _KINDS = (rpb.MODEL, rpb.MODEL_VERSION, rpb.ALIAS, rpb.DEPLOYMENT, rpb.ENDPOINT)
+
+
+def _reason(exc: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a registry error ("" when it carries none)."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            with contextlib.suppress(Exception):
+                info = error_info(value)
+                return info.reason if info is not None else ""
+    return ""
 
 
 class RegistryWatch:
@@ -101,10 +114,13 @@ class RegistryWatch:
                 # The registry ended the stream (it is shutting down): reconnect.
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    reason = _reason(exc)
                     log.warning(
-                        "registry history compacted past revision %s: re-listing",
+                        "registry cannot resume from revision %s (%s: %s): re-listing",
                         self.state.revision if self.state else 0,
-                        extra={"fields": {"event": "watch_relist"}},
+                        reason,
+                        exc.details(),
+                        extra={"fields": {"event": "watch_relist", "reason": reason}},
                     )
                     self._relist = True
                     self.relists += 1

@@ -141,6 +141,17 @@ async def test_endpoint_lifecycle(registry_stub: Stub) -> None:
             "fraud",
             _endpoint(
                 variants=[
+                    pb.Variant(name="a", model="models/fraud", weight=1e308),
+                    pb.Variant(name="b", model="models/fraud", weight=1e308),
+                ],
+                fallback="",
+            ),
+            "not a finite number",
+        ),
+        (
+            "fraud",
+            _endpoint(
+                variants=[
                     pb.Variant(
                         name="a",
                         model="models/fraud",

@@ -1,5 +1,5 @@
 """Watch: snapshot + SYNCED, resume from a revision after a disconnect, live follow,
-kind filters, and OUT_OF_RANGE for compacted history."""
+kind filters, and OUT_OF_RANGE for compacted history and for a revision past the head."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.api.registry.v1 import registry_pb2_grpc
+from modelhub.common.status import STATUS_DETAILS_KEY, error_info
 from modelhub.registry.main import RegistryApp
+from modelhub.registry.store import tables
 from tests.conftest import registry_settings
 from tests.onnx_models import add_constant
 from tests.service.registry.helpers import upload
@@ -158,3 +161,60 @@ async def test_bad_watch_requests(registry_stub: Stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await registry_stub.Watch(pb.WatchRequest(kinds=[42])).read()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    info = error_info(dict(error.trailing_metadata())[STATUS_DETAILS_KEY])
+    assert info is not None
+    return info.reason
+
+
+async def test_a_revision_ahead_of_the_head_is_out_of_range(registry_stub: Stub) -> None:
+    """A follower that saw revisions the database no longer has (restored from a backup)
+    must re-list: answering PROGRESS would leave it waiting for revisions it already saw."""
+    await registry_stub.CreateModel(pb.CreateModelRequest(model_id="m"))
+    stream = registry_stub.Watch(pb.WatchRequest(start_revision=0))
+    synced = await asyncio.wait_for(_collect_until(stream, lambda e: e.type == E.SYNCED), 10)
+    stream.cancel()
+    head = synced[-1].revision
+
+    # The head itself resumes fine (nothing missed).
+    at_head = registry_stub.Watch(pb.WatchRequest(start_revision=head))
+    await registry_stub.CreateModel(pb.CreateModelRequest(model_id="n"))
+    event = await asyncio.wait_for(at_head.read(), 5)
+    assert (event.type, event.name, event.revision) == (E.PUT, "models/n", head + 1)
+    at_head.cancel()
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await asyncio.wait_for(
+            registry_stub.Watch(pb.WatchRequest(start_revision=head + 50)).read(), 5
+        )
+    assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert _reason(info.value) == "REVISION_AHEAD"
+    details = info.value.details() or ""
+    assert "revision 0" in details and str(head + 1) in details
+
+
+async def test_a_database_restored_under_an_open_watch_ends_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = RegistryApp(registry_settings(database_url, tmp_path, watch_progress_s=0.2))
+    await app.start()
+    try:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stub = Stub(channel)
+            for i in range(5):
+                await stub.CreateModel(pb.CreateModelRequest(model_id=f"m{i}"))
+            stream = stub.Watch(pb.WatchRequest(start_revision=5))
+            # "Restore" an older backup under the running registry: history after 2 is gone.
+            async with app.db.write() as conn:
+                await conn.execute(sa.delete(tables.changes).where(tables.changes.c.revision > 2))
+                await conn.execute(sa.update(tables.registry_state).values(revision=2))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async with asyncio.timeout(5):
+                    async for event in stream:
+                        assert event.type == E.PROGRESS
+            assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
+            assert _reason(info.value) == "REVISION_AHEAD"
+    finally:
+        await app.stop(2)

@@ -1,12 +1,14 @@
 """Policy changes made in the registry reach Envoy while it runs: weights, aliases, new
 endpoints, within a second and under load without a failed request; a router that is down
 leaves Envoy routing by its last configuration, and a restarted one applies what changed;
-the router's watch survives registry restarts and compacted history."""
+the router's watch survives registry restarts, compacted history and a registry database
+restored from a backup."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -258,3 +260,57 @@ async def test_watch_resumes_after_registry_restart_and_relists_after_compaction
         await channel.close()
         await a.stop(0)
         await b.stop(0)
+
+
+def _backup(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database, like an operator's backup."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
+async def test_watch_relists_after_the_registry_database_is_restored_from_a_backup(
+    tmp_path: Path, inference: InferenceApp
+) -> None:
+    """The router follows the registry up to revision N. The registry restarts on a backup
+    taken earlier (head below N): the router's resume answers OUT_OF_RANGE (REVISION_AHEAD)
+    and it re-lists, so it sees what changes after the restore instead of waiting, silent,
+    for revisions past N."""
+    live = tmp_path / "live.db"
+    backup = tmp_path / "backup.db"
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{live}")
+    a = await _registry(f"sqlite+aiosqlite:///{live}", tmp_path)
+    port = a.runtime.port
+    router = await start_router(
+        a.address, [inference.address], tmp_path / "xds", watch_retry_max_s=0.2
+    )
+    try:
+        async with grpc.aio.insecure_channel(a.address) as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            await publish_versions(stub)
+            await stub.SetAlias(rpb.SetAliasRequest(parent="models/m", alias="champion", version=1))
+            await create_endpoint(stub, "before", [variant("only", 1, 1)])
+            await wait_for(lambda: "before" in router.router.table.endpoints)
+            await asyncio.to_thread(_backup, live, backup)
+            # After the backup: changes the restore loses, taking the router further ahead.
+            for i in range(20):
+                await stub.SetAlias(
+                    rpb.SetAliasRequest(parent="models/m", alias="flip", version=1 + i % 3)
+                )
+            await create_endpoint(stub, "lost", [variant("only", 2, 1)])
+            await wait_for(lambda: "lost" in router.router.table.endpoints)
+        seen = router.watch.state.revision if router.watch.state else 0
+
+        await a.stop(0)
+        a = await _registry(f"sqlite+aiosqlite:///{backup}", tmp_path, port)
+        async with grpc.aio.insecure_channel(a.address) as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            await create_endpoint(stub, "after", [variant("only", 3, 1)])
+
+        await wait_for(lambda: "after" in router.router.table.endpoints, timeout_s=5)
+        assert "lost" not in router.router.table.endpoints
+        assert "before" in router.router.table.endpoints
+        assert router.watch.relists >= 1
+        assert router.watch.state is not None and router.watch.state.revision < seen
+    finally:
+        await router.stop(0)
+        await a.stop(0)
