@@ -6,6 +6,11 @@ the buffer in batches every `flush_interval_s`, or sooner when a batch is full. 
 buffer is full, or the monitor cannot be reached, events are dropped and counted: they are
 never queued without bound, and a monitor outage costs the data path nothing.
 
+The buffer is bounded twice: by count (`max_buffered`) and by bytes (`max_buffered_bytes`,
+each event's memory estimated from what it carries: sampled values, output rows, shadow
+comparisons, a deferred payload), the batch in flight included. A monitor that hangs while
+events carry large samples therefore holds at most that many bytes of them.
+
 Outcomes go through the same task, *after* the events queued before them, so that the
 monitor has seen a request before its outcome arrives (it joins them by request id).
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +110,67 @@ class EventSink(Protocol):
 # payload → (rows, features, predictions)
 Sampler = Callable[[Any], tuple[int, list[tuple[str, float]], list[tuple[str, float]]]]
 
+# Memory estimates (CPython, 64-bit), generous rather than exact: an event with its three
+# empty lists and small strings; a sampled (name, value) pair (the tuple, its float and
+# its list slot; names are shared); an output value (a float and its slot); a comparison.
+EVENT_BYTES = 640
+VALUE_BYTES = 96
+OUTPUT_BYTES = 32
+COMPARISON_BYTES = 256
+
+# Why events were dropped (the `reason` of the drop counter).
+DROP_BUFFER_FULL = "buffer_full"  # max_buffered events are waiting
+DROP_BUFFER_BYTES = "buffer_bytes"  # the waiting events hold max_buffered_bytes
+DROP_UNREACHABLE = "monitor_unreachable"  # the send failed
+DROP_REFUSED = "monitor_refused"  # the monitor rejected or dropped them
+DROP_REASONS = (DROP_BUFFER_FULL, DROP_BUFFER_BYTES, DROP_UNREACHABLE, DROP_REFUSED)
+
+
+def payload_bytes(payload: Any) -> int:
+    """Estimated memory of a deferred payload: buffers and arrays by their size, a tuple or
+    list by its items (one level), anything else by `sys.getsizeof`."""
+    if payload is None:
+        return 0
+    if isinstance(payload, bytes | bytearray | str):
+        return len(payload)
+    nbytes = getattr(payload, "nbytes", None)  # numpy arrays, memoryviews
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(payload, tuple | list):
+        total = 8 * len(payload)
+        for item in payload:
+            if isinstance(item, bytes | bytearray | str):
+                total += len(item)
+            else:
+                nbytes = getattr(item, "nbytes", None)
+                total += nbytes if isinstance(nbytes, int) else sys.getsizeof(item)
+        return total
+    return sys.getsizeof(payload)
+
+
+def event_bytes(event: Event) -> int:
+    """A cheap estimate of the memory `event` holds (lengths only, no traversal of the
+    values): what the byte bound of the buffer counts."""
+    size = (
+        EVENT_BYTES
+        + len(event.request_id)
+        + len(event.endpoint)
+        + len(event.variant)
+        + len(event.model)
+        + len(event.key_hash)
+        + len(event.traceparent)
+    )
+    values = len(event.features) + len(event.predictions)
+    if values:
+        size += VALUE_BYTES * values
+    if event.outputs:
+        size += OUTPUT_BYTES * len(event.outputs)
+    if event.shadows:
+        size += COMPARISON_BYTES * len(event.shadows)
+    if event.payload is not None:
+        size += payload_bytes(event.payload)
+    return size
+
 
 class EventPipeline:
     """Bounded event buffer and its sender task."""
@@ -117,19 +184,26 @@ class EventPipeline:
         flush_interval_s: float,
         max_outcomes: int,
         sampler: Sampler | None = None,
+        max_buffered_bytes: int = 16 << 20,
     ) -> None:
         self._sink = sink
         self._sampler = sampler
         self.max_buffered = max_buffered
+        self.max_buffered_bytes = max_buffered_bytes
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_outcomes = max_outcomes
         self._events: deque[Event] = deque()
+        # The estimate of each queued event (`event_bytes` when queued), in queue order.
+        self._sizes: deque[int] = deque()
+        # Estimated bytes of the queued events and of the batch in flight.
+        self.buffered_bytes = 0
         self._outcomes: deque[Outcome] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
         self.dropped = 0
+        self.dropped_by_reason: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self.outcomes_sent = 0
         self.outcomes_dropped = 0
 
@@ -137,12 +211,23 @@ class EventPipeline:
     def buffered(self) -> int:
         return len(self._events)
 
+    def _drop(self, reason: str, count: int) -> None:
+        self.dropped += count
+        self.dropped_by_reason[reason] += count
+
     def emit(self, event: Event) -> None:
-        """Queue an event; drop it (counted) when the buffer is full. Never blocks."""
+        """Queue an event; drop it (counted) when the buffer is full, by count or by bytes.
+        Never blocks."""
         if len(self._events) >= self.max_buffered:
-            self.dropped += 1
+            self._drop(DROP_BUFFER_FULL, 1)
             return
+        size = event_bytes(event)
+        if self.buffered_bytes + size > self.max_buffered_bytes:
+            self._drop(DROP_BUFFER_BYTES, 1)
+            return
+        self.buffered_bytes += size
         self._events.append(event)
+        self._sizes.append(size)
         if len(self._events) == self.batch_size:
             self._wake.set()
 
@@ -178,12 +263,14 @@ class EventPipeline:
             left -= count
             popleft = self._events.popleft
             batch = [popleft() for _ in range(count)]
-            for event in batch:
-                self._sample(event)
+            pop_size = self._sizes.popleft
+            batch_bytes = sum(pop_size() for _ in range(count))
             try:
+                for event in batch:
+                    self._sample(event)
                 result = await self._sink.send_events(batch)
             except Exception as exc:
-                self.dropped += len(batch)
+                self._drop(DROP_UNREACHABLE, len(batch))
                 log.warning(
                     "monitor unreachable: dropped %d events (%s)",
                     len(batch),
@@ -192,11 +279,18 @@ class EventPipeline:
                 )
                 # The rest would most likely fail the same way: drop it now instead of
                 # waiting for one timeout per batch.
-                self.dropped += len(self._events)
+                self._drop(DROP_UNREACHABLE, len(self._events))
                 self._events.clear()
+                self.buffered_bytes -= sum(self._sizes)
+                self._sizes.clear()
                 break
+            finally:
+                # Counted until the send is over (or abandoned: cancelled, failed): a
+                # monitor that hangs holds the batch in flight.
+                self.buffered_bytes -= batch_bytes
+                del batch
             self.sent += result.accepted
-            self.dropped += result.rejected + result.dropped
+            self._drop(DROP_REFUSED, result.rejected + result.dropped)
         if self._outcomes:
             outcomes = list(self._outcomes)
             self._outcomes.clear()

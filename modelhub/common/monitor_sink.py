@@ -182,8 +182,10 @@ class MonitorSink:
 
 
 class PipelineCollector(Collector):
-    """`{prefix}_events_total{result}` (sent, dropped) and `{prefix}_events_buffered`,
-    read from the pipeline's counters at scrape time."""
+    """`{prefix}_monitor_events_total{result}` (sent, dropped),
+    `{prefix}_monitor_events_dropped_total{reason}`, `{prefix}_monitor_events_buffered` and
+    `{prefix}_monitor_events_buffered_bytes`, read from the pipeline's counters at scrape
+    time."""
 
     def __init__(self, pipeline: EventPipeline, prefix: str) -> None:
         self._pipeline = pipeline
@@ -200,10 +202,25 @@ class PipelineCollector(Collector):
         events.add_metric(["sent"], float(pipeline.sent))
         events.add_metric(["dropped"], float(pipeline.dropped))
         yield events
+        dropped = CounterMetricFamily(
+            f"{self._prefix}_monitor_events_dropped",
+            "Events dropped, by reason: buffer_full (max events waiting), buffer_bytes (the "
+            "waiting events' estimated memory at its bound), monitor_unreachable, "
+            "monitor_refused.",
+            labels=("reason",),
+        )
+        for reason, count in pipeline.dropped_by_reason.items():
+            dropped.add_metric([reason], float(count))
+        yield dropped
         yield GaugeMetricFamily(
             f"{self._prefix}_monitor_events_buffered",
             "Events waiting to be sent to the monitor.",
             value=float(pipeline.buffered),
+        )
+        yield GaugeMetricFamily(
+            f"{self._prefix}_monitor_events_buffered_bytes",
+            "Estimated memory of the events waiting to be sent and of the batch in flight.",
+            value=float(pipeline.buffered_bytes),
         )
 
 

@@ -202,7 +202,10 @@ class ServiceRuntime:
             EdgeInterceptor(settings.auth.build(), roles, RpcMetrics(self.metrics_registry)),
         ]
         options = [
-            *channel_options(settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            # What a service accepts may be less than what it sends (inference: its request
+            # size limit), so that gRPC refuses larger requests before they are assembled.
+            ("grpc.max_receive_message_length", settings.max_receive_bytes()),
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
         self.server = grpc.aio.server(interceptors=interceptors, options=options)

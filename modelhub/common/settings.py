@@ -82,3 +82,9 @@ class ServiceSettings(BaseSettings):
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    def max_receive_bytes(self) -> int:
+        """Largest message the gRPC server accepts: gRPC refuses a larger one
+        (RESOURCE_EXHAUSTED) before it is ever assembled. `max_message_bytes` unless a
+        service knows its requests are smaller."""
+        return self.max_message_bytes

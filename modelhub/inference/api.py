@@ -152,7 +152,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             code = _code(exc)
             if domain is not None and domain.served_version is not None:
                 model, version = domain.model, str(domain.served_version)
-            raise
+            # Without the frames it came through (convert's copies of the raw contents, the
+            # batcher's arrays): gRPC keeps the last call's exception for a while, and a
+            # refused request must not keep its data with it. Its status says what failed.
+            raise exc.with_traceback(None)  # noqa: B904 - the same exception, re-raised
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -161,11 +164,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
         finally:
             latency = time.perf_counter() - start
-            # Only an endpoint's variants label the histogram: a client-sent value never
-            # creates a label value.
-            self._metrics.observe_request(
-                model, version, route.variant if route.routed else "", code.name, latency
-            )
+            # Only an endpoint's variants label the histogram, bounded in number and
+            # checked against the variant name rules (the headers reach this port
+            # unchecked when a client calls it directly).
+            if route.routed:
+                self._metrics.observe_request(
+                    model, version, route.variant, code.name, latency, route.endpoint
+                )
+            else:
+                self._metrics.observe_request(model, version, "", code.name, latency)
             reporter = self._reporter
             if reporter is not None and version:
                 reporter.report(
@@ -180,3 +187,5 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     result.outputs[0].data if result is not None and result.outputs else None,
                     _traceparent(span),
                 )
+            # This frame outlives the call in an exception's traceback: keep no data in it.
+            del request, domain, result

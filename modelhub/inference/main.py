@@ -105,7 +105,9 @@ class InferenceApp:
             reuse_port=settings.reuse_port,
             trace_all=trace_all,
         )
-        self.metrics = InferenceMetrics(self.runtime.metrics_registry)
+        self.metrics = InferenceMetrics(
+            self.runtime.metrics_registry, max_variant_labels=settings.max_variant_labels
+        )
         tracer = trace.get_tracer("modelhub.inference", tracer_provider=tracer_provider)
         self.repository = ModelRepository(
             self.source,
@@ -145,6 +147,7 @@ class InferenceApp:
             self.events = EventPipeline(
                 event_sink,
                 max_buffered=settings.event_buffer_size,
+                max_buffered_bytes=settings.event_buffer_bytes,
                 batch_size=settings.event_batch_size,
                 flush_interval_s=settings.event_flush_interval_s,
                 max_outcomes=1,

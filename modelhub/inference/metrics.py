@@ -3,6 +3,7 @@ and the per-version observer the batcher reports to (metrics + statistics)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -16,20 +17,66 @@ if TYPE_CHECKING:
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
+# A variant name as the registry accepts it (modelhub/registry/names.py, `check_id`).
+_VARIANT_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# The label of variants beyond the cap or not validly named: no valid name starts with "_".
+OTHER_VARIANT = "_other"
+
+
+class VariantLabels:
+    """Which `variant` label a request gets. The value comes from a request header that
+    anyone who reaches the port can set, so it labels a series only when it is a valid
+    variant name and its (endpoint, variant) pair is one of the first `cap` seen; every
+    other value becomes `OTHER_VARIANT`, counted in `overflow`."""
+
+    def __init__(self, cap: int, overflow: Counter) -> None:
+        self.cap = cap
+        self._known: set[tuple[str, str]] = set()
+        self._invalid = overflow.labels("variant", "invalid")
+        self._over_cap = overflow.labels("variant", "cap")
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def label(self, endpoint: str, variant: str) -> str:
+        if not variant:
+            return ""
+        key = (endpoint, variant)
+        if key in self._known:
+            return variant
+        if _VARIANT_NAME.fullmatch(variant) is None:
+            self._invalid.inc()
+            return OTHER_VARIANT
+        if len(self._known) >= self.cap:
+            self._over_cap.inc()
+            return OTHER_VARIANT
+        self._known.add(key)
+        return variant
+
 
 class InferenceMetrics:
     """Every inference metric, registered once per server in `registry`."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, max_variant_labels: int = 256) -> None:
         self.request_duration = Histogram(
             "modelhub_inference_request_duration_seconds",
             "Time from receiving an inference request to answering it. `variant`: the "
             "endpoint variant Envoy routed the request to (header x-modelhub-variant, used "
-            "only with x-modelhub-endpoint; empty when called directly).",
+            "only with x-modelhub-endpoint; empty when called directly; `_other` for a "
+            "value that is no valid variant name or beyond the first max_variant_labels "
+            "(endpoint, variant) pairs).",
             ["model", "version", "variant", "code"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.label_overflow = Counter(
+            "modelhub_inference_label_overflow_total",
+            "Requests whose label value was replaced by `_other`, by label and reason "
+            "(invalid: not a valid name; cap: past the most distinct values kept).",
+            ["label", "reason"],
+            registry=registry,
+        )
+        self.variants = VariantLabels(max_variant_labels, self.label_overflow)
         self.queue_duration = Histogram(
             "modelhub_inference_queue_duration_seconds",
             "Time a request waited in its version's queue before its batch ran.",
@@ -89,9 +136,11 @@ class InferenceMetrics:
         self._request_children: dict[tuple[str, str, str, str], Histogram] = {}
 
     def observe_request(
-        self, model: str, version: str, variant: str, code: str, seconds: float
+        self, model: str, version: str, variant: str, code: str, seconds: float, endpoint: str = ""
     ) -> None:
-        key = (model, version, variant, code)
+        """Observe one request. `variant` (with its `endpoint`) is a client-supplied value:
+        it is bounded by `variants` before it labels anything."""
+        key = (model, version, self.variants.label(endpoint, variant), code)
         child = self._request_children.get(key)
         if child is None:
             child = self._request_children[key] = self.request_duration.labels(*key)

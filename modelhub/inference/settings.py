@@ -11,6 +11,10 @@ from modelhub.common.settings import ServiceSettings
 from modelhub.inference.cost_model import single_cpu
 from modelhub.inference.spec import BatchingPolicy, Device, LoadOptions, RuntimeOptions
 
+# What a request may carry besides its tensor data (model name, tensor names and shapes,
+# parameters, requested outputs): the gRPC receive limit is max_request_bytes plus this.
+REQUEST_ENVELOPE_BYTES = 1 << 20
+
 
 class InferenceSettings(ServiceSettings):
     """Every inference setting, with its default. Batching and runtime values are server
@@ -140,8 +144,23 @@ class InferenceSettings(ServiceSettings):
         default=32 << 20,
         gt=0,
         description="Largest tensor payload of one request; larger ones get "
-        "RESOURCE_EXHAUSTED (reason PAYLOAD_TOO_LARGE).",
+        "RESOURCE_EXHAUSTED (reason PAYLOAD_TOO_LARGE). It also bounds the gRPC messages "
+        "the server accepts: this plus `REQUEST_ENVELOPE_BYTES` (1 MiB, for names, shapes "
+        "and parameters; at most max_message_bytes). gRPC refuses a larger message "
+        "(RESOURCE_EXHAUSTED, 'Received message larger than max') before assembling it.",
     )
+    max_variant_labels: int = Field(
+        default=256,
+        ge=0,
+        description="Most distinct (endpoint, variant) pairs that label the request "
+        "duration histogram. Variants come from a request header that anyone reaching the "
+        "port can set: further pairs, and values that are no valid variant name, are "
+        "labelled `other` (counted in modelhub_inference_label_overflow_total).",
+    )
+
+    def max_receive_bytes(self) -> int:
+        """The gRPC receive limit: a request's tensor data limit plus its envelope."""
+        return min(self.max_message_bytes, self.max_request_bytes + REQUEST_ENVELOPE_BYTES)
 
     # Monitor.
     monitor_address: str = Field(
@@ -176,6 +195,12 @@ class InferenceSettings(ServiceSettings):
     )
     event_max_values: int = Field(
         default=32, ge=1, description="Most input (and output) values sampled per event."
+    )
+    event_buffer_bytes: int = Field(
+        default=16 << 20,
+        ge=1,
+        description="Estimated memory the waiting events may hold (sampled values "
+        "included); past it, new events are dropped (counted, reason buffer_bytes).",
     )
 
     # Processes.
