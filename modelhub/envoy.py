@@ -222,14 +222,13 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
     return header + string.Template("\n".join(lines) + "\n").safe_substitute(scalars)
 
 
-def seed(params: EnvoyParams, directory: Path | None = None, *, overwrite: bool = False) -> Path:
+def seed(params: EnvoyParams, directory: Path | None = None) -> Path:
     """Write the configuration Envoy starts with before the router wrote any (no endpoints:
-    plain model names and the services route), unless files are there already."""
+    plain model names and the services route). A file already there is never replaced: a
+    router writing into the directory at the same time wins."""
     target = Path(directory or params.xds_dir)
-    writer = xds.ConfigWriter(target, warm_s=0)
-    if overwrite or not (writer.clusters_path.exists() and writer.routes_path.exists()):
-        options = xds.XdsOptions(default_pool=tuple(params.inference))
-        writer.write(xds.snapshot(empty_table(), options))
+    options = xds.XdsOptions(default_pool=tuple(params.inference))
+    xds.ConfigWriter(target, warm_s=0).seed(xds.snapshot(empty_table(), options))
     return target
 
 

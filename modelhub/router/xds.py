@@ -537,9 +537,11 @@ def _document(version: str, type_url: str, resources: Iterable[dict[str, Any]]) 
     return header + yaml.safe_dump(body, sort_keys=False, width=100)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str, *, replace: bool = True) -> tuple[int, int] | None:
     """temp file in the same directory → fsync → rename over `path` (Envoy's directory
-    watch fires on the move, and never sees a half-written file)."""
+    watch fires on the move, and never sees a half-written file). With `replace=False` an
+    existing `path` is left alone (a hard link cannot clobber) and None is returned.
+    Returns the written file's identity (inode, mtime), to notice a later overwrite."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # Envoy may run as another user than the router
@@ -547,11 +549,28 @@ def _write_atomically(path: Path, text: str) -> None:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return None
+            finally:
+                os.unlink(tmp)
+        return _identity(path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 @dataclass
@@ -572,6 +591,8 @@ class ConfigWriter:
     _routes_text: str = ""
     _clusters_text: str = ""
     _serial: int = 0
+    _clusters_file: tuple[int, int] | None = None
+    _routes_file: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -601,14 +622,30 @@ class ConfigWriter:
     def _write_clusters(self, revision: int, clusters: dict[str, dict[str, Any]]) -> bool:
         body = [clusters[k] for k in sorted(clusters)]
         text = yaml.safe_dump(body, sort_keys=False)
-        if text == self._clusters_text and self.clusters_path.exists():
+        # Unchanged, and the file on disk is still the one written here (not replaced by
+        # someone else, e.g. a seeding step racing a starting router): nothing to do.
+        if text == self._clusters_text and _identity(self.clusters_path) == self._clusters_file:
             return False
-        _write_atomically(
+        self._clusters_file = _write_atomically(
             self.clusters_path, _document(self._version(revision), _CLUSTER_TYPE, body)
         )
         self._clusters_text = text
         self._clusters = dict(clusters)
         return True
+
+    def seed(self, snap: Snapshot) -> list[Path]:
+        """Write `snap`'s files where none exist yet, never replacing one (a router may be
+        writing into the directory at the same time): what Envoy starts with. Returns the
+        files written."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        clusters = _document(self._version(snap.revision), _CLUSTER_TYPE, snap.clusters)
+        if _write_atomically(self.clusters_path, clusters, replace=False) is not None:
+            written.append(self.clusters_path)
+        routes = _document(self._version(snap.revision), _ROUTE_TYPE, [snap.routes])
+        if _write_atomically(self.routes_path, routes, replace=False) is not None:
+            written.append(self.routes_path)
+        return written
 
     def write(self, snap: Snapshot, sleep: Any = time.sleep) -> bool:
         """Write `snap` (blocking: run it in a thread). True when anything changed."""
@@ -619,10 +656,11 @@ class ConfigWriter:
             merged = {**self._clusters, **new}
             changed = self._write_clusters(snap.revision, merged)
             routes_text = yaml.safe_dump(snap.routes, sort_keys=False)
-            if routes_text != self._routes_text or not self.routes_path.exists():
+            on_disk = _identity(self.routes_path)
+            if routes_text != self._routes_text or on_disk != self._routes_file:
                 if changed and self.warm_s > 0:
                     sleep(self.warm_s)
-                _write_atomically(
+                self._routes_file = _write_atomically(
                     self.routes_path,
                     _document(self._version(snap.revision), _ROUTE_TYPE, [snap.routes]),
                 )

@@ -687,3 +687,27 @@ def test_shadow_clusters_of_different_endpoints_never_share_a_name() -> None:
     first = lua(route(snapshot, "a-b"))["shadows"][0][1]
     second = lua(route(snapshot, "a"))["shadows"][0][1]
     assert first != second
+
+
+def test_seeding_never_replaces_what_a_router_wrote(tmp_path: Path) -> None:
+    """The seeding step and a starting router may write into the directory at the same
+    time: the seed only fills in missing files, and the router rewrites a file that was
+    replaced under it even when its own content did not change."""
+    snapshot = xds.snapshot(table(state(endpoint())), OPTIONS)
+    router = xds.ConfigWriter(tmp_path, warm_s=0)
+    assert router.write(snapshot)
+    written = {p.name: p.read_text() for p in (router.clusters_path, router.routes_path)}
+    seed = xds.ConfigWriter(tmp_path, warm_s=0)
+    assert seed.seed(xds.snapshot(table(state()), OPTIONS)) == []
+    assert {p.name: p.read_text() for p in (router.clusters_path, router.routes_path)} == written
+
+    # Someone replaces the clusters file (an old seed, an operator): the next write of the
+    # same snapshot puts the router's clusters back.
+    router.clusters_path.unlink()
+    assert seed.seed(xds.snapshot(table(state()), OPTIONS)) == [router.clusters_path]
+    assert "shadow" not in router.clusters_path.read_text()
+    assert router.write(snapshot)
+    assert router.clusters_path.read_text() != ""
+    names = {c["name"] for c in yaml.safe_load(router.clusters_path.read_text())["resources"]}
+    assert names == {c["name"] for c in snapshot.clusters}
+    assert not router.write(snapshot)  # now unchanged on disk too
