@@ -223,9 +223,9 @@ local function route_endpoint(h, headers, meta, found)
   headers:replace("x-modelhub-bucket", string.format("%d", bucket))
   local shadows = meta:get("shadows")
   if shadows ~= nil then
-    local mirrored = false
+    local mirrored = nil
     for i, shadow in ipairs(shadows) do
-      local name, cluster, threshold = shadow[1], shadow[2], shadow[3]
+      local name, cluster, threshold, target = shadow[1], shadow[2], shadow[3], shadow[4]
       local sampled
       if key ~= nil then
         sampled = h32("shadow\0" .. salt .. "\0" .. name .. "\0" .. key) % total < threshold
@@ -234,10 +234,12 @@ local function route_endpoint(h, headers, meta, found)
       end
       if sampled then
         headers:replace("x-modelhub-mirror-" .. tostring(i - 1), cluster)
-        mirrored = true
+        -- The shadows this primary expects, so the monitor can count one that never answers.
+        local entry = name .. "=" .. (target or "")
+        mirrored = (mirrored == nil) and entry or (mirrored .. "," .. entry)
       end
     end
-    if mirrored then headers:replace("x-modelhub-mirrored", "1") end
+    if mirrored ~= nil then headers:replace("x-modelhub-mirrored", mirrored) end
   end
   h:clearRouteCache()
 end

@@ -82,6 +82,8 @@ class Event:
     shadow: bool = False
     mirrored: bool = False
     outputs: list[float] = field(default_factory=list)
+    # With `mirrored`: the shadows the primary was sent to (`{shadow}={model}:{version}`).
+    mirrored_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

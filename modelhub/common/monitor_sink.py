@@ -96,6 +96,8 @@ def _fill(message: mpb.InferenceEvent, event: Event) -> None:
         message.shadow = True
     if event.mirrored:
         message.mirrored = True
+        if event.mirrored_to:
+            message.mirrored_to.extend(event.mirrored_to)
     if event.outputs:
         message.outputs.extend(event.outputs[:MAX_OUTPUTS])
 

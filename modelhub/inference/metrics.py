@@ -3,13 +3,13 @@ and the per-version observer the batcher reports to (metrics + statistics)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from modelhub.common.interceptors import LATENCY_BUCKETS
+from modelhub.common.names import is_resource_id
 from modelhub.inference.stats import VersionStats
 
 if TYPE_CHECKING:
@@ -17,8 +17,7 @@ if TYPE_CHECKING:
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
-# A variant name as the registry accepts it (modelhub/registry/names.py, `check_id`).
-_VARIANT_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
 # The label of variants beyond the cap or not validly named: no valid name starts with "_".
 OTHER_VARIANT = "_other"
 
@@ -44,7 +43,7 @@ class VariantLabels:
         key = (endpoint, variant)
         if key in self._known:
             return variant
-        if _VARIANT_NAME.fullmatch(variant) is None:
+        if not is_resource_id(variant):
             self._invalid.inc()
             return OTHER_VARIANT
         if len(self._known) >= self.cap:

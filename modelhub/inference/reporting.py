@@ -93,6 +93,7 @@ class RequestReporter:
             event.shadow = True
         elif mirrored:
             event.mirrored = True
+            event.mirrored_to = route.mirrored_to
         if inputs is not None:
             event.rows = int(inputs.shape[0]) if inputs.ndim else 1
         if outputs is not None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelhub.common.errors import InvalidArgumentError, NotFoundError
+from modelhub.common.names import is_resource_id
 
 HEADER_ENDPOINT = "x-modelhub-endpoint"
 HEADER_VARIANT = "x-modelhub-variant"
@@ -66,6 +67,9 @@ class Route:
     fallback: bool = False
     shadow: bool = False
     mirrored: bool = False
+    # The shadows Envoy mirrored this primary to, as `{shadow}={model}:{version}`, so the
+    # monitor can count a shadow that never answers.
+    mirrored_to: tuple[str, ...] = ()
     key_hash: str = ""
     request_id: str = ""
 
@@ -80,6 +84,26 @@ DIRECT = Route()
 
 def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes")
+
+
+_MAX_MIRRORS = 8
+
+
+def _mirrors(value: str) -> tuple[bool, tuple[str, ...]]:
+    """`x-modelhub-mirrored`: `1`, or the shadows as `{name}={model}:{version}` (comma
+    separated). Malformed entries are left out: this header only feeds the shadow report."""
+    value = value.strip()
+    if not value:
+        return False, ()
+    if _flag(value):
+        return True, ()
+    found = []
+    for entry in value[: _MAX_HEADER * _MAX_MIRRORS].split(",")[:_MAX_MIRRORS]:
+        name, sep, target = entry.strip().partition("=")
+        model, colon, version = target.rpartition(":")
+        if sep and colon and is_resource_id(name) and is_resource_id(model) and version.isdigit():
+            found.append(f"{name}={model}:{version}")
+    return True, tuple(found)
 
 
 def _target(value: str, header: str) -> tuple[str, str]:
@@ -123,6 +147,7 @@ def parse_route(headers: Mapping[str, str]) -> Route:
             model, version = _target(fallback_target, HEADER_FALLBACK)
             variant = name.strip()
             fallback = True
+    mirrored, mirrored_to = _mirrors(get(HEADER_MIRRORED, ""))
     return Route(
         endpoint=endpoint,
         variant=variant,
@@ -130,7 +155,8 @@ def parse_route(headers: Mapping[str, str]) -> Route:
         version=version,
         fallback=fallback,
         shadow=_flag(get(HEADER_SHADOW, "")),
-        mirrored=_flag(get(HEADER_MIRRORED, "")),
+        mirrored=mirrored,
+        mirrored_to=mirrored_to,
         key_hash=get(HEADER_KEY_HASH, "").strip()[:_MAX_HEADER],
         request_id=get(HEADER_REQUEST_ID, "").strip()[:_MAX_HEADER],
     )

@@ -181,6 +181,7 @@ def _event(message: pb.InferenceEvent, problems: list[FieldViolation]) -> Event:
         message.shadow,
         message.mirrored,
         list(outputs) if outputs else (),
+        tuple(message.mirrored_to[:8]) if message.mirrored_to else (),
     )
 
 

@@ -91,6 +91,8 @@ class Event:
     shadow: bool = False
     mirrored: bool = False
     outputs: Sequence[float] = ()
+    # With `mirrored`: the shadows expected to answer, `{shadow}={model}:{version}`.
+    mirrored_to: Sequence[str] = ()
 
 
 @dataclass(slots=True)

@@ -9,7 +9,9 @@ then turns the pair into the `ShadowResult` the shadow report aggregates.
 
 Bounded twice: halves wait at most `window_s` (then expire, counted), and beyond
 `max_pending` request ids the oldest are evicted (counted). A primary stays after its
-first join, for the other shadows of the same request, until it expires.
+first join, for the other shadows of the same request, until it expires; a shadow it
+names in `mirrored_to` that has not answered by then counts as a failed comparison
+(DEADLINE_EXCEEDED), reported when the next mirrored request or shadow copy arrives.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from modelhub.monitor.events import Event, ShadowResult
+
+DEADLINE_EXCEEDED = 4  # gRPC code of a shadow that did not answer within the window
 
 # Stands for "no comparable number" where the report needs a finite one.
 _HUGE = sys.float_info.max
@@ -61,6 +65,7 @@ class _Pending:
     primary: Event | None = None
     joined: bool = False
     shadows: list[Event] = field(default_factory=list)
+    answered: set[str] = field(default_factory=set)  # shadows that joined
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,7 @@ class JoinCounters:
     expired_primary: int = 0  # mirrored primaries no shadow joined within the window
     expired_shadow: int = 0  # shadows whose primary never arrived within the window
     evicted: int = 0  # pending request ids dropped early (max_pending reached)
+    missing: int = 0  # shadows a primary was mirrored to that never answered (failed)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -90,6 +96,7 @@ class JoinCounters:
             "expired_primary": self.expired_primary,
             "expired_shadow": self.expired_shadow,
             "evicted": self.evicted,
+            "missing": self.missing,
         }
 
 
@@ -108,14 +115,13 @@ class ShadowJoiner:
     def add(self, event: Event, now: float) -> list[Joined]:
         """Take one half (`event.shadow` or `event.mirrored`, with a request id); the
         comparisons it completes."""
-        self.expire(now)
+        out: list[Joined] = self.expire(now)
         if not event.request_id or not (event.shadow or event.mirrored):
-            return []
+            return out
         pending = self._pending.get(event.request_id)
         if pending is None:
             pending = self._pending[event.request_id] = _Pending(now)
-            self._evict()
-        out: list[Joined] = []
+            self._evict(out)
         if event.shadow:
             if pending.primary is None:
                 pending.shadows.append(event)
@@ -131,8 +137,10 @@ class ShadowJoiner:
 
     def _join(self, pending: _Pending, primary: Event, shadow: Event, out: list[Joined]) -> None:
         pending.joined = True
+        name = shadow.variant or shadow.model.removeprefix("models/")
+        pending.answered.add(name)
         result = ShadowResult(
-            shadow=shadow.variant or shadow.model.removeprefix("models/"),
+            shadow=name,
             model=shadow.model,
             version=shadow.version,
             status_code=shadow.status_code,
@@ -157,13 +165,35 @@ class ShadowJoiner:
             )
         )
 
-    def _drop(self, pending: _Pending) -> None:
-        if pending.primary is not None and not pending.joined:
-            self.counters.expired_primary += 1
-        self.counters.expired_shadow += len(pending.shadows)
+    def _drop(self, pending: _Pending, out: list[Joined], *, expired: bool = True) -> None:
+        primary = pending.primary
+        if expired:
+            if primary is not None and not pending.joined:
+                self.counters.expired_primary += 1
+            self.counters.expired_shadow += len(pending.shadows)
+        if primary is None or primary.status_code != 0:
+            return
+        # Shadows the primary was sent to that never answered: failed comparisons, so a
+        # dead shadow shows in the shadow report instead of as silence.
+        for expected in primary.mirrored_to:
+            name, _, target = expected.partition("=")
+            model, _, version = target.rpartition(":")
+            if name in pending.answered or not version.isdigit():
+                continue
+            self.counters.missing += 1
+            result = ShadowResult(
+                shadow=name,
+                model=f"models/{model}",
+                version=int(version),
+                status_code=DEADLINE_EXCEEDED,
+                latency_s=self.window_s,
+            )
+            out.append(Joined(primary.endpoint, primary.latency_s, primary.time, result))
 
-    def expire(self, now: float) -> None:
-        """Forget halves older than the window (arrival order is time order)."""
+    def expire(self, now: float) -> list[Joined]:
+        """Forget halves older than the window (arrival order is time order); the failed
+        comparisons of shadows that never answered."""
+        out: list[Joined] = []
         horizon = now - self.window_s
         pending = self._pending
         while pending:
@@ -171,10 +201,12 @@ class ShadowJoiner:
             if oldest.arrived >= horizon:
                 break
             del pending[request_id]
-            self._drop(oldest)
+            self._drop(oldest, out)
+        return out
 
-    def _evict(self) -> None:
+    def _evict(self, out: list[Joined]) -> None:
         while len(self._pending) > self.max_pending:
             _, oldest = self._pending.popitem(last=False)
             if oldest.shadows or not oldest.joined:
                 self.counters.evicted += 1
+            self._drop(oldest, out, expired=False)

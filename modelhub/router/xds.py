@@ -363,6 +363,7 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
             s.spec.name,
             shadow_cluster_name(endpoint, s.spec.name),
             bucketing.threshold(s.spec.sample_rate),
+            _target(s.target),
         ]
         for s in endpoint.shadows[:MAX_SHADOWS]
         if s.target is not None and s.spec.sample_rate > 0

@@ -430,7 +430,7 @@ class _FaultyServicer(opb_grpc.GRPCInferenceServiceServicer):
 # ------------------------------------------------------------------- the monitor
 
 
-async def start_monitor(tmp_path: Path) -> Any:
+async def start_monitor(tmp_path: Path, **overrides: Any) -> Any:
     """A real monitor on 127.0.0.1:0 over a migrated SQLite database."""
     from modelhub.monitor import migrate
     from modelhub.monitor.main import build
@@ -445,6 +445,7 @@ async def start_monitor(tmp_path: Path) -> Any:
         metrics_port=-1,
         grace_period_s=0.5,
         evaluation_interval_s=3600.0,
+        **overrides,
     )
     app = await build(settings)
     await app.start()

@@ -6,6 +6,7 @@ primary."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,7 +40,8 @@ Stub = registry_pb2_grpc.RegistryServiceStub
 
 @pytest.fixture
 async def monitor(tmp_path: Path) -> AsyncIterator[Any]:
-    app = await start_monitor(tmp_path)
+    # A short join window: a shadow that never answers counts as failed after 1 s.
+    app = await start_monitor(tmp_path, shadow_join_window_s=1.0)
     yield app
     await app.stop(0)
 
@@ -238,3 +240,34 @@ async def test_a_failing_shadow_never_fails_the_primary(
 
     await wait_for(reported, 10.0)
     assert (await monitor_stats(monitor, key)).errors == 0
+
+
+async def test_a_shadow_that_never_answers_shows_as_failed(
+    registry_api: Stub, front_doors: FrontDoorFactory, reporting: InferenceApp, monitor: Any
+) -> None:
+    """Nothing listens where the shadow's replicas should be: Envoy's mirrors fail, no
+    shadow event ever reaches the monitor, and the primaries name the shadow they were
+    mirrored to — so the report counts the shadow's failures instead of staying silent."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{sock.getsockname()[1]}"
+    await create_endpoint(
+        registry_api,
+        "lost",
+        [variant("primary", 1, 1)],
+        sticky_key=by_user(),
+        shadows=[shadow("gone", 3, 1.0, pool=[nowhere])],
+    )
+    door = await front_doors(backends=[reporting.address])
+    keys = [f"user-{i}" for i in range(12)]
+    await timed_primaries(door, "lost", keys)
+    await asyncio.sleep(1.5)  # past the join window
+    await timed_primaries(door, "lost", ["late-1", "late-2"])  # expiry is noticed on arrival
+
+    async def failed() -> bool:
+        report = await shadow_report(monitor, "endpoints/lost")
+        return "gone" in report and report["gone"].failed >= len(keys)
+
+    await wait_for(failed, 10.0)
+    gone = (await shadow_report(monitor, "endpoints/lost"))["gone"]
+    assert (gone.model, gone.version) == ("models/m", 3)

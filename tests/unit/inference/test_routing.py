@@ -171,3 +171,15 @@ def test_reporter_samples_first_rows() -> None:
     assert event.features == [("input[0]", 0.0), ("input[1]", 1.0)]
     assert event.predictions == [("output[0]", 0.0), ("output[1]", 2.0)]
     assert event.outputs == []  # only shadows and mirrored primaries carry them
+
+
+def test_mirrored_names_the_shadows_it_was_sent_to() -> None:
+    route = parse_route({"x-modelhub-mirrored": "next=fraud:3,other=fraud:4"})
+    assert route.mirrored and route.mirrored_to == ("next=fraud:3", "other=fraud:4")
+    assert parse_route({"x-modelhub-mirrored": "1"}).mirrored_to == ()
+    assert parse_route({"x-modelhub-mirrored": "1"}).mirrored
+    # Malformed entries are left out (the header only feeds the shadow report).
+    odd = parse_route({"x-modelhub-mirrored": "Bad=x:1,next=fraud:v,ok=fraud:2,=m:1"})
+    assert odd.mirrored and odd.mirrored_to == ("ok=fraud:2",)
+    many = ",".join(f"s{i}=m:1" for i in range(20))
+    assert len(parse_route({"x-modelhub-mirrored": many}).mirrored_to) == 8

@@ -113,3 +113,22 @@ def test_a_primary_joins_each_of_its_shadows() -> None:
     assert len(joiner.add(first, 1.0)) == 1
     [joined] = joiner.add(second, 2.0)
     assert joined.result.shadow == "other" and joined.result.argmax_agree is False
+
+
+def test_a_shadow_that_never_answers_counts_as_failed(monitor: Monitor, clock) -> None:
+    """A primary names the shadows Envoy sent copies to; one that never answers within the
+    join window shows as a failed comparison (DEADLINE_EXCEEDED), not as silence."""
+    window = monitor.settings.shadow_join_window_s
+    answered = _primary("ok", [0.1, 0.9])
+    answered.mirrored_to = ("candidate=fraud:2",)
+    silent = _primary("dead", [0.1, 0.9])
+    silent.mirrored_to = ("candidate=fraud:2", "other=fraud:3")
+    monitor.ingest([answered, silent, _shadow("ok", [0.2, 0.8])])
+    clock.advance(window + 1)
+    monitor.ingest([_primary("later", [1.0])])  # expiry is noticed with the next arrival
+    assert monitor.joiner.counters.missing == 2
+    report = {s.shadow: s for s in monitor.shadow_report("endpoints/fraud", 3600)}
+    # `compared` counts failed comparisons too (monitor.proto).
+    assert (report["candidate"].compared, report["candidate"].failed) == (2, 1)
+    assert (report["other"].compared, report["other"].failed) == (1, 1)
+    assert (report["other"].model, report["other"].version) == ("models/fraud", 3)

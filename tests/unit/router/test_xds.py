@@ -215,7 +215,7 @@ def test_sticky_endpoint_with_fallback_canary_and_shadow(snap: xds.Snapshot) -> 
         "salt": "checkout-salt",
         "total": TOTAL,
         "key_header": "x-user-id",
-        "shadows": [["next", "shadow/checkout/next", 1000]],
+        "shadows": [["next", "shadow/checkout/next", 1000, "ranker:5"]],
     }
 
 
