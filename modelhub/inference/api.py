@@ -13,7 +13,7 @@ from opentelemetry import trace
 from modelhub.api.oip import grpc_predict_v2_pb2 as pb
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhub.common.auth import Role
-from modelhub.common.errors import ModelHubError, NotFoundError
+from modelhub.common.errors import InvalidArgumentError, ModelHubError, NotFoundError
 from modelhub.common.status import status_code_for
 from modelhub.inference import convert, routing
 from modelhub.inference.metrics import InferenceMetrics
@@ -31,6 +31,10 @@ ROLES: dict[str, Role] = {
     "ModelReady": Role.READER,
     "ModelMetadata": Role.READER,
     "ModelInfer": Role.READER,
+    "RepositoryIndex": Role.READER,
+    "ModelStatistics": Role.READER,
+    "ModelConfig": Role.READER,
+    # RepositoryModelLoad and RepositoryModelUnload: ADMIN (not listed).
 }
 
 _CODES: dict[type, grpc.StatusCode] = {}
@@ -114,6 +118,47 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if description.name != request.name:
             description = replace(description, name=request.name)
         return convert.model_metadata(description)
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        model, version = routing.model_reference(request.name, request.version, _route(context))
+        config = await self._service.model_config(model, version)
+        if config.name != request.name:
+            config = replace(config, name=request.name)
+        return convert.model_config(config)
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        served = self._service.statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(
+            model_stats=[convert.triton_statistics(s) for s in served]
+        )
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        entries = self._service.index(request.ready)
+        return pb.RepositoryIndexResponse(models=[convert.triton_index_entry(e) for e in entries])
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        if request.parameters:
+            raise InvalidArgumentError(
+                f"load parameters are not supported (got {', '.join(sorted(request.parameters))})"
+                "; use modelhub.inference.v1.ModelRepositoryService/LoadModel for settings",
+                field="parameters",
+            )
+        await self._service.load_model(request.model_name, "")
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self._service.unload_model_versions(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext

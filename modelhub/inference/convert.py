@@ -10,12 +10,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.inference.v1 import inference_pb2 as ipb
 from modelhub.api.oip import grpc_predict_v2_pb2 as pb
+from modelhub.api.oip import model_config_pb2 as mpb
 from modelhub.common.dtypes import TYPED_CONTENTS_FIELD
 from modelhub.common.errors import InvalidArgumentError, PayloadTooLargeError
 from modelhub.inference.codec import decode_raw, decode_typed, dtype_of
 from modelhub.inference.repository import IndexEntry, ServedVersion, VersionState
 from modelhub.inference.request import InferRequest, InferResult, InputTensor
-from modelhub.inference.service import ModelDescription
+from modelhub.inference.service import ModelConfiguration, ModelDescription
 from modelhub.inference.spec import (
     BatchingOverrides,
     BatchingPolicy,
@@ -353,4 +354,121 @@ def model_statistics(served: ServedVersion) -> ipb.ModelStatistics:
         rejected_count=stats.rejected_count,
         expired_count=stats.expired_count,
         queue_depth=max(0, served.batcher.depth),
+    )
+
+
+# ---------------------------------------------------------------------- Triton's shapes
+# (the repository, statistics and configuration RPCs of inference.GRPCInferenceService)
+
+# Triton's index states: ModelHub's failed versions are UNAVAILABLE (with their reason).
+_TRITON_STATES = {
+    VersionState.UNAVAILABLE: "UNAVAILABLE",
+    VersionState.LOADING: "LOADING",
+    VersionState.READY: "READY",
+    VersionState.UNLOADING: "UNLOADING",
+    VersionState.FAILED: "UNAVAILABLE",
+}
+
+_TRITON_KINDS = {
+    Device.AUTO: mpb.ModelInstanceGroup.KIND_AUTO,
+    Device.CPU: mpb.ModelInstanceGroup.KIND_CPU,
+    Device.GPU: mpb.ModelInstanceGroup.KIND_GPU,
+}
+
+
+def triton_index_entry(entry: IndexEntry) -> pb.RepositoryIndexResponse.ModelIndex:
+    return pb.RepositoryIndexResponse.ModelIndex(
+        name=entry.model,
+        version=str(entry.version),
+        state=_TRITON_STATES[entry.state],
+        reason=entry.reason,
+    )
+
+
+def _triton_duration(value: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=value.count, ns=value.ns)
+
+
+def triton_statistics(served: ServedVersion) -> pb.ModelStatistics:
+    stats = served.telemetry.stats
+    return pb.ModelStatistics(
+        name=served.info.model,
+        version=str(served.info.version),
+        last_inference=stats.last_inference_ns // 1_000_000,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_triton_duration(stats.success),
+            fail=_triton_duration(stats.fail),
+            queue=_triton_duration(stats.queue),
+            compute_input=_triton_duration(stats.compute_input),
+            compute_infer=_triton_duration(stats.compute_infer),
+            compute_output=_triton_duration(stats.compute_output),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(batch_size=size, compute_infer=_triton_duration(d))
+            for size, d in sorted(stats.batches.items())
+        ],
+    )
+
+
+def triton_data_type(datatype: str) -> str:
+    """The name of Triton's config enum value for an Open Inference Protocol datatype
+    (TYPE_INVALID if unknown)."""
+    name = "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+    return name if name in mpb.DataType.DESCRIPTOR.values_by_name else "TYPE_INVALID"
+
+
+def _config_dims(spec: TensorSpec, batched: bool) -> list[int]:
+    # Triton's config dims leave out the batch dimension of batchable models.
+    return list(spec.shape[1:] if batched else spec.shape)
+
+
+def model_config(config: ModelConfiguration) -> pb.ModelConfigResponse:
+    batched = config.max_batch_size > 0
+    batching = config.options.batching
+    runtime = config.options.runtime
+    dynamic = None
+    if batched:
+        dynamic = mpb.ModelDynamicBatching(
+            max_queue_delay_microseconds=round(batching.max_queue_delay_s * 1e6),
+            priority_levels=batching.priority_levels,
+            default_queue_policy=mpb.ModelQueuePolicy(
+                timeout_action=mpb.ModelQueuePolicy.REJECT,
+                default_timeout_microseconds=round(batching.default_timeout_s * 1e6),
+                allow_timeout_override=True,
+                max_queue_size=batching.max_queue_size,
+            ),
+        )
+    return pb.ModelConfigResponse(
+        config=mpb.ModelConfig(
+            name=config.name,
+            platform=config.platform,
+            backend="onnxruntime",
+            max_batch_size=config.max_batch_size,
+            input=[
+                mpb.ModelInput(
+                    name=t.name,
+                    data_type=triton_data_type(t.datatype),
+                    dims=_config_dims(t, batched),
+                )
+                for t in config.schema.inputs
+            ],
+            output=[
+                mpb.ModelOutput(
+                    name=t.name,
+                    data_type=triton_data_type(t.datatype),
+                    dims=_config_dims(t, batched),
+                )
+                for t in config.schema.outputs
+            ],
+            instance_group=[
+                mpb.ModelInstanceGroup(
+                    name=config.name,
+                    count=runtime.instance_count,
+                    kind=_TRITON_KINDS[config.device],
+                )
+            ],
+            dynamic_batching=dynamic,
+        )
     )

@@ -21,7 +21,8 @@ from modelhub.inference.batcher import INF
 from modelhub.inference.deployments import DeploymentWatcher
 from modelhub.inference.repository import IndexEntry, ModelRepository, ServedVersion
 from modelhub.inference.request import InferRequest, InferResult, OutputTensor
-from modelhub.inference.spec import LoadOverrides, ModelSchema
+from modelhub.inference.signature import ModelSignature
+from modelhub.inference.spec import Device, LoadOptions, LoadOverrides, ModelSchema
 
 SERVER_NAME = "modelhub-inference"
 EXTENSIONS = ("model_repository", "statistics", "schedule_policy", "parameters")
@@ -36,6 +37,22 @@ class ModelDescription:
     versions: list[str]
     platform: str
     schema: ModelSchema
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfiguration:
+    """What ModelConfig answers: a version's tensors and the settings it is (or would
+    be) loaded with."""
+
+    name: str
+    version: int
+    platform: str
+    schema: ModelSchema
+    # Largest batch in rows; 0 when the model cannot batch (one request per run).
+    max_batch_size: int
+    options: LoadOptions
+    # Where its instances run: CPU or GPU once served, else the configured device.
+    device: Device
 
 
 class InferenceService:
@@ -144,6 +161,32 @@ class InferenceService:
             schema=schema,
         )
 
+    async def model_config(self, model: str, version: str) -> ModelConfiguration:
+        """A version's configuration: its own settings when served here, else the server
+        defaults (describing a model does not load it unless its schema is unknown)."""
+        info, schema = await self.repository.schema(model, version)
+        served = self.repository.lookup(model, str(info.version))
+        if served is None and schema is None:
+            served = await self.repository.load(model, str(info.version), any_options=True)
+        if served is not None:
+            schema = served.signature.schema
+            options = served.options
+            device = Device.GPU if "CUDA" in served.provider else Device.CPU
+        else:
+            assert schema is not None
+            options = self.repository.options_for(None)
+            device = options.runtime.device
+        signature = ModelSignature(schema, options.batching.max_batch_size)
+        return ModelConfiguration(
+            name=model,
+            version=info.version,
+            platform=PLATFORM,
+            schema=schema,
+            max_batch_size=signature.max_rows if signature.batchable else 0,
+            options=options,
+            device=device,
+        )
+
     # ------------------------------------------------------------------ repository
 
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
@@ -175,6 +218,24 @@ class InferenceService:
                 reason="DEPLOYED",
             )
         await self.repository.unload(model, int(version))
+
+    async def unload_model_versions(self, model: str) -> list[int]:
+        """Unload every loaded version of a model (Triton's unload), after their in-flight
+        requests drain. Refused, unloading nothing, when a deployment keeps one loaded."""
+        if not model:
+            raise InvalidArgumentError("model is required", field="model")
+        versions = sorted(s.info.version for s in self.repository.served(model))
+        if not versions:
+            raise NotFoundError(f"model {model!r} has no loaded version", metadata={"model": model})
+        pinned = [v for v in versions if self.repository.is_pinned((model, v))]
+        if pinned:
+            raise FailedPreconditionError(
+                f"model {model!r} version(s) {', '.join(map(str, pinned))} are kept loaded by a "
+                "deployment; change or delete the deployment instead",
+                reason="DEPLOYED",
+            )
+        await asyncio.gather(*(self.repository.unload(model, v) for v in versions))
+        return versions
 
     def statistics(self, model: str = "", version: str = "") -> list[ServedVersion]:
         """Served versions matching the filters (empty: any), for their statistics."""

@@ -13,15 +13,20 @@ import onnxruntime as ort
 import pytest
 
 from tests.service.inference.conftest import StartInference, write_models
-from tests.unit.inference.helpers import double_model, mlp_model
+from tests.unit.inference.helpers import MemorySource, double_model, mlp_model
 
 SCRIPT = Path(__file__).with_name("triton_client_script.py")
+REPOSITORY_SCRIPT = Path(__file__).with_name("triton_repository_script.py")
 
 
 async def _tritonclient(*args: str) -> dict:
+    return await _tritonclient_script(SCRIPT, *args)
+
+
+async def _tritonclient_script(script: Path, *args: str) -> dict:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(SCRIPT),
+        str(script),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -62,3 +67,30 @@ async def test_tritonclient_live_metadata_and_infer(
     x = np.array(got["x"], dtype=got["y_dtype"])
     (expected,) = session.run(None, {"x": x})
     np.testing.assert_allclose(np.array(got["y"], dtype=got["y_dtype"]), expected, rtol=1e-6)
+
+
+async def test_tritonclient_repository_statistics_and_config(
+    start_inference: StartInference,
+) -> None:
+    source = MemorySource()
+    source.add("mlp", 1, mlp_model(2))
+    app = await start_inference(source=source, max_batch_size=32, max_queue_delay_us=250)
+    got = await _tritonclient_script(REPOSITORY_SCRIPT, app.address, "mlp")
+    assert got["before"] == {}
+    assert got["loaded"]["models"] == [{"name": "mlp", "version": "1", "state": "READY"}]
+    config = got["config"]["config"]
+    assert config["name"] == "mlp" and config["platform"] == "onnxruntime_onnx"
+    assert config["max_batch_size"] == 32
+    assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": ["8"]}]
+    assert config["output"][0]["data_type"] == "TYPE_FP32"
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == "250"
+    assert config["instance_group"][0]["count"] == 1
+    assert config["instance_group"][0]["kind"] == "KIND_CPU"
+    (stats,) = got["statistics"]["model_stats"]
+    assert (stats["name"], stats["version"]) == ("mlp", "1")
+    assert stats["inference_count"] == "2" and stats["execution_count"] == "1"
+    assert stats["inference_stats"]["success"]["count"] == "1"
+    assert int(stats["last_inference"]) > 0
+    assert stats["batch_stats"][0]["batch_size"] == "2"
+    assert got["after"] == {}
+    assert got["missing"] == "StatusCode.NOT_FOUND"

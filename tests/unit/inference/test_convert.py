@@ -220,3 +220,35 @@ def test_response_echoes_id_and_parameters_in_raw_contents() -> None:
     np.testing.assert_array_equal(
         np.frombuffer(response.raw_output_contents[0], np.int64), np.arange(6)
     )
+
+
+@pytest.mark.parametrize(
+    ("datatype", "expected"),
+    [
+        ("FP32", "TYPE_FP32"),
+        ("INT64", "TYPE_INT64"),
+        ("BYTES", "TYPE_STRING"),
+        ("?", "TYPE_INVALID"),
+    ],
+)
+def test_triton_data_type(datatype: str, expected: str) -> None:
+    from modelhub.inference.convert import triton_data_type
+
+    assert triton_data_type(datatype) == expected
+
+
+def test_model_config_of_an_unbatchable_model_keeps_every_dimension() -> None:
+    from modelhub.api.oip import model_config_pb2 as mpb
+    from modelhub.inference.convert import model_config
+    from modelhub.inference.service import ModelConfiguration
+    from modelhub.inference.spec import Device, LoadOptions, ModelSchema, TensorSpec
+
+    schema = ModelSchema((TensorSpec("x", "FP32", (2, 3)),), (TensorSpec("y", "FP16", (2, 3)),))
+    config = model_config(
+        ModelConfiguration("m", 1, "onnxruntime_onnx", schema, 0, LoadOptions(), Device.GPU)
+    ).config
+    assert config.max_batch_size == 0
+    assert list(config.input[0].dims) == [2, 3]
+    assert config.output[0].data_type == mpb.TYPE_FP16
+    assert not config.HasField("dynamic_batching")
+    assert config.instance_group[0].kind == mpb.ModelInstanceGroup.KIND_GPU
