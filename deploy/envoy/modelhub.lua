@@ -20,7 +20,7 @@ local byte, sub = string.byte, string.sub
 pcall(function() math.randomseed(os.time() + math.floor(os.clock() * 1e6)) end)
 
 local OIP = "/inference.GRPCInferenceService/"
-local NAMED = { ModelInfer = true, ModelReady = true, ModelMetadata = true }
+local NAMED = { ModelInfer = true, ModelReady = true, ModelMetadata = true, ModelConfig = true }
 local WINDOW = 4096
 local MAX_NAME = 512
 

@@ -227,6 +227,10 @@ async def test_open_inference_protocol_metadata_calls(
     model = await clients.oip.ModelMetadata(opb.ModelMetadataRequest(name="e"))
     assert model.name == "e"
     assert [(t.name, t.datatype, list(t.shape)) for t in model.inputs] == [("x", "FP32", [-1, 4])]
+    # Triton's ModelConfig names the model like ModelMetadata: the endpoint's variant answers.
+    config = await clients.oip.ModelConfig(opb.ModelConfigRequest(name="e"))
+    assert config.config.max_batch_size > 0
+    assert [i.name for i in config.config.input] == ["x"]
 
 
 async def test_routing_table_and_explanations(
