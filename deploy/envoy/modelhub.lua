@@ -1,7 +1,7 @@
 -- ModelHub's routing filter (envoy.filters.http.lua on the ingress listener).
 --
 -- For Open Inference Protocol gRPC calls it reads the model name where the request has it
--- (the message's first fields: model_name = 1, model_version = 2, id = 3, parameters = 4),
+-- (the message's first fields: model_name = 1, model_version = 2, parameters = 4),
 -- sets `x-modelhub-model`, re-selects the route, and on an endpoint route (whose metadata
 -- the router writes: salt, sticky key, variant ranges, shadows) computes the key's bucket
 -- `h32(salt, key) % total` into `x-modelhub-bucket`; Envoy's weighted clusters keyed by
@@ -47,33 +47,30 @@ local function h32(text)
   return h
 end
 
--- A reader over the buffered body that copies only small windows out of it.
-local function reader(body)
-  local size = body:length()
-  local r = { size = size, base = 0, data = "" }
-  function r:byte_at(pos)
-    if pos >= self.size then return nil end
-    if pos < self.base or pos >= self.base + #self.data then
-      self.base = pos
-      self.data = body:getBytes(pos, math.min(WINDOW, self.size - pos))
-    end
-    return byte(self.data, pos - self.base + 1)
+-- A reader over the buffered body that copies only small windows out of it: a table
+-- { body, size, base, data } and two functions (no per-request closures).
+local function byte_at(r, pos)
+  if pos >= r.size then return nil end
+  if pos < r.base or pos >= r.base + #r.data then
+    r.base = pos
+    r.data = r.body:getBytes(pos, math.min(WINDOW, r.size - pos))
   end
-  function r:bytes(pos, n)
-    if pos + n > self.size then return nil end
-    if pos < self.base or pos + n > self.base + #self.data then
-      self.base = pos
-      self.data = body:getBytes(pos, math.min(math.max(n, WINDOW), self.size - pos))
-    end
-    return sub(self.data, pos - self.base + 1, pos - self.base + n)
+  return byte(r.data, pos - r.base + 1)
+end
+
+local function bytes_at(r, pos, n)
+  if pos + n > r.size then return nil end
+  if pos < r.base or pos + n > r.base + #r.data then
+    r.base = pos
+    r.data = r.body:getBytes(pos, math.min(math.max(n, WINDOW), r.size - pos))
   end
-  return r
+  return sub(r.data, pos - r.base + 1, pos - r.base + n)
 end
 
 local function varint(r, pos)
   local value, scale = 0, 1
   for _ = 1, 10 do
-    local b = r:byte_at(pos)
+    local b = byte_at(r, pos)
     if b == nil then return nil, pos end
     pos = pos + 1
     value = value + band(b, 0x7f) * scale
@@ -104,7 +101,7 @@ local function parameter_text(r, pos, stop)
       local n
       n, pos = varint(r, pos)
       if n == nil then return nil end
-      if field == 3 then value = r:bytes(pos, n) end
+      if field == 3 then value = bytes_at(r, pos, n) end
       pos = pos + n
     elseif wire == 1 then
       pos = pos + 8
@@ -128,7 +125,7 @@ local function map_entry(r, pos, stop)
     n, pos = varint(r, pos)
     if n == nil then return nil, nil end
     if tag == 10 then
-      key = r:bytes(pos, n)
+      key = bytes_at(r, pos, n)
     elseif tag == 18 then
       value = parameter_text(r, pos, pos + n)
     end
@@ -137,14 +134,15 @@ local function map_entry(r, pos, stop)
   return key, value
 end
 
--- model_name, model_version, id and (when `param` is given) that request parameter, read
--- from the gRPC frame without decoding tensors. Returns nil when the frame is compressed.
-local function scan(body, param)
-  local r = reader(body)
-  local flag = r:byte_at(0)
+-- model_name and model_version read from the gRPC frame without decoding tensors, and
+-- where the request parameters (field 4) are, for a sticky key that is one of them. nil
+-- when the frame is compressed.
+local function scan(body)
+  local r = { body = body, size = body:length(), base = 0, data = "" }
+  local flag = byte_at(r, 0)
   if flag == nil then return { name = "" } end
   if flag ~= 0 then return nil end
-  local out = { name = "" }
+  local out = { name = "", reader = r }
   local pos, stop = 5, r.size
   while pos < stop do
     local tag
@@ -156,14 +154,14 @@ local function scan(body, param)
       n, pos = varint(r, pos)
       if n == nil or pos + n > stop then out.malformed = true; break end
       if field == 1 and n <= MAX_NAME then
-        out.name = r:bytes(pos, n) or ""
+        out.name = bytes_at(r, pos, n) or ""
       elseif field == 2 and n <= MAX_NAME then
-        out.version = r:bytes(pos, n)
-      elseif field == 3 and n <= MAX_NAME then
-        out.id = r:bytes(pos, n)
-      elseif field == 4 and param ~= nil then
-        local key, value = map_entry(r, pos, pos + n)
-        if key == param then out.param = value end
+        out.version = bytes_at(r, pos, n)
+      elseif field == 4 then
+        local spans = out.params
+        if spans == nil then spans = {}; out.params = spans end
+        spans[#spans + 1] = pos
+        spans[#spans + 1] = pos + n
       end
       pos = pos + n
     elseif wire == 0 then
@@ -183,6 +181,18 @@ local function scan(body, param)
   return out
 end
 
+-- The request parameter `name` as text (the last entry wins, like a map), or nil.
+local function parameter(found, name)
+  local spans = found.params
+  if spans == nil then return nil end
+  local value = nil
+  for i = 1, #spans, 2 do
+    local key, text = map_entry(found.reader, spans[i], spans[i + 1])
+    if key == name then value = text end
+  end
+  return value
+end
+
 local function grpc_error(h, code, message)
   h:respond({
     [":status"] = "200",
@@ -200,7 +210,7 @@ local function route_endpoint(h, headers, meta, found)
   if key_header ~= nil then
     key = headers:get(key_header)
   elseif meta:get("key_parameter") ~= nil and found ~= nil then
-    key = found.param
+    key = parameter(found, meta:get("key_parameter"))
   end
   if key == "" then key = nil end
   local bucket
@@ -261,7 +271,7 @@ function envoy_on_request(h)
       return
     end
     headers:remove("x-modelhub-version")
-    found = scan(h:body(), nil)
+    found = scan(h:body())
     headers = h:headers()  -- wrappers taken before a yield are invalid after it
     if found == nil then
       grpc_error(h, 3, "compressed message: name the model or endpoint in the " ..
@@ -293,12 +303,12 @@ function envoy_on_request(h)
   if kind ~= "endpoint" then return end
   local meta = h:metadata()
   if meta:get("endpoint") == nil then return end
-  local key_parameter = meta:get("key_parameter")
-  if key_parameter ~= nil then
-    -- The key is a request parameter: read it from the (buffered) message.
+  if found == nil and meta:get("key_parameter") ~= nil then
+    -- The model was named in the header and the key is a request parameter: read the
+    -- message (unless compressed) for it.
     local encoding = headers:get("grpc-encoding")
     if encoding == nil or encoding == "identity" then
-      found = scan(h:body(), key_parameter)
+      found = scan(h:body())
       headers = h:headers()
       meta = h:metadata()
     end
