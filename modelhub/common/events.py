@@ -106,7 +106,9 @@ class EventSink(Protocol):
 
     async def send_events(self, events: Sequence[Event]) -> SendResult: ...
 
-    async def send_outcomes(self, outcomes: Sequence[Outcome]) -> None: ...
+    async def send_outcomes(self, outcomes: Sequence[Outcome]) -> int:
+        """Send outcomes; how many were attributed to a served request."""
+        ...
 
 
 # payload → (rows, features, predictions)

@@ -165,9 +165,10 @@ class MonitorSink:
             ) from None
         return SendResult(response.accepted, response.rejected, response.dropped)
 
-    async def send_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+    async def send_outcomes(self, outcomes: Sequence[Outcome]) -> int:
+        """Send outcomes; how many the monitor attributed to a request it has seen."""
         try:
-            await self._stub.RecordOutcomes(
+            response = await self._stub.RecordOutcomes(
                 outcomes_to_pb(outcomes), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
@@ -175,6 +176,7 @@ class MonitorSink:
                 f"monitor {self.address}: {exc.code().name}: {exc.details()}",
                 reason="MONITOR_UNAVAILABLE",
             ) from None
+        return int(response.attributed)
 
     async def close(self) -> None:
         await self._channel.close()

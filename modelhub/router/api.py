@@ -13,8 +13,9 @@ from modelhub.api.router.v1 import router_pb2 as pb
 from modelhub.api.router.v1 import router_pb2_grpc
 from modelhub.common.auth import Role
 from modelhub.common.errors import FailedPreconditionError
+from modelhub.common.monitor_sink import MonitorSink
 from modelhub.router import convert, outcomes
-from modelhub.router.outcomes import OutcomeForwarder
+from modelhub.router.outcomes import OutcomeCounts
 from modelhub.router.routing import Router
 from modelhub.router.xds import ConfigWriter
 
@@ -38,12 +39,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self,
         router: Router,
         writer: ConfigWriter,
-        forwarder: OutcomeForwarder | None,
+        monitor: MonitorSink | None,
         default_pool: Callable[[], Sequence[str]],
     ) -> None:
         self._router = router
         self._writer = writer
-        self._forwarder = forwarder
+        self._monitor = monitor
+        self._outcomes = OutcomeCounts()
         self._default_pool = default_pool
 
     async def GetRoutingTable(
@@ -60,26 +62,26 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: pb.RecordOutcomeRequest, context: Context
     ) -> pb.RecordOutcomeResponse:
         outcome = outcomes.validated(request.request_id, request.value, request.kind)
-        if self._forwarder is None:
+        if self._monitor is None:
             raise FailedPreconditionError(
                 "the router has no monitor to attribute outcomes (set "
                 "MODELHUB_ROUTER_MONITOR_ADDRESS), or send them to the monitor's RecordOutcomes",
                 reason="NO_MONITOR",
             )
-        attributed = await self._forwarder.send(outcome)
+        attributed = await self._monitor.send_outcomes([outcome]) > 0
+        self._outcomes.count(attributed)
         return pb.RecordOutcomeResponse(attributed=attributed, forwarded=True)
 
     async def GetRouterStats(
         self, request: pb.GetRouterStatsRequest, context: Context
     ) -> pb.RouterStats:
-        forwarder = self._forwarder
         return pb.RouterStats(
             revision=self._router.table.revision,
             config_writes=self._writer.writes,
             config_write_errors=self._writer.errors,
             config_dir=str(self._writer.directory),
-            outcomes_attributed=forwarder.attributed if forwarder else 0,
-            outcomes_unattributed=forwarder.unattributed if forwarder else 0,
+            outcomes_attributed=self._outcomes.attributed,
+            outcomes_unattributed=self._outcomes.unattributed,
         )
 
 

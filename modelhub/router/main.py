@@ -18,11 +18,11 @@ from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
+from modelhub.common.monitor_sink import MonitorSink
 from modelhub.common.server import ServiceRuntime, serve_until_signalled, suite_service_names
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from modelhub.router import api, xds
 from modelhub.router.metrics import RouterCollector
-from modelhub.router.outcomes import OutcomeForwarder
 from modelhub.router.probes import ReadinessProber
 from modelhub.router.readiness import ReadinessGate
 from modelhub.router.registry_watch import RegistryWatch
@@ -52,9 +52,9 @@ class RouterApp:
             Path(settings.envoy_config_dir), warm_s=settings.config_warm_s
         )
         self.router = Router(empty_table())
-        self.forwarder: OutcomeForwarder | None = None
+        self.monitor: MonitorSink | None = None
         if settings.monitor_address:
-            self.forwarder = OutcomeForwarder(
+            self.monitor = MonitorSink(
                 settings.monitor_address,
                 token=settings.monitor_token,
                 timeout_s=settings.monitor_timeout_s,
@@ -76,7 +76,7 @@ class RouterApp:
         self.runtime.add_service(
             api.SERVICE_NAME,
             api.add_router_to_server,
-            api.RouterServicer(self.router, self.writer, self.forwarder, lambda: self.default_pool),
+            api.RouterServicer(self.router, self.writer, self.monitor, lambda: self.default_pool),
         )
         if settings.reflect_all:
             self.runtime.advertise(suite_service_names())
@@ -182,8 +182,8 @@ class RouterApp:
         await self.watch.close()
         await self.gate.close()
         await self.prober.close()
-        if self.forwarder is not None:
-            await self.forwarder.close()
+        if self.monitor is not None:
+            await self.monitor.close()
 
     async def stop(self, grace: float | None = None) -> None:
         self.stopped = True
