@@ -155,7 +155,7 @@ class InferenceSettings(ServiceSettings):
         description="Most distinct (endpoint, variant) pairs that label the request "
         "duration histogram. Variants come from a request header that anyone reaching the "
         "port can set: further pairs, and values that are no valid variant name, are "
-        "labelled `other` (counted in modelhub_inference_label_overflow_total).",
+        "labelled `_other` (counted in modelhub_inference_label_overflow_total).",
     )
 
     def max_receive_bytes(self) -> int:

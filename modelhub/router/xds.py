@@ -532,10 +532,15 @@ def snapshot(table: RoutingTable, options: XdsOptions) -> Snapshot:
     return Snapshot(table.revision, clusters(table, options), route_configuration(table, options))
 
 
-def _document(version: str, type_url: str, resources: Iterable[dict[str, Any]]) -> str:
-    body = {"version_info": version, "resources": [{"@type": type_url, **r} for r in resources]}
+def _resources(type_url: str, resources: Iterable[dict[str, Any]]) -> str:
+    """The `resources:` block of a file: what a write compares with the last one."""
+    typed = {"resources": [{"@type": type_url, **r} for r in resources]}
+    return yaml.safe_dump(typed, sort_keys=False, width=100)
+
+
+def _document(version: str, resources: str) -> str:
     header = "# Written by the ModelHub router (modelhub.router.xds); Envoy watches this file.\n"
-    return header + yaml.safe_dump(body, sort_keys=False, width=100)
+    return f"{header}version_info: '{version}'\n{resources}"
 
 
 def _write_atomically(path: Path, text: str, *, replace: bool = True) -> tuple[int, int] | None:
@@ -622,13 +627,13 @@ class ConfigWriter:
 
     def _write_clusters(self, revision: int, clusters: dict[str, dict[str, Any]]) -> bool:
         body = [clusters[k] for k in sorted(clusters)]
-        text = yaml.safe_dump(body, sort_keys=False)
+        text = _resources(_CLUSTER_TYPE, body)
         # Unchanged, and the file on disk is still the one written here (not replaced by
         # someone else, e.g. a seeding step racing a starting router): nothing to do.
         if text == self._clusters_text and _identity(self.clusters_path) == self._clusters_file:
             return False
         self._clusters_file = _write_atomically(
-            self.clusters_path, _document(self._version(revision), _CLUSTER_TYPE, body)
+            self.clusters_path, _document(self._version(revision), text)
         )
         self._clusters_text = text
         self._clusters = dict(clusters)
@@ -640,10 +645,10 @@ class ConfigWriter:
         files written."""
         self.directory.mkdir(parents=True, exist_ok=True)
         written = []
-        clusters = _document(self._version(snap.revision), _CLUSTER_TYPE, snap.clusters)
+        clusters = _document(self._version(snap.revision), _resources(_CLUSTER_TYPE, snap.clusters))
         if _write_atomically(self.clusters_path, clusters, replace=False) is not None:
             written.append(self.clusters_path)
-        routes = _document(self._version(snap.revision), _ROUTE_TYPE, [snap.routes])
+        routes = _document(self._version(snap.revision), _resources(_ROUTE_TYPE, [snap.routes]))
         if _write_atomically(self.routes_path, routes, replace=False) is not None:
             written.append(self.routes_path)
         return written
@@ -656,14 +661,14 @@ class ConfigWriter:
             # Keep the clusters the routes on disk still name until those routes are gone.
             merged = {**self._clusters, **new}
             changed = self._write_clusters(snap.revision, merged)
-            routes_text = yaml.safe_dump(snap.routes, sort_keys=False)
+            routes_text = _resources(_ROUTE_TYPE, [snap.routes])
             on_disk = _identity(self.routes_path)
             if routes_text != self._routes_text or on_disk != self._routes_file:
                 if changed and self.warm_s > 0:
                     sleep(self.warm_s)
                 self._routes_file = _write_atomically(
                     self.routes_path,
-                    _document(self._version(snap.revision), _ROUTE_TYPE, [snap.routes]),
+                    _document(self._version(snap.revision), routes_text),
                 )
                 self._routes_text = routes_text
                 changed = True

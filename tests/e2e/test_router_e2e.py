@@ -15,18 +15,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 
-from modelhub import envoy
 from modelhub.api.monitor.v1 import monitor_pb2 as mpb
 from modelhub.api.monitor.v1 import monitor_pb2_grpc
 from modelhub.api.registry.v1 import registry_pb2 as rpb
@@ -36,6 +32,7 @@ from modelhub.api.router.v1 import router_pb2_grpc
 from modelhub.router.bucketing import Ranges, bucket
 from tests.onnx_models import add_constant
 from tests.service.registry.helpers import upload
+from tests.service.router.helpers import EnvoyProcess, start_envoy
 
 pytestmark = pytest.mark.e2e
 
@@ -227,21 +224,24 @@ async def test_router_end_to_end_with_tritonclient(
     )
     processes.append(router)
     router_address = await router.wait_ready()
-    proxy = EnvoyProcess.start(
+    proxy = await start_envoy(
         tmp_path,
-        replace(
-            envoy.LOCAL,
-            listen_port=_free_port(),
-            admin_port=_free_port(),
-            xds_dir=str(tmp_path / "xds"),
-            router=[router_address],
-            registry=[registry_address],
-            monitor=[monitor_address],
-            inference=list(backends),
-        ),
+        tmp_path / "xds",
+        inference=backends,
+        router=router_address,
+        registry=registry_address,
+        monitor=monitor_address,
     )
-    processes.append(proxy)  # type: ignore[arg-type]
-    front = await proxy.wait_ready()
+    try:
+        await _through_envoy(proxy, registry_address, monitor_address)
+    finally:
+        await proxy.stop()
+    # Graceful shutdown on SIGTERM.
+    assert router.stop() == 0, router.log.read_text()
+
+
+async def _through_envoy(proxy: EnvoyProcess, registry_address: str, monitor_address: str) -> None:
+    front = proxy.address
 
     async with grpc.aio.insecure_channel(front) as channel:
         admin = router_pb2_grpc.RouterServiceStub(channel)  # through Envoy, like any client
@@ -329,77 +329,3 @@ async def test_router_end_to_end_with_tritonclient(
             assert summary.compared == 2 * USERS and summary.failed == 0
             # Version 3 answers x + 3: 2 away from variant a (x + 1), 1 from b (x + 2).
             assert summary.max_abs_diff_max == pytest.approx(2.0, rel=0.02)
-
-    # Graceful shutdown on SIGTERM.
-    assert router.stop() == 0, router.log.read_text()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class EnvoyProcess:
-    """Envoy from the wheel on the suite's bootstrap, as its own process."""
-
-    def __init__(self, params: envoy.EnvoyParams, process: subprocess.Popen[bytes], log: Path):
-        self.params = params
-        self.process = process
-        self.log = log
-
-    @classmethod
-    def start(cls, tmp: Path, params: envoy.EnvoyParams) -> EnvoyProcess:
-        envoy.seed(params)
-        config = tmp / "envoy.yaml"
-        config.write_text(envoy.render(params), encoding="utf-8")
-        log = tmp / "envoy.log"
-        process = subprocess.Popen(
-            [envoy.envoy_binary(), "-c", str(config), "--disable-hot-restart", "-l", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "ab"),  # noqa: SIM115
-        )
-        return cls(params, process, log)
-
-    def _get(self, path: str) -> str:
-        url = f"http://127.0.0.1:{self.params.admin_port}{path}"
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            return str(reply.read().decode())
-
-    async def wait_ready(self) -> str:
-        for _ in range(400):
-            if self.process.poll() is not None:
-                raise AssertionError(f"envoy exited:\n{self.log.read_text()}")
-            try:
-                self._get("/ready")
-                return f"127.0.0.1:{self.params.listen_port}"
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"envoy did not start:\n{self.log.read_text()}")
-
-    async def wait_route(self, name: str) -> None:
-        """Until Envoy took the route `name` from the router's configuration."""
-        for _ in range(200):
-            if f'"{name}"' in self._get("/config_dump?resource=dynamic_route_configs"):
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"envoy never took route {name}")
-
-    def upstream_requests(self, cluster: str) -> dict[str, int]:
-        """host → requests Envoy sent it, for one cluster (admin /clusters)."""
-        counts: dict[str, int] = {}
-        for line in self._get("/clusters").splitlines():
-            parts = line.split("::")
-            if len(parts) == 4 and parts[0] == cluster and parts[2] == "rq_total":
-                counts[parts[1]] = int(parts[3])
-        return counts
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                return self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                return self.process.wait(5)
-        return self.process.returncode

@@ -103,10 +103,29 @@ class EnvoyProcess:
     def admin(self) -> str:
         return f"http://127.0.0.1:{self.params.admin_port}"
 
+    def _get(self, path: str) -> str:
+        with urllib.request.urlopen(f"{self.admin}{path}", timeout=5) as reply:
+            return str(reply.read().decode())
+
     def stats(self) -> dict[str, str]:
-        with urllib.request.urlopen(f"{self.admin}/stats", timeout=5) as reply:
-            lines = reply.read().decode().splitlines()
+        lines = self._get("/stats").splitlines()
         return dict(line.split(": ", 1) for line in lines if ": " in line)
+
+    def upstream_requests(self, cluster: str) -> dict[str, int]:
+        """host → requests Envoy sent it, for one cluster (admin /clusters)."""
+        counts: dict[str, int] = {}
+        for line in self._get("/clusters").splitlines():
+            parts = line.split("::")
+            if len(parts) == 4 and parts[0] == cluster and parts[2] == "rq_total":
+                counts[parts[1]] = int(parts[3])
+        return counts
+
+    async def wait_route(self, name: str, timeout_s: float = 10.0) -> None:
+        """Until Envoy took the route `name` from the router's configuration."""
+        await wait_for(
+            lambda: f'"{name}"' in self._get("/config_dump?resource=dynamic_route_configs"),
+            timeout_s,
+        )
 
     async def stop(self) -> None:
         if self.process.poll() is None:
