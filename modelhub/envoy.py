@@ -16,6 +16,7 @@ Envoy starts with (plain model names and the services; no endpoint yet).
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import string
 import subprocess
@@ -31,6 +32,7 @@ from modelhub.router.table import MAX_SHADOWS, empty_table
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml.tmpl"
 LUA = ROOT / "deploy" / "envoy" / "modelhub.lua"
+LUA_REST_ERRORS = ROOT / "deploy" / "envoy" / "rest_errors.lua"
 DESCRIPTOR = ROOT / "deploy" / "envoy" / "modelhub.pb"
 COMPOSE_CONFIG = ROOT / "deploy" / "compose" / "envoy" / "envoy.yaml"
 
@@ -132,6 +134,11 @@ INTERNAL_HEADERS = (
 )
 
 
+# Inference calls (gRPC, and REST after the transcoder): logged only when they fail (a
+# regex in a string matcher must match the whole path).
+_INFERENCE_PATHS = f"({re.escape(xds.OIP_PREFIX)}|{re.escape(xds.REST_PREFIX)}).*"
+
+
 def access_log_filter(mode: str) -> str:
     """The access log's `filter` block for `mode` (see `EnvoyParams.access_log`)."""
     if mode == "all":
@@ -147,7 +154,7 @@ def access_log_filter(mode: str) -> str:
         "header_filter": {
             "header": {
                 "name": ":path",
-                "string_match": {"prefix": xds.OIP_PREFIX},
+                "string_match": {"safe_regex": {"regex": _INFERENCE_PATHS}},
                 "invert_match": True,
             }
         }
@@ -188,6 +195,7 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
     blocks = {
         "STATIC_CLUSTERS": _yaml_block(static_clusters(params)),
         "LUA_SOURCE": LUA.read_text(encoding="utf-8").rstrip("\n"),
+        "LUA_REST_ERRORS": LUA_REST_ERRORS.read_text(encoding="utf-8").rstrip("\n"),
         "STRIP_HEADERS": _yaml_block([{"remove": header} for header in INTERNAL_HEADERS]),
         "ACCESS_LOG_FILTER": access_log_filter(params.access_log),
         "TRACING": tracing,

@@ -582,14 +582,14 @@ def banner(ports: Ports, var: Path, specs: list[ServiceSpec]) -> str:
     rows = np.random.default_rng(0).normal(0, 1, (1, demo.FEATURES)).round(3).tolist()
     body = (
         '{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 8], '
-        f'"contents": {{"fp32_contents": {rows[0]}}}}}]}}'
+        f'"data": {rows[0]}}}]}}'
     )
     lines = [
         "",
         "ModelHub is up.",
         *(f"  {spec.name:<12} 127.0.0.1:{spec.port:<6} {spec.metrics_url}" for spec in specs),
         "",
-        f"Front door (Envoy): {front}  — gRPC, HTTP/JSON and gRPC-Web",
+        f"Front door (Envoy): {front}  — gRPC, REST v2 (/v2/…), HTTP/JSON and gRPC-Web",
         "",
         "Try:",
         f"  {grpcurl} -plaintext {front} list",

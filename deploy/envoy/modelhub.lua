@@ -20,7 +20,11 @@ local byte, sub = string.byte, string.sub
 pcall(function() math.randomseed(os.time() + math.floor(os.clock() * 1e6)) end)
 
 local OIP = "/inference.GRPCInferenceService/"
+local REST = "/modelhub.rest.v1.InferenceRest/"
 local NAMED = { ModelInfer = true, ModelReady = true, ModelMetadata = true, ModelConfig = true }
+-- A stream is routed as a whole by its headers (x-modelhub-model, the sticky key header):
+-- its messages are never buffered here.
+local STREAM = "ModelStreamInfer"
 local WINDOW = 4096
 local MAX_NAME = 512
 
@@ -202,7 +206,7 @@ local function grpc_error(h, code, message)
   }, "")
 end
 
-local function route_endpoint(h, headers, meta, found)
+local function route_endpoint(h, headers, meta, found, stream)
   local total = meta:get("total")
   local salt = meta:get("salt") or ""
   local key = nil
@@ -232,7 +236,8 @@ local function route_endpoint(h, headers, meta, found)
   end
   headers:replace("x-modelhub-bucket", string.format("%d", bucket))
   local shadows = meta:get("shadows")
-  if shadows ~= nil then
+  -- Streams are not mirrored (a shadow copy of a long-lived stream would hold a replica).
+  if shadows ~= nil and not stream then
     local mirrored = nil
     for i, shadow in ipairs(shadows) do
       local name, cluster, threshold, target = shadow[1], shadow[2], shadow[3], shadow[4]
@@ -257,8 +262,16 @@ end
 function envoy_on_request(h)
   local headers = h:headers()
   local path = headers:get(":path")
-  if path == nil or sub(path, 1, #OIP) ~= OIP then return end
-  local method = sub(path, #OIP + 1)
+  if path == nil then return end
+  local method
+  if sub(path, 1, #OIP) == OIP then
+    method = sub(path, #OIP + 1)
+  elseif sub(path, 1, #REST) == REST then
+    -- REST after the transcoder: a RestRequest (model_name = 1, model_version = 2).
+    method = sub(path, #REST + 1)
+  else
+    return
+  end
   local name = headers:get("x-modelhub-model")
   local found = nil
   if name == nil then
@@ -303,7 +316,7 @@ function envoy_on_request(h)
   if kind ~= "endpoint" then return end
   local meta = h:metadata()
   if meta:get("endpoint") == nil then return end
-  if found == nil and meta:get("key_parameter") ~= nil then
+  if found == nil and meta:get("key_parameter") ~= nil and method ~= STREAM then
     -- The model was named in the header and the key is a request parameter: read the
     -- message (unless compressed) for it.
     local encoding = headers:get("grpc-encoding")
@@ -313,5 +326,5 @@ function envoy_on_request(h)
       meta = h:metadata()
     end
   end
-  route_endpoint(h, headers, meta, found)
+  route_endpoint(h, headers, meta, found, method == STREAM)
 end

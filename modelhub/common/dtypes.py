@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# Open Inference Protocol datatype → numpy dtype (little-endian, as on the wire).
+# Open Inference Protocol datatype → numpy dtype (little-endian, as on the wire). BYTES
+# tensors are object arrays whose elements are Python `bytes` (length-prefixed on the wire).
 OIP_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype("bool"),
     "UINT8": np.dtype("<u1"),
@@ -22,6 +23,12 @@ OIP_TO_NUMPY: dict[str, np.dtype] = {
 }
 
 NUMPY_TO_OIP: dict[np.dtype, str] = {v: k for k, v in OIP_TO_NUMPY.items()}
+
+# The datatypes this server carries end to end (request, session, response). A model whose
+# inputs or outputs have any other type — BF16 (no numpy dtype), ONNX element types without
+# an Open Inference Protocol datatype (complex, float8, int4…), sequences, maps, optionals —
+# is refused when a version is loaded.
+SERVABLE: frozenset[str] = frozenset(OIP_TO_NUMPY)
 
 # ONNX TensorProto.DataType value → Open Inference Protocol datatype.
 ONNX_TO_OIP: dict[int, str] = {
@@ -66,7 +73,7 @@ def numpy_dtype(datatype: str) -> np.dtype | None:
 
 
 # The InferTensorContents field that carries each datatype as typed values (FP16 and BF16
-# have none: raw contents only; BYTES uses bytes_contents).
+# have none: raw contents only).
 TYPED_CONTENTS_FIELD: dict[str, str] = {
     "BOOL": "bool_contents",
     "INT8": "int_contents",
@@ -79,4 +86,5 @@ TYPED_CONTENTS_FIELD: dict[str, str] = {
     "UINT64": "uint64_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }

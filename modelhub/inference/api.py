@@ -4,7 +4,9 @@ protobuf → `InferenceService` → protobuf, and the per-request duration metri
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import grpc
@@ -31,11 +33,15 @@ ROLES: dict[str, Role] = {
     "ModelReady": Role.READER,
     "ModelMetadata": Role.READER,
     "ModelInfer": Role.READER,
+    "ModelStreamInfer": Role.READER,
     "RepositoryIndex": Role.READER,
     "ModelStatistics": Role.READER,
     "ModelConfig": Role.READER,
     # RepositoryModelLoad and RepositoryModelUnload: ADMIN (not listed).
 }
+
+# Messages of one ModelStreamInfer stream running at once.
+STREAM_WINDOW = 256
 
 _CODES: dict[type, grpc.StatusCode] = {}
 
@@ -47,7 +53,7 @@ def _code(exc: ModelHubError) -> grpc.StatusCode:
     return code
 
 
-def _route(context: grpc.aio.ServicerContext) -> Route:
+def route_of(context: grpc.aio.ServicerContext) -> Route:
     """The routing headers Envoy set (docs/data-plane.md), as a domain `Route`."""
     metadata = context.invocation_metadata()
     if not metadata:
@@ -56,6 +62,10 @@ def _route(context: grpc.aio.ServicerContext) -> Route:
     if not headers:
         return DIRECT
     return routing.parse_route(headers)  # type: ignore[arg-type]
+
+
+def _decoder(request: pb.ModelInferRequest, max_request_bytes: int) -> Callable[[], InferRequest]:
+    return functools.partial(convert.infer_request, request, max_request_bytes)
 
 
 def _traceparent(span: trace.Span) -> str:
@@ -104,7 +114,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         try:
-            model, version = routing.model_reference(request.name, request.version, _route(context))
+            model, version = routing.model_reference(
+                request.name, request.version, route_of(context)
+            )
         except NotFoundError:
             return pb.ModelReadyResponse(ready=False)
         ready = await self._service.model_ready(model, version)
@@ -113,7 +125,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        model, version = routing.model_reference(request.name, request.version, _route(context))
+        model, version = routing.model_reference(request.name, request.version, route_of(context))
         description = await self._service.model_metadata(model, version)
         if description.name != request.name:
             description = replace(description, name=request.name)
@@ -122,7 +134,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
-        model, version = routing.model_reference(request.name, request.version, _route(context))
+        model, version = routing.model_reference(request.name, request.version, route_of(context))
         config = await self._service.model_config(model, version)
         if config.name != request.name:
             config = replace(config, name=request.name)
@@ -163,16 +175,115 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
+        route = route_of(context)
+        try:
+            result, labels = await self.infer(
+                context, route, _decoder(request, self._max_request_bytes), request.id
+            )
+            context.set_trailing_metadata(tuple((routing.TRAILERS[k], v) for k, v in labels))
+            return self._response(request, result, labels, route.request_id)
+        finally:
+            # This frame outlives the call in an exception's traceback: keep no data in it.
+            del request
+
+    async def ModelStreamInfer(
+        self,
+        requests: AsyncIterator[pb.ModelInferRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Each message runs like a unary ModelInfer (batched with every other request)
+        and is answered as soon as it completes, so answers may come out of order; a
+        failed message answers `error_message` and the stream goes on."""
+        route = route_of(context)
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        pending: set[asyncio.Task[None]] = set()
+        # Messages in flight per stream: past this the stream is not read (flow control
+        # pushes back on the client) instead of queueing without bound.
+        window = asyncio.Semaphore(STREAM_WINDOW)
+
+        async def run(request: pb.ModelInferRequest, sequence: int) -> None:
+            message_route = routing.message_route(route, request.model_name, sequence)
+            try:
+                result, labels = await self.infer(
+                    context,
+                    message_route,
+                    _decoder(request, self._max_request_bytes),
+                    request.id,
+                )
+                response = self._response(request, result, labels, message_route.request_id)
+                answers.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+            except ModelHubError as exc:
+                answers.put_nowait(
+                    pb.ModelStreamInferResponse(
+                        error_message=f"{_code(exc).name}: {exc}",
+                        infer_response=pb.ModelInferResponse(
+                            id=request.id,
+                            model_name=request.model_name,
+                            model_version=request.model_version,
+                        ),
+                    )
+                )
+            finally:
+                window.release()
+                del request
+
+        async def read() -> None:
+            sequence = 0
+            try:
+                async for request in requests:
+                    await window.acquire()
+                    task = asyncio.ensure_future(run(request, sequence))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    sequence += 1
+            finally:
+                if pending:
+                    await asyncio.wait(set(pending))
+                answers.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+            await reader  # its error (e.g. a malformed message) ends the stream
+        finally:
+            if not reader.done():
+                reader.cancel()
+            for task in list(pending):
+                task.cancel()
+
+    def _response(
+        self,
+        request: pb.ModelInferRequest,
+        result: InferResult,
+        labels: list[tuple[str, str]],
+        request_id: str,
+    ) -> pb.ModelInferResponse:
+        response = convert.infer_response(request, result, labels)
+        if not response.id and request_id:
+            # The id the request is known by (Envoy's x-request-id): what outcomes and
+            # the monitor's events refer to.
+            response.id = request_id
+        return response
+
+    async def infer(
+        self,
+        context: grpc.aio.ServicerContext,
+        route: Route,
+        decode: Callable[[], InferRequest],
+        request_id: str,
+    ) -> tuple[InferResult, list[tuple[str, str]]]:
+        """One inference call whatever the protocol (gRPC unary or stream, REST): decode,
+        apply Envoy's routing decision, run, and count and report it. Returns the result
+        and the (parameter, value) pairs naming what served it."""
         start = time.perf_counter()
         model = version = ""  # requests that never reached a version are counted unlabelled
         code = grpc.StatusCode.OK
-        route = DIRECT
         domain: InferRequest | None = None
         result: InferResult | None = None
         span = trace.get_current_span()
         try:
-            route = _route(context)
-            domain = convert.infer_request(request, self._max_request_bytes)
+            domain = decode()
             domain.model, domain.version = routing.model_reference(
                 domain.model, domain.version, route
             )
@@ -185,14 +296,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if span.is_recording():
                 span.set_attribute("modelhub.model", model)
                 span.set_attribute("modelhub.version", version)
-            labels = routing.served_labels(route, result.model, result.version)
-            context.set_trailing_metadata(tuple((routing.TRAILERS[k], v) for k, v in labels))
-            response = convert.infer_response(request, result, labels)
-            if not response.id and route.request_id:
-                # The id the request is known by (Envoy's x-request-id): what outcomes and
-                # the monitor's events refer to.
-                response.id = route.request_id
-            return response
+            return result, routing.served_labels(route, result.model, result.version)
         except ModelHubError as exc:
             code = _code(exc)
             if domain is not None and domain.served_version is not None:
@@ -222,7 +326,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if reporter is not None and version:
                 reporter.report(
                     route,
-                    request.id,
+                    request_id or (domain.id if domain is not None else ""),
                     time.time() - latency,
                     latency,
                     model,
@@ -233,4 +337,4 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     _traceparent(span),
                 )
             # This frame outlives the call in an exception's traceback: keep no data in it.
-            del request, domain, result
+            del domain, result, decode

@@ -7,7 +7,9 @@ executor per session instance.
   past `max_queue_delay` for the oldest request.
 - Rows of many requests are concatenated along the first dimension; only requests whose
   other dimensions agree (equal shape key) share a batch. Requests with several rows
-  count all their rows.
+  count all their rows. String tensors (object arrays of `str`, see `signature`)
+  concatenate and split the same way; nothing here weighs requests in bytes (the request
+  size limit is applied when decoding, on the payload bytes).
 - Priority levels are strict: a batch starts from the highest level with work and fills
   with lower levels' compatible requests only where rows are left.
 - The queue is bounded: a full queue refuses at once (QueueFullError). A request whose

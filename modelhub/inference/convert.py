@@ -13,7 +13,15 @@ from modelhub.api.oip import grpc_predict_v2_pb2 as pb
 from modelhub.api.oip import model_config_pb2 as mpb
 from modelhub.common.dtypes import TYPED_CONTENTS_FIELD
 from modelhub.common.errors import InvalidArgumentError, PayloadTooLargeError
-from modelhub.inference.codec import decode_raw, decode_typed, dtype_of
+from modelhub.inference.codec import (
+    BYTES,
+    bytes_payload_size,
+    decode_raw,
+    decode_typed,
+    dtype_of,
+    encode_bytes_raw,
+    min_element_bytes,
+)
 from modelhub.inference.repository import IndexEntry, ServedVersion, VersionState
 from modelhub.inference.request import InferRequest, InferResult, InputTensor
 from modelhub.inference.service import ModelConfiguration, ModelDescription
@@ -27,7 +35,7 @@ from modelhub.inference.spec import (
 )
 from modelhub.inference.stats import Duration
 
-# The typed-contents field of each datatype (BYTES is not served).
+# The typed-contents field of each datatype (FP16 and BF16 have none).
 TYPED_FIELD = TYPED_CONTENTS_FIELD
 # The most dimensions a tensor may have (numpy's limit, NPY_MAXDIMS).
 MAX_DIMS = 64
@@ -75,7 +83,8 @@ def infer_request(request: pb.ModelInferRequest, max_request_bytes: int) -> Infe
                     field=f"inputs[{index}].contents",
                 )
             datatype = tensor.datatype
-            itemsize = dtype_of(datatype, f"inputs[{index}].datatype").itemsize
+            # BYTES: every element takes at least its length prefix.
+            itemsize = min_element_bytes(datatype, f"inputs[{index}].datatype")
             shape = checked_shape(tensor.shape, itemsize, max_request_bytes, f"inputs[{index}]")
             data = decode_raw(raw, datatype, shape, index)
             inputs.append(InputTensor(tensor.name, datatype, shape, data))
@@ -91,10 +100,17 @@ def infer_request(request: pb.ModelInferRequest, max_request_bytes: int) -> Infe
                     field=f"{field}.contents",
                 )
             values = getattr(tensor.contents, contents)
-            size += len(values) * dtype.itemsize
+            if tensor.datatype == BYTES:
+                # Counted as their raw encoding would be: bytes plus a length prefix each
+                # (not the 8 bytes of an object pointer).
+                size += bytes_payload_size(values)
+                itemsize = min_element_bytes(BYTES, field)
+            else:
+                size += len(values) * dtype.itemsize
+                itemsize = dtype.itemsize
             if size > max_request_bytes:
                 raise _too_large(size, max_request_bytes)
-            shape = checked_shape(tensor.shape, dtype.itemsize, max_request_bytes, field)
+            shape = checked_shape(tensor.shape, itemsize, max_request_bytes, field)
             data = decode_typed(values, tensor.datatype, shape, field)
             inputs.append(InputTensor(tensor.name, tensor.datatype, shape, data))
     priority = 0
@@ -172,7 +188,8 @@ def infer_response(
     Outputs go in raw_output_contents (what tritonclient reads, and the fast path), except
     for requests that sent their inputs as typed contents — JSON clients through Envoy's
     transcoder, grpcurl — which get typed contents back: numbers, not base64 bytes. Outputs
-    with a datatype that has no typed field (FP16) keep the answer raw.
+    with a datatype that has no typed field (FP16) keep the answer raw. BYTES outputs are
+    length-prefixed in raw contents, `bytes_contents` in typed ones.
     """
     outputs = result.outputs
     typed = not request.raw_input_contents and all(o.datatype in TYPED_FIELD for o in outputs)
@@ -190,7 +207,9 @@ def infer_response(
                 output.data.ravel().tolist()
             )
     else:
-        response.raw_output_contents.extend(o.data.tobytes() for o in outputs)
+        response.raw_output_contents.extend(
+            encode_bytes_raw(o.data) if o.datatype == BYTES else o.data.tobytes() for o in outputs
+        )
     parameters = response.parameters
     if request.parameters:
         parameters.MergeFrom(request.parameters)

@@ -18,11 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from modelhub.api.inference.v1 import inference_pb2_grpc as ipb_grpc
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+from modelhub.api.oip import rest_pb2_grpc as rest_grpc
 from modelhub.common.events import EventPipeline, EventSink
 from modelhub.common.monitor_sink import MonitorSink, register_pipeline_metrics
 from modelhub.common.server import ServiceRuntime, serve_until_signalled
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
-from modelhub.inference import api, repository_api
+from modelhub.inference import api, repository_api, rest_api
 from modelhub.inference.cache import ArtifactCache
 from modelhub.inference.deployments import DeploymentWatcher
 from modelhub.inference.local_source import DirectoryModelSource
@@ -160,10 +161,17 @@ class InferenceApp:
                 sample_rate=settings.event_sample_rate,
                 max_values=settings.event_max_values,
             )
+        servicer = api.InferenceServicer(
+            self.service, self.metrics, settings.max_request_bytes, reporter
+        )
         self.runtime.add_service(
-            api.SERVICE_NAME,
-            pb_grpc.add_GRPCInferenceServiceServicer_to_server,
-            api.InferenceServicer(self.service, self.metrics, settings.max_request_bytes, reporter),
+            api.SERVICE_NAME, pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer
+        )
+        # REST through Envoy's transcoder (the inference port itself speaks only gRPC).
+        self.runtime.add_service(
+            rest_api.SERVICE_NAME,
+            rest_grpc.add_InferenceRestServicer_to_server,
+            rest_api.InferenceRestServicer(self.service, servicer, settings.max_request_bytes),
         )
         # ServerReady turns false as soon as stopping begins, with the health status.
         self.runtime.on_stop(self.service.shutting_down)

@@ -37,6 +37,8 @@ class InferRequest:
     background: bool = False
     # Set once the request reached a version (for metrics labels when it then fails).
     served_version: int | None = None
+    # The caller's request id where the protocol carries it in the body (REST).
+    id: str = ""
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ mirrored primary. Requests without these headers are direct calls: the body name
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from modelhub.common.errors import InvalidArgumentError, NotFoundError
 from modelhub.common.names import is_resource_id
@@ -177,6 +177,21 @@ def model_reference(name: str, version: str, route: Route) -> tuple[str, str]:
             metadata={"model": name},
         )
     return name, version
+
+
+def message_route(route: Route, name: str, sequence: int) -> Route:
+    """The route of message `sequence` of a stream that Envoy routed as a whole by its
+    headers: the stream's decision for messages that name its endpoint (or no model), a
+    direct call for messages naming another model. Each message gets its own request id
+    (`{x-request-id}.{sequence}`), so that events and outcomes tell them apart."""
+    request_id = f"{route.request_id}.{sequence}" if route.request_id else ""
+    if (
+        route.routed
+        and name
+        and name.removeprefix("endpoints/") != route.endpoint.removeprefix("endpoints/")
+    ):
+        return Route(key_hash=route.key_hash, request_id=request_id)
+    return replace(route, request_id=request_id)
 
 
 def served_labels(route: Route, model: str, version: int) -> list[tuple[str, str]]:

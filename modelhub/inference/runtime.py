@@ -4,6 +4,11 @@ CUDA is used when it really works, not merely when it is compiled in: the GPU wh
 `CUDAExecutionProvider` even without a GPU or CUDA libraries, and a session then falls
 back to CPU with a logged error. So the factory probes once with a one-node model and
 reads `session.get_providers()`, and every session checks what it really got.
+
+A model whose inputs or outputs this server cannot carry is refused when its first session
+exists (`check_servable`), before the others are built. String tensors cross the session
+boundary as ONNX Runtime wants them: object arrays of `str` in (`ModelSignature.prepare`
+decodes them), object arrays of `bytes` out (`OrtInstance.timed_run` encodes them).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import numpy as np
 import onnxruntime as ort
 
 from modelhub.common.errors import FailedPreconditionError, InvalidArtifactError
-from modelhub.inference.signature import ModelSignature
+from modelhub.inference.codec import bytes_elements
+from modelhub.inference.signature import ModelSignature, check_servable, schema_from_session
 from modelhub.inference.spec import Device, RuntimeOptions
 
 log = logging.getLogger("modelhub.inference.runtime")
@@ -61,6 +67,10 @@ class OrtInstance:
         self.session = session
         self.provider = session.get_providers()[0]
         self._run = run
+        # Outputs that are string tensors: answered as bytes, the BYTES representation.
+        self._string_outputs = tuple(
+            i for i, o in enumerate(session.get_outputs()) if o.type == "tensor(string)"
+        )
         # One thread per session: runs of one instance never overlap, and a slow model
         # occupies only its own threads.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
@@ -68,6 +78,10 @@ class OrtInstance:
     def timed_run(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
         start = time.perf_counter()
         outputs = self._run(None, feeds)
+        if self._string_outputs:
+            outputs = list(outputs)
+            for index in self._string_outputs:
+                outputs[index] = bytes_elements(outputs[index])
         return outputs, time.perf_counter() - start
 
     def close(self) -> None:
@@ -138,6 +152,10 @@ class SessionFactory:
                 )
             except Exception as exc:
                 raise InvalidArtifactError(f"ONNX Runtime cannot load model {name}: {exc}") from exc
+            if index == 0:  # before building more of a model that cannot be served
+                check_servable(
+                    schema_from_session(session.get_inputs(), session.get_outputs()), name
+                )
             if options.device is Device.GPU and session.get_providers()[0] != CUDA:
                 raise FailedPreconditionError(
                     f"model {name} did not get the CUDA execution provider",
@@ -160,10 +178,13 @@ def warm_up(
     for size in rows:
         feeds = {}
         for spec in signature.inputs:
-            dtype = spec.dtype if spec.dtype is not None else np.dtype("float32")
             shape = [d if d >= 0 else 1 for d in spec.shape]
             if signature.batchable:
                 shape[0] = size
+            if spec.strings:  # empty strings, as ONNX Runtime takes them
+                feeds[spec.name] = np.full(shape, "", dtype=object)
+                continue
+            dtype = spec.dtype if spec.dtype is not None else np.dtype("float32")
             feeds[spec.name] = np.zeros(shape, dtype=dtype)
         instance.timed_run(feeds)  # the first run of a size pays one-time costs
         for _ in range(repeats):

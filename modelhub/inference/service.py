@@ -25,7 +25,14 @@ from modelhub.inference.signature import ModelSignature
 from modelhub.inference.spec import Device, LoadOptions, LoadOverrides, ModelSchema
 
 SERVER_NAME = "modelhub-inference"
-EXTENSIONS = ("model_repository", "statistics", "schedule_policy", "parameters")
+EXTENSIONS = (
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "schedule_policy",
+    "parameters",
+    "binary_tensor_data",
+)
 PLATFORM = "onnxruntime_onnx"
 
 
@@ -132,6 +139,25 @@ class InferenceService:
             served.info.model,
             served.info.version,
             [OutputTensor(specs[i].name, specs[i].datatype, outputs[i]) for i in indices],
+        )
+
+    async def model_readiness(self, model: str, version: str) -> tuple[bool, str]:
+        """Whether the version is served here now, and why not (never loads anything).
+        NOT_FOUND for a model or version that does not exist."""
+        if self.repository.lookup(model, version) is not None:
+            return True, ""
+        info = await self.repository.resolve(model, version)
+        if self.repository.lookup(model, str(info.version)) is not None:
+            return True, ""
+        where = f"version {info.version} of model {model!r}"
+        if self.repository.is_pinned((model, info.version)):
+            return False, (
+                f"{where} is deployed here and not loaded yet (loading, or its load failed: "
+                "RepositoryIndex gives the reason)"
+            )
+        return False, (
+            f"{where} is not loaded on this server; it is not deployed here and loads on "
+            "demand with the first inference request"
         )
 
     async def model_ready(self, model: str, version: str) -> bool:

@@ -4,6 +4,10 @@ Built from the ONNX Runtime session itself (the authority on what the graph acce
 a request is validated against exactly what will run. A model is *batchable* when every
 input and output has a dynamic first dimension: then rows of many requests can be
 concatenated along it. Other models run one request per session call.
+
+BYTES inputs arrive as object arrays of `bytes`; `prepare` hands them to the batcher as
+ONNX Runtime takes string tensors (object arrays of `str`, UTF-8 checked per request, so a
+bad element fails its own request, not the batch it would have joined).
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelhub.common.dtypes import OIP_TO_NUMPY, ORT_TO_OIP
-from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.dtypes import OIP_TO_NUMPY, ORT_TO_OIP, SERVABLE
+from modelhub.common.errors import FailedPreconditionError, InvalidArgumentError
+from modelhub.inference.codec import BYTES, ort_strings
 from modelhub.inference.request import InputTensor
 from modelhub.inference.spec import ModelSchema, TensorSpec
 
@@ -29,6 +34,11 @@ class _Tensor:
     datatype: str
     dtype: np.dtype | None
     shape: tuple[int, ...]
+
+    @property
+    def strings(self) -> bool:
+        """A string tensor (BYTES on the wire, `str` elements for ONNX Runtime)."""
+        return self.datatype == BYTES
 
 
 def _dims(shape: Sequence[object] | None) -> tuple[int, ...]:
@@ -50,6 +60,41 @@ def schema_from_session(inputs: Sequence[object], outputs: Sequence[object]) -> 
     return ModelSchema(tuple(spec(a) for a in inputs), tuple(spec(a) for a in outputs))
 
 
+def _why_unservable(datatype: str) -> str:
+    for prefix, kind in (
+        ("seq(", "an ONNX sequence"),
+        ("map(", "an ONNX map"),
+        ("optional(", "an ONNX optional"),
+        ("sparse_tensor(", "a sparse tensor"),
+    ):
+        if datatype.startswith(prefix):
+            return f"{datatype} ({kind}; only tensors can be served)"
+    if datatype == "BF16":
+        return "BF16 (bfloat16 has no numpy type: this server cannot carry it)"
+    if datatype.startswith("tensor(") and datatype.endswith(")"):
+        return f"{datatype} (no Open Inference Protocol datatype)"
+    return f"{datatype or 'an unknown type'} (not a tensor type this server carries)"
+
+
+def check_servable(schema: ModelSchema, model: str) -> None:
+    """Refuse (FAILED_PRECONDITION, reason UNSUPPORTED_DATATYPE) a model with inputs or
+    outputs that requests or answers cannot carry: such a version must fail to load, not
+    be READY and then fail every call."""
+    problems = [
+        f"{role} {t.name!r} is {_why_unservable(t.datatype)}"
+        for role, tensors in (("input", schema.inputs), ("output", schema.outputs))
+        for t in tensors
+        if t.datatype not in SERVABLE
+    ]
+    if problems:
+        raise FailedPreconditionError(
+            f"model {model} cannot be served: {'; '.join(problems)}. Served tensors have one "
+            f"of the datatypes {', '.join(sorted(SERVABLE))}",
+            reason="UNSUPPORTED_DATATYPE",
+            metadata={"model": model},
+        )
+
+
 class ModelSignature:
     """Validates decoded inputs against a schema and orders them for the session."""
 
@@ -67,6 +112,8 @@ class ModelSignature:
         self.output_names = tuple(t.name for t in self.outputs)
         self._by_name = {t.name: t for t in self.inputs}
         self._output_index = {t.name: t.index for t in self.outputs}
+        # Session positions of the string inputs (converted for ONNX Runtime in `prepare`).
+        self._strings = tuple(t.index for t in self.inputs if t.strings)
         self.batchable = bool(self.inputs) and all(
             len(t.shape) >= 1 and t.shape[0] == -1 for t in (*self.inputs, *self.outputs)
         )
@@ -81,11 +128,13 @@ class ModelSignature:
         """
         count = len(self.inputs)
         ready: tuple[np.ndarray, ...]
+        positions: Sequence[int] = (0,)  # request position of each session input
         if count == 1 and len(tensors) == 1:  # the common case, without the bookkeeping
             self._check(0, tensors[0])
             ready = (tensors[0].data,)
         else:
             slots: list[np.ndarray | None] = [None] * count
+            positions = [0] * count
             for position, tensor in enumerate(tensors):
                 spec = self._check(position, tensor)
                 if slots[spec.index] is not None:
@@ -94,6 +143,7 @@ class ModelSignature:
                         field=f"inputs[{position}].name",
                     )
                 slots[spec.index] = tensor.data
+                positions[spec.index] = position
             missing = [t.name for t in self.inputs if slots[t.index] is None]
             if missing:
                 raise InvalidArgumentError(
@@ -103,7 +153,7 @@ class ModelSignature:
                 )
             ready = tuple(a for a in slots if a is not None)
         if not self.batchable:
-            return ready, 1, None
+            return (self._texts(ready, positions) if self._strings else ready), 1, None
         rows = ready[0].shape[0]
         for position, array in enumerate(ready):
             if array.shape[0] != rows:
@@ -120,7 +170,21 @@ class ModelSignature:
                 f"{self.max_rows} per request (max_batch_size)",
                 field="inputs[0].shape",
             )
+        if self._strings:  # last: a request refused above costs no decoding
+            ready = self._texts(ready, positions)
         return ready, rows, tuple(a.shape[1:] for a in ready)
+
+    def _texts(
+        self, ready: tuple[np.ndarray, ...], positions: Sequence[int]
+    ) -> tuple[np.ndarray, ...]:
+        """`ready` with its string inputs decoded from UTF-8 for ONNX Runtime."""
+        arrays = list(ready)
+        for index in self._strings:
+            position = positions[index]
+            arrays[index] = ort_strings(
+                arrays[index], self.input_names[index], f"inputs[{position}]"
+            )
+        return tuple(arrays)
 
     def _check(self, position: int, tensor: InputTensor) -> _Tensor:
         spec = self._by_name.get(tensor.name)

@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -54,6 +55,27 @@ CLUSTERS_FILE = "clusters.yaml"
 ROUTES_FILE = "routes.yaml"
 LUA_NAMESPACE = "envoy.filters.http.lua"
 OIP_PREFIX = "/inference.GRPCInferenceService/"
+# REST (the transcoder maps /v2 paths to these services; docs/rest.md).
+REST_PREFIX = "/modelhub.rest.v1.InferenceRest/"
+REST_REPOSITORY_PREFIX = "/modelhub.rest.v1.RepositoryRest/"
+# The Lua filter that rewrites REST errors to the protocol's {"error": "…"} (bootstrap
+# filter name), enabled per route on the REST routes.
+REST_ERRORS_FILTER = "modelhub.rest_errors"
+REST_ERRORS = {
+    REST_ERRORS_FILTER: {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+        "name": "rest_errors",
+    }
+}
+# Triton's repository and statistics extensions through the front door act on the whole
+# deployment: the router answers them (load/unload change the deployment, statistics are
+# summed across replicas).
+OIP_DEPLOYMENT_METHODS = (
+    "RepositoryIndex",
+    "RepositoryModelLoad",
+    "RepositoryModelUnload",
+    "ModelStatistics",
+)
 DEFAULT_CLUSTER = "inference"  # the default inference pool (static, in Envoy's bootstrap)
 # Mirror headers the Lua filter clears: x-modelhub-mirror-0..7.
 
@@ -389,19 +411,29 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
         action["request_mirror_policies"] = [
             {"cluster_header": f"x-modelhub-mirror-{i}"} for i in range(len(shadows))
         ]
+    match_headers = [
+        {"name": "x-modelhub-route", "string_match": {"exact": "endpoint"}},
+        {"name": "x-modelhub-model", "string_match": {"exact": endpoint.id}},
+    ]
     return {
         "name": f"endpoint-{endpoint.id}",
-        "match": {
-            "prefix": OIP_PREFIX,
-            "headers": [
-                {"name": "x-modelhub-route", "string_match": {"exact": "endpoint"}},
-                {"name": "x-modelhub-model", "string_match": {"exact": endpoint.id}},
-            ],
-        },
+        "match": {"prefix": OIP_PREFIX, "headers": match_headers},
         "metadata": {"filter_metadata": {LUA_NAMESPACE: metadata}},
         "route": action,
         "request_headers_to_remove": list(ROUTING_ONLY),
     }
+
+
+def endpoint_routes(endpoint: EndpointRoute, options: XdsOptions) -> list[dict[str, Any]]:
+    """The endpoint's gRPC route and its REST twin (same decision, REST error bodies)."""
+    grpc_route = endpoint_route(endpoint, options)
+    rest_route = {
+        **grpc_route,
+        "name": f"{grpc_route['name']}-rest",
+        "match": {**grpc_route["match"], "prefix": REST_PREFIX},
+        "typed_per_filter_config": REST_ERRORS,
+    }
+    return [grpc_route, rest_route]
 
 
 def _retry_policy(retries: int, *, failover: bool = False) -> dict[str, Any]:
@@ -448,16 +480,29 @@ def service_routes(options: XdsOptions) -> list[dict[str, Any]]:
     plane services."""
     registry = "modelhub\\.registry\\.v1\\.RegistryService"
     monitor = "modelhub\\.monitor\\.v1\\.MonitorService"
+    inference = {
+        "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+        "retry_policy": _retry_policy(options.retries),
+    }
+    rest = {"typed_per_filter_config": REST_ERRORS}
     return [
         # Plain model names and unknown names: inference resolves them.
-        _prefix(
-            OIP_PREFIX,
-            DEFAULT_CLUSTER,
-            f"{options.inference_timeout_s:g}s",
-            max_stream_duration={"grpc_timeout_header_max": "0s"},
-            retry_policy=_retry_policy(options.retries),
-        )
+        _prefix(OIP_PREFIX, DEFAULT_CLUSTER, f"{options.inference_timeout_s:g}s", **inference)
         | {"request_headers_to_remove": list(ROUTING_ONLY)},
+        _prefix(REST_PREFIX, DEFAULT_CLUSTER, f"{options.inference_timeout_s:g}s", **inference)
+        | {"request_headers_to_remove": list(ROUTING_ONLY)}
+        | rest,
+        _prefix(REST_REPOSITORY_PREFIX, "router", "120s") | rest,
+        # A /v2 path the transcoder did not map (it answers 404 itself; this route gives
+        # that answer the REST error body).
+        {
+            "match": {"prefix": "/v2"},
+            "direct_response": {
+                "status": 404,
+                "body": {"inline_string": '{"error":"no such REST path"}'},
+            },
+        }
+        | rest,
         _prefix("/modelhub.router.v1.RouterService/", "router", "30s"),
         # Registry: reads are idempotent and retried; writes and uploads are not. Watch and
         # Download stream for as long as the client wants (no timeout).
@@ -498,7 +543,12 @@ CORS = {
 
 
 def route_configuration(table: RoutingTable, options: XdsOptions) -> dict[str, Any]:
-    routes = [endpoint_route(table.endpoints[k], options) for k in sorted(table.endpoints)]
+    # Triton's deployment-wide extensions first: a client's x-modelhub-model header must
+    # not send them to one endpoint variant.
+    methods = "|".join(OIP_DEPLOYMENT_METHODS)
+    routes = [_regex(f"^{re.escape(OIP_PREFIX)}({methods})$", "router", "120s")]
+    for key in sorted(table.endpoints):
+        routes.extend(endpoint_routes(table.endpoints[key], options))
     return {
         "name": ROUTE_CONFIG,
         "virtual_hosts": [

@@ -80,7 +80,7 @@ def test_narrow_integers_out_of_range_are_refused() -> None:
 
 @pytest.mark.parametrize(
     ("datatype", "message"),
-    [("FP16", "only be sent as raw"), ("BYTES", "not supported"), ("FLOAT", "not supported")],
+    [("FP16", "only be sent as raw"), ("BF16", "not supported"), ("FLOAT", "not supported")],
 )
 def test_unsupported_typed_datatypes(datatype: str, message: str) -> None:
     request = pb.ModelInferRequest(model_name="m")

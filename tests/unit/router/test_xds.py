@@ -294,6 +294,8 @@ def test_every_named_cluster_exists(snap: xds.Snapshot) -> None:
     names = [c["name"] for c in snap.clusters]
     assert len(names) == len(set(names)) and names == sorted(names)
     for r in routes_of(snap):
+        if "direct_response" in r:
+            continue
         action = r["route"]
         if "weighted_clusters" in action:
             for entry in action["weighted_clusters"]["clusters"]:
@@ -311,15 +313,23 @@ def test_endpoint_routes_come_before_the_catch_all(snap: xds.Snapshot) -> None:
     routes = routes_of(snap)
     names = [r.get("name", "") for r in routes]
     endpoint_indexes = [i for i, n in enumerate(names) if n.startswith("endpoint-")]
+    # Each endpoint has a gRPC route and its REST twin (same decision, REST error bodies).
     assert [names[i] for i in endpoint_indexes] == [
-        "endpoint-checkout",
-        "endpoint-open",
-        "endpoint-rescued",
-        "endpoint-search",
+        f"endpoint-{e}{kind}"
+        for e in ("checkout", "open", "rescued", "search")
+        for kind in ("", "-rest")
     ]
-    (catch_all,) = [i for i, r in enumerate(routes) if r["match"] == {"prefix": xds.OIP_PREFIX}]
-    assert max(endpoint_indexes) < catch_all
-    assert routes[catch_all]["route"]["cluster"] == xds.DEFAULT_CLUSTER
+    for i in endpoint_indexes:
+        rest = names[i].endswith("-rest")
+        assert routes[i]["match"]["prefix"] == (xds.REST_PREFIX if rest else xds.OIP_PREFIX)
+        assert ("typed_per_filter_config" in routes[i]) == rest
+    for prefix in (xds.OIP_PREFIX, xds.REST_PREFIX):
+        (catch_all,) = [i for i, r in enumerate(routes) if r["match"] == {"prefix": prefix}]
+        assert max(endpoint_indexes) < catch_all
+        assert routes[catch_all]["route"]["cluster"] == xds.DEFAULT_CLUSTER
+    # Triton's deployment-wide extensions go to the router, before any endpoint route.
+    assert routes[0]["route"]["cluster"] == "router"
+    assert "ModelStatistics" in routes[0]["match"]["safe_regex"]["regex"]
     assert snap.routes["name"] == xds.ROUTE_CONFIG
 
 
@@ -360,7 +370,8 @@ def test_empty_table_routes_models_and_services_only() -> None:
     snapshot = xds.snapshot(table(state()), OPTIONS)
     assert snapshot.clusters == []
     assert not any(r.get("name", "").startswith("endpoint-") for r in routes_of(snapshot))
-    assert routes_of(snapshot)[0]["route"]["cluster"] == xds.DEFAULT_CLUSTER
+    assert routes_of(snapshot)[0]["route"]["cluster"] == "router"  # Triton's extensions
+    assert routes_of(snapshot)[1]["route"]["cluster"] == xds.DEFAULT_CLUSTER
 
 
 # ------------------------------------------------------------------- Envoy validation
@@ -422,7 +433,7 @@ def named_clusters(writer: xds.ConfigWriter) -> set[str]:
     (config,) = yaml.safe_load(writer.routes_path.read_text())["resources"]
     names: set[str] = set()
     for r in config["virtual_hosts"][0]["routes"]:
-        for entry in r["route"].get("weighted_clusters", {}).get("clusters", []):
+        for entry in r.get("route", {}).get("weighted_clusters", {}).get("clusters", []):
             names.add(entry["name"])
         if "metadata" in r:
             names |= {s[1] for s in lua(r).get("shadows", [])}
