@@ -20,10 +20,10 @@ REPOSITORY_SCRIPT = Path(__file__).with_name("triton_repository_script.py")
 
 
 async def _tritonclient(*args: str) -> dict:
-    return await _tritonclient_script(SCRIPT, *args)
+    return await run_script(SCRIPT, *args)
 
 
-async def _tritonclient_script(script: Path, *args: str) -> dict:
+async def run_script(script: Path, *args: str) -> dict:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(script),
@@ -75,7 +75,7 @@ async def test_tritonclient_repository_statistics_and_config(
     source = MemorySource()
     source.add("mlp", 1, mlp_model(2))
     app = await start_inference(source=source, max_batch_size=32, max_queue_delay_us=250)
-    got = await _tritonclient_script(REPOSITORY_SCRIPT, app.address, "mlp")
+    got = await run_script(REPOSITORY_SCRIPT, app.address, "mlp")
     assert got["before"] == {}
     assert got["loaded"]["models"] == [{"name": "mlp", "version": "1", "state": "READY"}]
     config = got["config"]["config"]

@@ -473,3 +473,13 @@ async def start_monitor(tmp_path: Path, **overrides: Any) -> Any:
 
 def monitor_stub(channel: grpc.aio.Channel) -> monitor_pb2_grpc.MonitorServiceStub:
     return monitor_pb2_grpc.MonitorServiceStub(channel)
+
+
+async def ab_endpoint(stub: registry_pb2_grpc.RegistryServiceStub, envoy: EnvoyProcess) -> None:
+    """Endpoint `ab`: variants a (m v1) and b (m v2) at 50/50, sticky by `x-user-id`;
+    returns once Envoy routes it over gRPC and REST."""
+    await create_endpoint(
+        stub, "ab", [variant("a", 1, 50), variant("b", 2, 50)], sticky_key=by_user()
+    )
+    await envoy.wait_route("endpoint-ab")
+    await envoy.wait_route("endpoint-ab-rest")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,8 +14,9 @@ import numpy as np
 import pytest
 
 from modelhub.api.registry.v1 import registry_pb2_grpc
+from tests.service.inference.test_tritonclient import run_script
 from tests.service.router.conftest import FrontDoorFactory
-from tests.service.router.helpers import FEATURES, by_user, create_endpoint, variant
+from tests.service.router.helpers import FEATURES, ab_endpoint
 
 HTTP_SCRIPT = Path(__file__).with_name("triton_http_script.py")
 
@@ -158,10 +158,7 @@ async def test_endpoint_sticky_by_header(
     front_doors: FrontDoorFactory, registry_api: registry_pb2_grpc.RegistryServiceStub
 ) -> None:
     door = await front_doors()
-    await create_endpoint(
-        registry_api, "ab", [variant("a", 1, 50), variant("b", 2, 50)], sticky_key=by_user()
-    )
-    await door.envoy.wait_route("endpoint-ab-rest")
+    await ab_endpoint(registry_api, door.envoy)
     seen: dict[str, set[str]] = {}
     for user in ("u1", "u2", "u3", "u4", "u5", "u6"):
         for _ in range(3):
@@ -179,25 +176,12 @@ async def test_endpoint_sticky_by_header(
     assert grpc_variant == {u: next(iter(v)) for u, v in seen.items()}
 
 
-async def _script(*args: str) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, stderr.decode()
-    result: dict[str, Any] = json.loads(stdout)
-    return result
-
-
 async def test_tritonclient_http_json_binary_and_gzip(
     front_doors: FrontDoorFactory, registry_api: registry_pb2_grpc.RegistryServiceStub
 ) -> None:
     door = await front_doors()
-    await create_endpoint(
-        registry_api, "ab", [variant("a", 1, 50), variant("b", 2, 50)], sticky_key=by_user()
-    )
-    await door.envoy.wait_route("endpoint-ab-rest")
-    got = await _script(str(HTTP_SCRIPT), door.envoy.address, "ab", "3", str(FEATURES))
+    await ab_endpoint(registry_api, door.envoy)
+    got = await run_script(HTTP_SCRIPT, door.envoy.address, "ab", "3", str(FEATURES))
     assert got["live"] and got["ready"] and got["model_ready"]
     assert got["unknown_ready"] is False
     assert got["metadata"]["inputs"][0] == {

@@ -20,12 +20,10 @@ from modelhub.inference.main import InferenceApp
 from tests.service.router.conftest import FrontDoorFactory
 from tests.service.router.helpers import (
     FEATURES,
-    by_user,
-    create_endpoint,
+    ab_endpoint,
     infer_request,
     output,
     params,
-    variant,
 )
 
 SCRIPT = Path(__file__).with_name("triton_stream_script.py")
@@ -77,10 +75,7 @@ async def test_endpoint_stream_is_sticky_and_other_models_run_directly(
     front_doors: FrontDoorFactory, registry_api: registry_pb2_grpc.RegistryServiceStub
 ) -> None:
     door = await front_doors()
-    await create_endpoint(
-        registry_api, "ab", [variant("a", 1, 50), variant("b", 2, 50)], sticky_key=by_user()
-    )
-    await door.envoy.wait_route("endpoint-ab")
+    await ab_endpoint(registry_api, door.envoy)
     for user in ("u1", "u2", "u3", "u4"):
         expected = await door.clients.variant("ab", user)
         requests = []
