@@ -59,7 +59,8 @@ def main() -> None:
             {
                 "live": client.is_server_live(),
                 "ready": client.is_server_ready(),
-                "model_ready": client.is_model_ready(model),
+                # Ready as the caller sees it: the variant its key maps to.
+                "model_ready": client.is_model_ready(model, headers={"x-user-id": "alice"}),
                 "unknown_ready": client.is_model_ready("nosuch-model"),
                 "server": client.get_server_metadata(),
                 "metadata": client.get_model_metadata(model),
