@@ -1,5 +1,6 @@
 -- REST error bodies in the Open Inference Protocol's shape (the `modelhub.rest_errors` Lua
--- filter, enabled per route on the /v2 REST routes only; docs/rest.md).
+-- filter, enabled per route on the /v2 REST routes only; docs/rest.md), and the binary
+-- tensor extension's Inference-Header-Content-Length response header.
 --
 -- It sits before the gRPC-JSON transcoder, so on the way out it sees the transcoded answer:
 -- an upstream error arrives as `{"code": N, "message": "…"}` (the transcoder's
@@ -18,9 +19,17 @@ end
 
 function envoy_on_response(h)
   local headers = h:headers()
+  local kind = headers:get("content-type") or ""
+  -- A binary tensor answer names its JSON header's length in the content type
+  -- (modelhub/inference/rest_api.py): the protocol wants it as a header.
+  local length = kind:match("^application/octet%-stream; inference%-header%-content%-length=(%d+)$")
+  if length ~= nil then
+    headers:replace("content-type", "application/octet-stream")
+    headers:replace("inference-header-content-length", length)
+    return
+  end
   local status = tonumber(headers:get(":status"))
   if status == nil or status < 400 then return end
-  local kind = headers:get("content-type") or ""
   local body = h:body()
   headers = h:headers()
   local text = ""

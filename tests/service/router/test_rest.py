@@ -108,6 +108,7 @@ async def test_binary_extension_round_trip(front_doors: FrontDoorFactory) -> Non
         {"Inference-Header-Content-Length": str(len(header))},
     )
     assert answer.status == 200, answer.body
+    assert answer.headers["content-type"] == "application/octet-stream"
     length = int(answer.headers["inference-header-content-length"])
     document = json.loads(answer.body[:length])
     (out,) = document["outputs"]
