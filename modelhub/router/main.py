@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from modelhub.common.monitor_sink import MonitorSink
 from modelhub.common.server import ServiceRuntime, serve_until_signalled, suite_service_names
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
-from modelhub.router import api, xds
+from modelhub.router import api, triton_api, xds
 from modelhub.router.metrics import RouterCollector
 from modelhub.router.probes import ReadinessProber
 from modelhub.router.readiness import ReadinessGate
@@ -29,10 +29,13 @@ from modelhub.router.registry_watch import RegistryWatch
 from modelhub.router.routing import Router
 from modelhub.router.settings import RouterSettings
 from modelhub.router.table import RegistryState, RoutingTable, build_table, empty_table
+from modelhub.router.triton import Key, known_replicas
+from modelhub.router.triton_service import FrontDoorRepository
+from modelhub.router.upstream import RegistryDeployments, Replicas
 
 log = logging.getLogger("modelhub.router")
 
-ROLES = api.ROLES
+ROLES = {**api.ROLES, **triton_api.ROLES}
 
 
 class RouterApp:
@@ -70,13 +73,36 @@ class RouterApp:
             max_message_bytes=settings.max_message_bytes,
             retry_max_s=settings.watch_retry_max_s,
         )
-        self.runtime = ServiceRuntime(
-            "router", settings, api.ROLES, tracer_provider=tracer_provider
-        )
+        self.runtime = ServiceRuntime("router", settings, ROLES, tracer_provider=tracer_provider)
         self.runtime.add_service(
             api.SERVICE_NAME,
             api.add_router_to_server,
             api.RouterServicer(self.router, self.writer, self.monitor, lambda: self.default_pool),
+        )
+        # Triton's repository and statistics extensions for the whole deployment.
+        self.replicas = Replicas(settings.max_message_bytes)
+        self.registry = RegistryDeployments(settings.registry_address, settings.max_message_bytes)
+        self.repository = FrontDoorRepository(
+            self.replica_addresses,
+            self._deployed,
+            self.replicas,
+            self.registry,
+            backend_token=settings.backend_token,
+            default_alias=settings.default_alias,
+            replica_timeout_s=settings.replica_timeout_s,
+        )
+        budget = triton_api.Budget(settings.repository_load_timeout_s)
+        self.runtime.add_service(
+            triton_api.OIP_SERVICE_NAME,
+            triton_api.add_triton_to_server,
+            # The generated base declares every method abstract; the ones not overridden
+            # answer UNIMPLEMENTED (Envoy sends them to the inference replicas).
+            triton_api.TritonRepositoryServicer(self.repository, budget),  # type: ignore[abstract]
+        )
+        self.runtime.add_service(
+            triton_api.REST_SERVICE_NAME,
+            triton_api.add_rest_to_server,
+            triton_api.RepositoryRestServicer(self.repository, budget),
         )
         if settings.reflect_all:
             self.runtime.advertise(suite_service_names())
@@ -91,6 +117,14 @@ class RouterApp:
         self.runtime.metrics_registry.register(
             RouterCollector(self.writer, lambda: self.router.table.revision)
         )
+
+    def replica_addresses(self) -> tuple[str, ...]:
+        """Every inference replica the router routes to (default pool and variant pools)."""
+        return known_replicas(self.default_pool, self.router.table)
+
+    def _deployed(self) -> set[Key]:
+        state = self.watch.state
+        return state.deployed() if state is not None else set()
 
     def _on_state(self, state: RegistryState) -> None:
         table = build_table(state, self.settings.default_alias, choose=self._choose)
@@ -182,6 +216,8 @@ class RouterApp:
         await self.watch.close()
         await self.gate.close()
         await self.prober.close()
+        await self.replicas.close()
+        await self.registry.close()
         if self.monitor is not None:
             await self.monitor.close()
 

@@ -76,6 +76,22 @@ class RouterSettings(ServiceSettings):
         default=0.5, gt=0, description="A readiness probe not answered within this fails."
     )
 
+    replica_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Bound on each call to one inference replica when the router answers "
+        "Triton's repository index and statistics for the whole deployment (a replica that "
+        "does not answer in time is left out).",
+    )
+    repository_load_timeout_s: float = Field(
+        default=100.0,
+        gt=0,
+        description="Longest a repository load or unload through the front door waits for "
+        "every replica (also bounded by the call's deadline; keep it under Envoy's 120 s "
+        "route timeout). A load still running then answers UNAVAILABLE; the deployment "
+        "stays.",
+    )
+
     reflect_all: bool = Field(
         default=False,
         description="List every ModelHub service in server reflection, not only the router's: "
