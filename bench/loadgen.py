@@ -312,20 +312,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--model", required=True, help="model name sent in the request")
-    parser.add_argument("--version", default="")
-    parser.add_argument("--model-file", required=True, help="ONNX file for expected outputs")
-    parser.add_argument("--rows", type=int, default=1, help="rows per request")
-    parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--rate", type=float, default=0.0, help="open loop: requests/s")
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--pool", type=int, default=64, help="distinct requests")
-    parser.add_argument("--timeout", type=float, default=30.0)
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every load generator here shares: endpoint variants, sticky keys, CPU."""
     parser.add_argument(
         "--variant",
         action="append",
@@ -343,6 +331,23 @@ def main() -> None:
         metavar="NAME=PID",
         help="report this process's CPU seconds over the measured window (cpu_s)",
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--model", required=True, help="model name sent in the request")
+    parser.add_argument("--version", default="")
+    parser.add_argument("--model-file", required=True, help="ONNX file for expected outputs")
+    parser.add_argument("--rows", type=int, default=1, help="rows per request")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: requests/s")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--pool", type=int, default=64, help="distinct requests")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    add_check_arguments(parser)
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args))))
 
