@@ -9,7 +9,8 @@ integers as JSON numbers, no empty fields).
 from __future__ import annotations
 
 import base64
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import orjson
 from google.api import httpbody_pb2
@@ -57,25 +58,37 @@ def read_json(body: httpbody_pb2.HttpBody, what: str) -> dict[str, Any]:
     return value
 
 
-def message_dict(message: Message) -> dict[str, Any]:
-    """A protobuf message as the protocol's JSON: proto field names, only set fields,
-    64-bit integers as numbers (protobuf's JSON mapping prints them as strings), enums by
-    name, bytes as base64, maps as objects."""
+def message_dict(message: Message, *, defaults: bool = False) -> dict[str, Any]:
+    """A protobuf message as the protocol's JSON: proto field names, 64-bit integers as
+    numbers (protobuf's JSON mapping prints them as strings), enums by name, bytes as
+    base64, maps as objects. Only set fields, unless `defaults` (Triton's statistics print
+    every counter, zeros included; unset oneof members stay out)."""
     out: dict[str, Any] = {}
-    for field, value in message.ListFields():
+    fields: Sequence[tuple[FieldDescriptor, Any]]
+    if defaults:
+        fields = [
+            (cast(FieldDescriptor, f), getattr(message, f.name))
+            for f in message.DESCRIPTOR.fields
+            if f.containing_oneof is None or message.WhichOneof(f.containing_oneof.name) == f.name
+        ]
+    else:
+        fields = message.ListFields()
+    for field, value in fields:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]
-            out[field.name] = {key: _scalar(value_field, item) for key, item in value.items()}
+            out[field.name] = {
+                key: _scalar(value_field, item, defaults) for key, item in value.items()
+            }
         elif field.is_repeated:
-            out[field.name] = [_scalar(field, item) for item in value]
+            out[field.name] = [_scalar(field, item, defaults) for item in value]
         else:
-            out[field.name] = _scalar(field, value)
+            out[field.name] = _scalar(field, value, defaults)
     return out
 
 
-def _scalar(field: FieldDescriptor, value: Any) -> Any:
+def _scalar(field: FieldDescriptor, value: Any, defaults: bool) -> Any:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return message_dict(value)
+        return message_dict(value, defaults=defaults)
     if field.type == FieldDescriptor.TYPE_ENUM:
         enum = field.enum_type
         described = enum.values_by_number.get(value) if enum is not None else None

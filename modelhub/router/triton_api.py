@@ -180,7 +180,7 @@ class RepositoryRestServicer(rest_pb2_grpc.RepositoryRestServicer):
             request.model_name, request.model_version, context.time_remaining()
         )
         await _send_fanout(context, fanout)
-        return json_body({"model_stats": [message_dict(s) for s in stats]})
+        return json_body({"model_stats": [message_dict(s, defaults=True) for s in stats]})
 
 
 def add_triton_to_server(servicer: Any, server: grpc.aio.Server) -> None:

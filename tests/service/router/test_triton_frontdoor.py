@@ -303,6 +303,8 @@ async def test_rest_paths_answer_triton_json(
         assert stats["inference_count"] == 4, (path, stats)
         assert stats["inference_stats"]["success"]["count"] == 4
         assert isinstance(stats["inference_stats"]["success"]["ns"], int)
+        # Every counter printed, zeros included, as Triton does.
+        assert stats["inference_stats"]["fail"] == {"count": 0, "ns": 0}
         assert isinstance(stats["last_inference"], int) and stats["last_inference"] > 0
         assert stats["batch_stats"][0]["batch_size"] == 1
 
