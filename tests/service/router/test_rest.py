@@ -19,6 +19,7 @@ from tests.service.router.conftest import FrontDoorFactory
 from tests.service.router.helpers import FEATURES, ab_endpoint
 
 HTTP_SCRIPT = Path(__file__).with_name("triton_http_script.py")
+GRPC_SCRIPT = Path(__file__).parent.parent / "inference" / "triton_client_script.py"
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.xdist_group("envoy")]
 
@@ -201,3 +202,14 @@ async def test_tritonclient_http_json_binary_and_gzip(
     assert got["errors"]["unknown"]["status"] == "404" or got["errors"]["unknown"]["status"] == 404
     assert "nosuch-model" in got["errors"]["unknown"]["message"]
     assert str(got["errors"]["bad_shape"]["status"]) == "400"
+
+
+async def test_tritonclient_grpc_through_envoy(front_doors: FrontDoorFactory) -> None:
+    """The same tritonclient.grpc script as against a replica, through the front door."""
+    door = await front_doors()
+    got = await run_script(GRPC_SCRIPT, door.envoy.address, "m", "FP32", "3", str(FEATURES))
+    assert got["live"] and got["ready"] and got["model_ready"]
+    assert got["metadata"]["inputs"][0]["shape"] == ["-1", str(FEATURES)]
+    newest = int(got["model_version"])
+    np.testing.assert_array_equal(np.array(got["y"]), np.array(got["x"]) + newest)
+    assert got["id"] == "triton-1"
