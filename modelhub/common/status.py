@@ -7,6 +7,8 @@ metadata, and a `BadRequest` listing field violations for invalid arguments.
 
 from __future__ import annotations
 
+import contextlib
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -89,3 +91,43 @@ def error_info(status_details: bytes) -> error_details_pb2.ErrorInfo | None:
             detail.Unpack(info)
             return info
     return None
+
+
+# The most general domain error of each status code (the inverse of STATUS_TABLE), for
+# failed calls to another ModelHub service.
+_BY_CODE: dict[grpc.StatusCode, type[errors.ModelHubError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: errors.NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPreconditionError,
+    grpc.StatusCode.ABORTED: errors.ConflictError,
+    grpc.StatusCode.OUT_OF_RANGE: errors.RevisionCompactedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhaustedError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExpiredError,
+    grpc.StatusCode.UNAVAILABLE: errors.UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: errors.UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDeniedError,
+    grpc.StatusCode.CANCELLED: errors.CancelledError,
+}
+
+
+def domain_error(exc: grpc.aio.AioRpcError, what: str) -> errors.ModelHubError:
+    """The domain error for a failed call to another service, `what` naming the call: the
+    same status code, and the service's reason and metadata when it sent them."""
+    code = exc.code()
+    reason, metadata = None, None
+    for key, value in exc.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            with contextlib.suppress(Exception):
+                info = error_info(value)
+                if info is not None:
+                    reason, metadata = info.reason or None, dict(info.metadata)
+    cls = _BY_CODE.get(code)
+    message = f"{what}: {exc.details() or code.name}"
+    if cls is None:  # UNKNOWN, INTERNAL, UNIMPLEMENTED, DATA_LOSS
+        return errors.UnavailableError(
+            f"{what}: answered {code.name}: {exc.details() or ''}".rstrip(": "),
+            reason=reason or "UPSTREAM_FAILED",
+            metadata=metadata,
+        )
+    return cls(message, reason=reason, metadata=metadata)

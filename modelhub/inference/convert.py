@@ -3,7 +3,8 @@ servicers, that knows the wire types)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -33,7 +34,7 @@ from modelhub.inference.spec import (
     RuntimeOverrides,
     TensorSpec,
 )
-from modelhub.inference.stats import Duration
+from modelhub.inference.stats import Duration, VersionStats
 
 # The typed-contents field of each datatype (FP16 and BF16 have none).
 TYPED_FIELD = TYPED_CONTENTS_FIELD
@@ -358,14 +359,7 @@ def model_statistics(served: ServedVersion) -> ipb.ModelStatistics:
         last_inference_time=last,
         inference_count=stats.inference_count,
         execution_count=stats.execution_count,
-        inference_stats=ipb.InferStatistics(
-            success=_duration(stats.success),
-            fail=_duration(stats.fail),
-            queue=_duration(stats.queue),
-            compute_input=_duration(stats.compute_input),
-            compute_infer=_duration(stats.compute_infer),
-            compute_output=_duration(stats.compute_output),
-        ),
+        inference_stats=ipb.InferStatistics(**_phases(stats, _duration)),
         batch_stats=[
             ipb.BatchStatistics(batch_size=size, compute_infer=_duration(d))
             for size, d in sorted(stats.batches.items())
@@ -408,6 +402,15 @@ def _triton_duration(value: Duration) -> pb.StatisticDuration:
     return pb.StatisticDuration(count=value.count, ns=value.ns)
 
 
+_PHASES = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+def _phases(stats: VersionStats, duration: Callable[[Duration], Any]) -> dict[str, Any]:
+    """The per-phase durations of `stats` as `duration` messages (ModelHub's or Triton's
+    shape: the same fields)."""
+    return {phase: duration(getattr(stats, phase)) for phase in _PHASES}
+
+
 def triton_statistics(served: ServedVersion) -> pb.ModelStatistics:
     stats = served.telemetry.stats
     return pb.ModelStatistics(
@@ -416,14 +419,7 @@ def triton_statistics(served: ServedVersion) -> pb.ModelStatistics:
         last_inference=stats.last_inference_ns // 1_000_000,
         inference_count=stats.inference_count,
         execution_count=stats.execution_count,
-        inference_stats=pb.InferStatistics(
-            success=_triton_duration(stats.success),
-            fail=_triton_duration(stats.fail),
-            queue=_triton_duration(stats.queue),
-            compute_input=_triton_duration(stats.compute_input),
-            compute_infer=_triton_duration(stats.compute_infer),
-            compute_output=_triton_duration(stats.compute_output),
-        ),
+        inference_stats=pb.InferStatistics(**_phases(stats, _triton_duration)),
         batch_stats=[
             pb.InferBatchStatistics(batch_size=size, compute_infer=_triton_duration(d))
             for size, d in sorted(stats.batches.items())

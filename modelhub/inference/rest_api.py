@@ -26,6 +26,11 @@ SERVICE_NAME = "modelhub.rest.v1.InferenceRest"
 BINARY = "application/octet-stream"
 
 
+def _reference(request: rest_pb2.RestRequest, context: grpc.aio.ServicerContext) -> tuple[str, str]:
+    """The (model, version) a call is for: Envoy's routing decision, else the path's."""
+    return routing.model_reference(request.model_name, request.model_version, api.route_of(context))
+
+
 class InferenceRestServicer(rest_grpc.InferenceRestServicer):
     def __init__(
         self, service: InferenceService, grpc_servicer: api.InferenceServicer, max_bytes: int
@@ -57,9 +62,7 @@ class InferenceRestServicer(rest_grpc.InferenceRestServicer):
     async def ModelReady(
         self, request: rest_pb2.RestRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        model, version = routing.model_reference(
-            request.model_name, request.model_version, api.route_of(context)
-        )
+        model, version = _reference(request, context)
         ready, reason = await self._service.model_readiness(model, version)
         if not ready:
             raise FailedPreconditionError(reason)
@@ -68,9 +71,7 @@ class InferenceRestServicer(rest_grpc.InferenceRestServicer):
     async def ModelMetadata(
         self, request: rest_pb2.RestRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        model, version = routing.model_reference(
-            request.model_name, request.model_version, api.route_of(context)
-        )
+        model, version = _reference(request, context)
         description = await self._service.model_metadata(model, version)
         description = replace(description, name=request.model_name)
         return json_body(message_dict(convert.model_metadata(description)))
@@ -78,9 +79,7 @@ class InferenceRestServicer(rest_grpc.InferenceRestServicer):
     async def ModelConfig(
         self, request: rest_pb2.RestRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        model, version = routing.model_reference(
-            request.model_name, request.model_version, api.route_of(context)
-        )
+        model, version = _reference(request, context)
         config = await self._service.model_config(model, version)
         config = replace(config, name=request.model_name)
         return json_body(message_dict(convert.model_config(config).config))

@@ -6,7 +6,6 @@ metadata), so that the router's edge answers the caller as the service answered 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,47 +18,9 @@ from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc as rpb_grpc
 from modelhub.common import errors
 from modelhub.common.channels import Metadata, service_channel
-from modelhub.common.status import STATUS_DETAILS_KEY, error_info
+from modelhub.common.status import domain_error
 
 T = TypeVar("T")
-
-# The most general domain error of each status code (the inverse of common.status).
-_BY_CODE: dict[grpc.StatusCode, type[errors.ModelHubError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgumentError,
-    grpc.StatusCode.NOT_FOUND: errors.NotFoundError,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExistsError,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPreconditionError,
-    grpc.StatusCode.ABORTED: errors.ConflictError,
-    grpc.StatusCode.OUT_OF_RANGE: errors.RevisionCompactedError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhaustedError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExpiredError,
-    grpc.StatusCode.UNAVAILABLE: errors.UnavailableError,
-    grpc.StatusCode.UNAUTHENTICATED: errors.UnauthenticatedError,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDeniedError,
-    grpc.StatusCode.CANCELLED: errors.CancelledError,
-}
-
-
-def domain_error(exc: grpc.aio.AioRpcError, what: str) -> errors.ModelHubError:
-    """The domain error for a failed call to another service, `what` naming the call: the
-    same status code, and the service's reason and metadata when it sent them."""
-    code = exc.code()
-    reason, metadata = None, None
-    for key, value in exc.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            with contextlib.suppress(Exception):
-                info = error_info(value)
-                if info is not None:
-                    reason, metadata = info.reason or None, dict(info.metadata)
-    cls = _BY_CODE.get(code)
-    message = f"{what}: {exc.details() or code.name}"
-    if cls is None:  # UNKNOWN, INTERNAL, UNIMPLEMENTED, DATA_LOSS
-        return errors.UnavailableError(
-            f"{what}: answered {code.name}: {exc.details() or ''}".rstrip(": "),
-            reason=reason or "UPSTREAM_FAILED",
-            metadata=metadata,
-        )
-    return cls(message, reason=reason, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
