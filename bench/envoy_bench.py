@@ -516,8 +516,8 @@ def start_stack(
     return inference, paths
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Pinning and timing options every front-door benchmark here shares."""
     cores = os.cpu_count() or 2
     parser.add_argument(
         "--server-cpus",
@@ -533,22 +533,22 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per cell")
-    parser.add_argument("--concurrency", default="64,1")
     parser.add_argument("--keys", type=int, default=10_000, help="distinct sticky keys")
-    parser.add_argument(
-        "--no-events-off",
-        action="store_true",
-        help="skip the second stack, whose inference sends no events (saves 3/7 of the time)",
-    )
-    args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
 
-    tmp = Path(tempfile.mkdtemp(prefix="envoy-bench-"))
-    files = {v: build(MODEL, v).onnx_bytes for v in sorted(set(VARIANTS.values()))}
+
+def write_models(tmp: Path) -> dict[int, Path]:
+    """The versions of the benchmark model as ONNX files in `tmp`, by version."""
     model_files: dict[int, Path] = {}
-    for version, data in files.items():
+    for version in sorted(set(VARIANTS.values())):
         model_files[version] = tmp / f"{MODEL}-v{version}.onnx"
-        model_files[version].write_bytes(data)
+        model_files[version].write_bytes(build(MODEL, version).onnx_bytes)
+    return model_files
+
+
+def start_shared(
+    tmp: Path, cpus: str, model_files: dict[int, Path], keep: Callable[[Service], Service]
+) -> Shared:
+    """Migrated SQLite databases, a registry holding the model's versions and a monitor."""
     registry_db = f"sqlite+aiosqlite:///{tmp / 'registry.db'}"
     monitor_db = f"sqlite+aiosqlite:///{tmp / 'monitor.db'}"
     subprocess.run(
@@ -560,6 +560,29 @@ def main() -> None:
          "upgrade"],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
+    registry_env = {"DATABASE_URL": registry_db, "BLOB_DIR": str(tmp / "blobs")}
+    registry = keep(start("registry", "registry", registry_env, cpus, tmp))
+    asyncio.run(publish(registry.address, {v: f.read_bytes() for v, f in model_files.items()}))
+    monitor_env = {"DATABASE_URL": monitor_db, "REGISTRY_ADDRESS": registry.address}
+    monitor = keep(start("monitor", "monitor", monitor_env, cpus, tmp))
+    variant_files = {n: model_files[v] for n, v in VARIANTS.items()}
+    return Shared(registry, monitor, variant_files, tmp, cpus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_arguments(parser)
+    parser.add_argument("--concurrency", default="64,1")
+    parser.add_argument(
+        "--no-events-off",
+        action="store_true",
+        help="skip the second stack, whose inference sends no events (saves 3/7 of the time)",
+    )
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    tmp = Path(tempfile.mkdtemp(prefix="envoy-bench-"))
+    model_files = write_models(tmp)
     cpus = args.server_cpus
     services: list[Service] = []
     paths: list[BenchPath] = []
@@ -570,14 +593,7 @@ def main() -> None:
         return service
 
     try:
-        registry_env = {"DATABASE_URL": registry_db, "BLOB_DIR": str(tmp / "blobs")}
-        registry = keep(start("registry", "registry", registry_env, cpus, tmp))
-        asyncio.run(publish(registry.address, files))
-        monitor_env = {"DATABASE_URL": monitor_db, "REGISTRY_ADDRESS": registry.address}
-        monitor = keep(start("monitor", "monitor", monitor_env, cpus, tmp))
-        shared = Shared(
-            registry, monitor, {n: model_files[v] for n, v in VARIANTS.items()}, tmp, cpus
-        )
+        shared = start_shared(tmp, cpus, model_files, keep)
         inference, on_paths = start_stack(shared, True, keep)
         paths += on_paths
         if not args.no_events_off:
@@ -601,7 +617,7 @@ def main() -> None:
                     )
         time.sleep(2.5)  # inference sends events in batches, at least every second
         events_after = scrape(inference.metrics_port, INFERENCE_EVENTS)
-        received = asyncio.run(monitor_counts(monitor.address))
+        received = asyncio.run(monitor_counts(shared.monitor.address))
     finally:
         for service in reversed(services):
             stop(service)

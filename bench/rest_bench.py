@@ -27,9 +27,7 @@ CPU seconds per request of Envoy and inference over the measured window, then th
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -50,15 +48,14 @@ from bench.envoy_bench import (  # noqa: E402
     VARIANTS,
     BenchPath,
     Service,
-    Shared,
+    add_run_arguments,
     median,
-    publish,
     rotations,
-    start,
+    start_shared,
     start_stack,
     stop,
+    write_models,
 )
-from bench.models import build  # noqa: E402
 
 CONCURRENCY = 64
 JSON_TARGET = 0.6  # REST JSON 1-row req/s ÷ gRPC 1-row req/s
@@ -146,22 +143,7 @@ def wait_rest(front: str, model: str, version: str, timeout_s: float = 60.0) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cores = os.cpu_count() or 2
-    parser.add_argument(
-        "--server-cpus",
-        default="0" if cores < 4 else "0,1",
-        help="CPUs of every server process: registry, monitor, inference, router, Envoy "
-        "(default 0; 0,1 with ≥ 4 CPUs)",
-    )
-    parser.add_argument(
-        "--client-cpus",
-        default="1" if cores < 4 else "2,3",
-        help="CPUs of the load generators (default 1; 2,3 with ≥ 4 CPUs)",
-    )
-    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per case")
-    parser.add_argument("--keys", type=int, default=10_000, help="distinct sticky keys")
+    add_run_arguments(parser)
     parser.add_argument(
         "--route",
         choices=["endpoint", "model"],
@@ -174,22 +156,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="rest-bench-"))
-    files = {v: build(MODEL, v).onnx_bytes for v in sorted(set(VARIANTS.values()))}
-    model_files: dict[int, Path] = {}
-    for version, data in files.items():
-        model_files[version] = tmp / f"{MODEL}-v{version}.onnx"
-        model_files[version].write_bytes(data)
-    registry_db = f"sqlite+aiosqlite:///{tmp / 'registry.db'}"
-    monitor_db = f"sqlite+aiosqlite:///{tmp / 'monitor.db'}"
-    subprocess.run(
-        [sys.executable, "-m", "modelhub.registry.migrate", "upgrade", "--url", registry_db],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
-    subprocess.run(
-        [sys.executable, "-m", "modelhub.monitor.migrate", "--database-url", monitor_db,
-         "upgrade"],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
+    model_files = write_models(tmp)
     cpus = args.server_cpus
     services: list[Service] = []
     variant_files = {n: model_files[v] for n, v in VARIANTS.items()}
@@ -204,12 +171,7 @@ def main() -> None:
 
     began = time.monotonic()
     try:
-        registry_env = {"DATABASE_URL": registry_db, "BLOB_DIR": str(tmp / "blobs")}
-        registry = keep(start("registry", "registry", registry_env, cpus, tmp))
-        asyncio.run(publish(registry.address, files))
-        monitor_env = {"DATABASE_URL": monitor_db, "REGISTRY_ADDRESS": registry.address}
-        monitor = keep(start("monitor", "monitor", monitor_env, cpus, tmp))
-        shared = Shared(registry, monitor, variant_files, tmp, cpus)
+        shared = start_shared(tmp, cpus, model_files, keep)
         _, paths = start_stack(shared, not args.no_events, keep)
         front = next(p for p in paths if p.label in ("front door", "front door, events off"))
         wait_rest(front.target, model, version)
