@@ -62,7 +62,12 @@ class RouterApp:
                 token=settings.monitor_token,
                 timeout_s=settings.monitor_timeout_s,
             )
-        self.prober = ReadinessProber(settings.health_check_timeout_s, settings.backend_token)
+        # One channel per inference replica, shared by the readiness probes and Triton's
+        # deployment-wide extensions.
+        self.replicas = Replicas(settings.max_message_bytes)
+        self.prober = ReadinessProber(
+            self.replicas, settings.health_check_timeout_s, settings.backend_token
+        )
         self.gate = ReadinessGate(
             self.prober, self._rebuild, timeout_s=settings.version_ready_timeout_s
         )
@@ -80,7 +85,6 @@ class RouterApp:
             api.RouterServicer(self.router, self.writer, self.monitor, lambda: self.default_pool),
         )
         # Triton's repository and statistics extensions for the whole deployment.
-        self.replicas = Replicas(settings.max_message_bytes)
         self.registry = RegistryDeployments(settings.registry_address, settings.max_message_bytes)
         self.repository = FrontDoorRepository(
             self.replica_addresses,
@@ -215,7 +219,6 @@ class RouterApp:
                 await task
         await self.watch.close()
         await self.gate.close()
-        await self.prober.close()
         await self.replicas.close()
         await self.registry.close()
         if self.monitor is not None:
