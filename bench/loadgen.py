@@ -35,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -295,6 +296,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     for ch in channels:
         await ch.close()
+    return summary(tally, args, cpu, window, pool.variants_seen)
+
+
+def summary(
+    tally: Tally,
+    args: argparse.Namespace,
+    client_cpu: float,
+    window: CpuWindow,
+    variants: dict[str, int],
+) -> dict[str, Any]:
+    """The JSON object a load generator prints for one measured window."""
     lat = np.array(tally.latencies) if tally.latencies else np.array([float("nan")])
     return {
         "requests": tally.ok + tally.errors + tally.wrong,
@@ -306,9 +318,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "rows_s": tally.ok * args.rows / args.duration,
         "p50_ms": float(np.percentile(lat, 50) * 1e3),
         "p99_ms": float(np.percentile(lat, 99) * 1e3),
-        "client_cpu": cpu,
+        "client_cpu": client_cpu,
         "cpu_s": window.seconds,
-        "variants": pool.variants_seen,
+        "variants": variants,
     }
 
 

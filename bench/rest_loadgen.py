@@ -46,7 +46,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.loadgen import CpuWindow, Tally, _matches, _pairs, add_check_arguments
+from bench.loadgen import CpuWindow, Tally, _matches, _pairs, add_check_arguments, summary
 
 VARIANT_PARAMETER = "modelhub.variant"
 HEADER_LENGTH = b"inference-header-content-length"
@@ -297,20 +297,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         args.target, pool, keys, args.concurrency, args.warmup, args.duration, window
     )
     cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-    lat = np.array(tally.latencies) if tally.latencies else np.array([float("nan")])
-    return {
-        "requests": tally.ok + tally.errors + tally.wrong,
-        "ok": tally.ok,
-        "errors": tally.errors,
-        "wrong": tally.wrong,
-        "error_codes": tally.error_codes,
-        "req_s": tally.ok / args.duration,
-        "rows_s": tally.ok * args.rows / args.duration,
-        "p50_ms": float(np.percentile(lat, 50) * 1e3),
-        "p99_ms": float(np.percentile(lat, 99) * 1e3),
-        "client_cpu": cpu,
-        "cpu_s": window.seconds,
-        "variants": pool.variants_seen,
+    return summary(tally, args, cpu, window, pool.variants_seen) | {
         "request_bytes": int(
             np.mean([len(h) + len(b) for h, b in zip(pool.heads, pool.bodies, strict=True)])
         ),
