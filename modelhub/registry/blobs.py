@@ -3,8 +3,13 @@
 Layout: `<root>/sha256/<aa>/<sha256>` for blobs, `<root>/tmp/` for uploads in progress.
 A blob appears under its final name only complete and fsynced (write temp → fsync →
 rename → fsync directory), so a crash never leaves a half-written artifact where a version
-could point at it. Temp files and unreferenced blobs left by a crash are removed by
-`cleanup` at start.
+could point at it.
+
+Several registry replicas may share the folder. An upload holds an exclusive `flock` on
+its temp file from creation until the blob is in place, so a replica's start-up cleanup
+(`cleanup_temps`) removes only temp files nobody holds: the debris of a crashed writer.
+Unreferenced blobs are removed by the service under the database's blob claims (see
+`RegistryStore.drop_blob`), never by this module on its own.
 """
 
 from __future__ import annotations
@@ -12,17 +17,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from modelhub.common.errors import NotFoundError, ResourceExhaustedError
 
 # "No space left on device" and "Disk quota exceeded": the operator has to act, the client
 # can only retry later. Every other OSError is a server fault (INTERNAL).
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+# A file system without locks (some NFSv3 mounts): temp files are then judged by age.
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _lock(fd: int, wait: bool) -> bool | None:
+    """Take an exclusive flock: True when held, False when another process holds it, None
+    when the file system has no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in _NO_LOCKS:
+            return None
+        raise
+    return True
+
+
+def _create_locked(tmp_dir: Path) -> tuple[Path, BinaryIO]:
+    """A new temp file, exclusively locked. Between creating and locking it another
+    replica's cleanup may have taken the lock and removed the file: then the path no longer
+    names our file and we start over with a new one."""
+    while True:
+        path = tmp_dir / f"{uuid.uuid4().hex}.part"
+        handle = open(path, "xb")  # noqa: SIM115 - returned to the caller, who closes it
+        try:
+            _lock(handle.fileno(), wait=True)
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return path, handle
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -38,8 +81,8 @@ class BlobWriter:
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
-        self.temp_path = store.tmp_dir / f"{uuid.uuid4().hex}.part"
-        self._file = open(self.temp_path, "xb")  # noqa: SIM115 - closed in finish/discard
+        # Open (and locked) until the blob is in place or discarded.
+        self.temp_path, self._file = _create_locked(store.tmp_dir)
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -53,9 +96,12 @@ class BlobWriter:
         return self._hash.hexdigest()
 
     def finish(self) -> None:
-        """Flush and fsync the temp file (blocking: run in a thread)."""
+        """Flush and fsync the temp file (blocking: run in a thread). The file stays open,
+        and locked, until `BlobStore.commit` or `discard`."""
         self._file.flush()
         os.fsync(self._file.fileno())
+
+    def close(self) -> None:
         self._file.close()
 
     def discard(self) -> None:
@@ -111,7 +157,10 @@ class BlobStore:
             writer.discard()
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(writer.temp_path, final)
+        try:
+            os.replace(writer.temp_path, final)
+        finally:
+            writer.close()
         _fsync_dir(final.parent)
         return final
 
@@ -124,18 +173,27 @@ class BlobStore:
                 for blob in shard.iterdir():
                     yield blob.name
 
-    def cleanup(self, referenced: set[str]) -> tuple[int, int]:
-        """Remove temp files and blobs no version references. Returns (temps, blobs)."""
-        temps = 0
+    def cleanup_temps(self, grace_s: float) -> int:
+        """Remove temp files no writer holds (left by a crashed upload, here or on another
+        replica sharing the folder). Without file locks, only those untouched for
+        `grace_s`. Returns how many were removed."""
+        removed = 0
         for leftover in self.tmp_dir.iterdir():
-            leftover.unlink(missing_ok=True)
-            temps += 1
-        blobs = 0
-        for digest in list(self.digests()):
-            if digest not in referenced:
-                self.delete(digest)
-                blobs += 1
-        return temps, blobs
+            try:
+                fd = os.open(leftover, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                held = _lock(fd, wait=False)
+                if held is False:
+                    continue
+                if held is None and time.time() - os.fstat(fd).st_mtime < grace_s:
+                    continue
+                leftover.unlink(missing_ok=True)
+                removed += 1
+            finally:
+                os.close(fd)
+        return removed
 
     async def read_chunks(self, sha256: str, chunk_size: int) -> AsyncIterator[bytes]:
         """Stream a blob's bytes (file reads run in a worker thread)."""

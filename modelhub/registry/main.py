@@ -37,6 +37,7 @@ class RegistryApp:
             max_upload_bytes=settings.max_upload_bytes,
             watch_progress_s=settings.watch_progress_s,
             watch_poll_s=settings.watch_poll_s,
+            claim_grace_s=settings.claim_grace_s,
         )
         self.runtime = ServiceRuntime(
             "registry", settings, api.ROLES, tracer_provider=tracer_provider

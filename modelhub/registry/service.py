@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from modelhub.common import paging
@@ -113,6 +113,7 @@ class RegistryService:
         max_upload_bytes: int,
         watch_progress_s: float = 5.0,
         watch_poll_s: float = 1.0,
+        claim_grace_s: float = 600.0,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -120,16 +121,22 @@ class RegistryService:
         self.max_upload_bytes = max_upload_bytes
         self.watch_progress_s = watch_progress_s
         self.watch_poll_s = watch_poll_s
-        # Digests whose blob is in place but whose version row is not committed yet: a
-        # concurrent delete must not remove them.
-        self._pending: Counter[str] = Counter()
+        self.claim_grace = timedelta(seconds=claim_grace_s)
         self._closing = asyncio.Event()
 
     async def start(self, cleanup_orphans: bool = True) -> None:
-        """Remove crash debris: temp files and blobs no version references."""
+        """Remove crash debris: temp files no upload holds, expired blob claims and blobs no
+        version references or live upload claims. Safe while other replicas sharing the
+        blob folder and database are uploading."""
         if cleanup_orphans:
+            grace = self.claim_grace.total_seconds()
+            temps = await asyncio.to_thread(self.blobs.cleanup_temps, grace)
+            await self.store.expire_claims(self.claim_grace)
             referenced = await self.store.referenced_digests()
-            temps, blobs = await asyncio.to_thread(self.blobs.cleanup, referenced)
+            blobs = 0
+            for digest in await asyncio.to_thread(lambda: list(self.blobs.digests())):
+                if digest not in referenced and await self._release_blob(digest):
+                    blobs += 1
             if temps or blobs:
                 log.warning("removed %d unfinished uploads and %d unreferenced blobs", temps, blobs)
         revision, _ = await self.store.state()
@@ -269,21 +276,21 @@ class RegistryService:
                 tags=req.tags,
                 data_profile=req.data_profile,
             )
-            self._pending[digest] += 1
+            # The claim keeps every replica's cleanup and deletes off this digest until the
+            # version row (which releases it) is committed.
+            claim = await self.store.claim_blob(digest)
             try:
                 with self.blobs.storage_errors():
                     await asyncio.to_thread(self.blobs.commit, writer)
                 committed = True
-                version = await self.store.add_version(draft, req.create_model, req.aliases)
+                version = await self.store.add_version(
+                    draft, req.create_model, req.aliases, claim=claim
+                )
             except BaseException:
                 # Also when the commit itself failed: it may have failed after the rename
                 # (syncing the directory), leaving the blob without a version.
-                await self._release_blob(digest, pending_self=True)
+                await self._release_blob(digest, claim)
                 raise
-            finally:
-                self._pending[digest] -= 1
-                if self._pending[digest] <= 0:
-                    del self._pending[digest]
             log.info(
                 "stored %s",
                 names.version_name(version.model, version.version),
@@ -294,13 +301,12 @@ class RegistryService:
             if not committed:
                 writer.discard()
 
-    async def _release_blob(self, digest: str, pending_self: bool = False) -> None:
-        """Delete a blob unless a version or an upload in progress still uses it."""
-        if self._pending.get(digest, 0) > (1 if pending_self else 0):
-            return
-        if await self.store.digest_referenced(digest):
-            return
-        await asyncio.to_thread(self.blobs.delete, digest)
+    async def _release_blob(self, digest: str, claim: str = "") -> bool:
+        """Delete a blob unless a version or an upload in progress (on any replica) still
+        uses it; `claim` is the caller's own, released. True when deleted."""
+        return await self.store.drop_blob(
+            digest, lambda: self.blobs.delete(digest), self.claim_grace, claim
+        )
 
     async def get_version(self, name: str, full: bool = True) -> ModelVersion:
         return await self.store.get_version(names.parse_version_name(name), full)

@@ -44,5 +44,15 @@ class RegistrySettings(ServiceSettings):
     )
     cleanup_orphans: bool = Field(
         default=True,
-        description="At start, remove temp files and blobs no version references (crash debris).",
+        description="At start, remove crash debris: temp files no upload holds (file lock) "
+        "and blobs no version references or live upload claims. Safe with several replicas "
+        "sharing the blob folder and database.",
+    )
+    claim_grace_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="An upload's claim on its blob (taken just before the blob moves into "
+        "place, dropped with the version insert) protects it this long from other "
+        "replicas' cleanup; older claims belong to uploads that died. On a blob folder "
+        "without file locks, temp files untouched this long count as debris too.",
     )

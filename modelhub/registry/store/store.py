@@ -10,12 +10,13 @@ row lock and rolled back with a failed transaction: no gaps, no duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -561,12 +562,15 @@ class RegistryStore:
         )
 
     async def add_version(
-        self, draft: ModelVersion, create_model: bool, aliases: list[str]
+        self, draft: ModelVersion, create_model: bool, aliases: list[str], claim: str = ""
     ) -> ModelVersion:
         """Insert a version (number assigned here), optionally creating its model and
-        pointing aliases at it, in one transaction. `draft.version` is ignored."""
+        pointing aliases at it, in one transaction that also releases the upload's blob
+        `claim`. `draft.version` is ignored."""
 
         async def body(tx: _Tx) -> ModelVersion:
+            if claim:
+                await tx.conn.execute(sa.delete(t.blob_claims).where(t.blob_claims.c.id == claim))
             found = await tx.conn.scalar(
                 sa.select(t.models.c.id).where(t.models.c.name == draft.model)
             )
@@ -771,17 +775,74 @@ class RegistryStore:
         result: str = await self._write(body)
         return result
 
-    async def digest_referenced(self, sha256: str) -> bool:
-        async with self.db.read() as conn:
-            found = await conn.scalar(
-                sa.select(t.model_versions.c.id).where(t.model_versions.c.sha256 == sha256).limit(1)
-            )
-        return found is not None
-
     async def referenced_digests(self) -> set[str]:
         async with self.db.read() as conn:
             rows = await conn.execute(sa.select(t.model_versions.c.sha256).distinct())
             return {r.sha256 for r in rows}
+
+    # ------------------------------------------------------------------- blob claims
+    #
+    # Replicas share one blob folder. A blob without a version row is either debris or an
+    # upload between moving its blob into place and inserting its version; the claim tells
+    # the two apart. Claims are taken and blobs deleted under the registry_state lock of a
+    # write transaction, so a delete sees every claim taken before it, and a claim taken
+    # after it finds the blob gone and moves its own file into place.
+
+    async def claim_blob(self, sha256: str) -> str:
+        """Record that an upload is about to move the blob `sha256` into place; returns the
+        claim, which `add_version` (or `drop_blob`) removes."""
+        claim = uuid.uuid4().hex
+
+        async def body(tx: _Tx) -> None:
+            await tx.conn.execute(
+                t.blob_claims.insert().values(id=claim, sha256=sha256, create_time=tx.now)
+            )
+
+        await self._write(body)
+        return claim
+
+    async def drop_blob(
+        self,
+        sha256: str,
+        delete: Callable[[], None],
+        grace: timedelta,
+        claim: str = "",
+    ) -> bool:
+        """Delete the blob `sha256` (`delete` runs in a worker thread while the write lock is
+        held) unless a version references it or an upload claimed it less than `grace` ago.
+        `claim`, the caller's own claim, is released first. True when deleted."""
+
+        async def body(tx: _Tx) -> bool:
+            claims = t.blob_claims
+            if claim:
+                await tx.conn.execute(sa.delete(claims).where(claims.c.id == claim))
+            referenced = await tx.conn.scalar(
+                sa.select(t.model_versions.c.id).where(t.model_versions.c.sha256 == sha256).limit(1)
+            )
+            claimed = await tx.conn.scalar(
+                sa.select(claims.c.id)
+                .where(claims.c.sha256 == sha256, claims.c.create_time > tx.now - grace)
+                .limit(1)
+            )
+            if referenced is not None or claimed is not None:
+                return False
+            await asyncio.to_thread(delete)
+            return True
+
+        deleted: bool = await self._write(body)
+        return deleted
+
+    async def expire_claims(self, grace: timedelta) -> int:
+        """Remove claims older than `grace` (uploads that died between claim and version)."""
+
+        async def body(tx: _Tx) -> int:
+            result = await tx.conn.execute(
+                sa.delete(t.blob_claims).where(t.blob_claims.c.create_time <= tx.now - grace)
+            )
+            return int(result.rowcount or 0)
+
+        expired: int = await self._write(body)
+        return expired
 
     # ----------------------------------------------------------------------- aliases
 

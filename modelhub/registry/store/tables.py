@@ -155,3 +155,15 @@ changes = sa.Table(
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("create_time", TS, nullable=False),
 )
+
+# Artifacts placed in the shared blob folder whose version row is not committed yet. A
+# replica deletes an unreferenced blob only under the registry_state lock and only when no
+# claim younger than the grace period names it; an upload claims its digest (under the same
+# lock) before it moves the blob into place, and its version insert drops the claim.
+blob_claims = sa.Table(
+    "blob_claims",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("create_time", TS, nullable=False),
+)

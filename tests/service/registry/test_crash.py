@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -17,45 +16,14 @@ import grpc
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.api.registry.v1 import registry_pb2_grpc
 from tests.onnx_models import add_constant
-from tests.service.registry.helpers import download, upload
+from tests.service.registry.helpers import ROOT, download, start_registry, upload
 
 Stub = registry_pb2_grpc.RegistryServiceStub
-ROOT = Path(__file__).resolve().parents[3]
-
-
-async def _start(database_url: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    ready = tmp_path / "ready.json"
-    ready.unlink(missing_ok=True)
-    env = {
-        **os.environ,
-        "MODELHUB_REGISTRY_PORT": "0",
-        "MODELHUB_REGISTRY_METRICS_PORT": "-1",
-        "MODELHUB_REGISTRY_DATABASE_URL": database_url,
-        "MODELHUB_REGISTRY_BLOB_DIR": str(tmp_path / "blobs"),
-        "MODELHUB_REGISTRY_READY_FILE": str(ready),
-        "MODELHUB_LOG_FORMAT": "text",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelhub.registry"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "registry.log", "ab"),  # noqa: SIM115
-    )
-    for _ in range(300):
-        if ready.exists():
-            port = json.loads(ready.read_text())["port"]
-            return process, f"127.0.0.1:{port}"
-        if process.poll() is not None:
-            raise AssertionError((tmp_path / "registry.log").read_text())
-        await asyncio.sleep(0.05)
-    process.kill()
-    raise AssertionError("registry did not start")
 
 
 async def test_sigkill_mid_upload_then_restart(database_url: str, tmp_path: Path) -> None:
     blob_dir = tmp_path / "blobs"
-    process, address = await _start(database_url, tmp_path)
+    process, address = await start_registry(database_url, tmp_path)
     try:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = Stub(channel)
@@ -89,7 +57,7 @@ async def test_sigkill_mid_upload_then_restart(database_url: str, tmp_path: Path
             process.kill()
             process.wait(10)
 
-    process, address = await _start(database_url, tmp_path)
+    process, address = await start_registry(database_url, tmp_path)
     try:
         assert list((blob_dir / "tmp").iterdir()) == []
         blobs = sorted(p.name for p in (blob_dir / "sha256").rglob("*") if p.is_file())

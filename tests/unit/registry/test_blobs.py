@@ -44,3 +44,20 @@ def test_other_os_errors_pass_through(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     with pytest.raises(PermissionError), store.storage_errors():
         raise PermissionError(errno.EACCES, "denied")
+
+
+def test_cleanup_spares_temp_files_an_upload_holds(tmp_path: Path) -> None:
+    """A replica's start-up cleanup removes only the debris of dead writers: a live
+    upload's temp file (locked) stays, also on another store over the same folder."""
+    live = BlobStore(tmp_path).writer()
+    live.write(b"in progress")
+    dead = tmp_path / "tmp" / "crashed.part"
+    dead.write_bytes(b"left by a killed process")
+    other_replica = BlobStore(tmp_path)
+    assert other_replica.cleanup_temps(grace_s=3600) == 1
+    assert [p.name for p in other_replica.tmp_dir.iterdir()] == [live.temp_path.name]
+    live.finish()
+    assert other_replica.cleanup_temps(grace_s=3600) == 0  # finished, not yet committed
+    path = other_replica.commit(live)
+    assert path.read_bytes() == b"in progress"
+    assert list(other_replica.tmp_dir.iterdir()) == []
