@@ -247,6 +247,7 @@ def start_front_door(
         envoy.LOCAL,
         listen_port=_free_port(),
         admin_port=_free_port(),
+        ops_port=_free_port(),
         xds_dir=str(xds_dir),
         router=[router],
         registry=[registry],

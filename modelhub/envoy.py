@@ -8,6 +8,11 @@ directory and the tracing collector, so they cannot drift apart:
     python -m modelhub.envoy validate --variant local
     python -m modelhub.envoy seed --variant local   # initial routes before the router runs
 
+TLS is off in the committed configurations and turned on at render time (docs/security.md):
+`--tls-cert/--tls-key` terminate TLS on the front door (`--tls-client-ca` also requires
+client certificates), `--upstream-tls-ca/-cert/-key` make Envoy talk mutual TLS to the
+services (the same files as their MODELHUB_TLS_* settings).
+
 The routes and most clusters are not in the bootstrap: the router writes them
 (`modelhub.router.xds`) into the xDS directory, which `seed` fills with the configuration
 Envoy starts with (plain model names and the services; no endpoint yet).
@@ -16,6 +21,7 @@ Envoy starts with (plain model names and the services; no endpoint yet).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import string
@@ -26,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from modelhub.inference.settings import REQUEST_ENVELOPE_BYTES, InferenceSettings
 from modelhub.router import xds
 from modelhub.router.table import MAX_SHADOWS, empty_table
 
@@ -33,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml.tmpl"
 LUA = ROOT / "deploy" / "envoy" / "modelhub.lua"
 LUA_REST_ERRORS = ROOT / "deploy" / "envoy" / "rest_errors.lua"
+LUA_SIZE_GUARD = ROOT / "deploy" / "envoy" / "size_guard.lua"
 DESCRIPTOR = ROOT / "deploy" / "envoy" / "modelhub.pb"
 COMPOSE_CONFIG = ROOT / "deploy" / "compose" / "envoy" / "envoy.yaml"
 
@@ -67,13 +75,28 @@ TRACING_CLUSTER = """\
             socket_address: {address: $host, port_value: $port}"""
 
 
+# The most one request may make Envoy hold: the largest message an inference server with
+# default settings accepts (its tensor limit plus the envelope), and headroom for the gRPC
+# frame and for REST's JSON around binary tensors. Envoy refuses larger bodies before
+# holding them (deploy/envoy/size_guard.lua, the listener's buffer limits).
+MAX_REQUEST_BYTES = (
+    InferenceSettings.model_fields["max_request_bytes"].default
+    + REQUEST_ENVELOPE_BYTES
+    + (64 << 10)
+)
+
+
 @dataclass(frozen=True)
 class EnvoyParams:
     variant: str = "local"
     listen_address: str = "127.0.0.1"
     listen_port: int = 8080
+    # The admin interface: loopback only (it can stop Envoy and change its state).
     admin_address: str = "127.0.0.1"
     admin_port: int = 9901
+    # The `ops` listener: GET /ready and /stats/prometheus only (probes, scrapes).
+    ops_address: str = "127.0.0.1"
+    ops_port: int = 9902
     descriptor: str = str(DESCRIPTOR)
     # The directory the router writes Envoy's routes and clusters into (filesystem xDS).
     xds_dir: str = str(ROOT / "var" / "envoy-xds")
@@ -89,13 +112,26 @@ class EnvoyParams:
     # that failed: successful ones are in the monitor, one event each, with their request
     # id), or "none".
     access_log: str = "errors"
+    # The most bytes one request body may have (see MAX_REQUEST_BYTES).
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    # Refuse oversized messages the routing filter would hold before holding them
+    # (deploy/envoy/size_guard.lua). Off: the buffer limits still refuse them, after Envoy
+    # held up to max_request_bytes of each.
+    size_guard: bool = True
+    # TLS on the front door: PEM certificate (chain) and key; empty: plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # With it, clients must present a certificate this CA signed (mutual TLS at the door).
+    tls_client_ca_file: str = ""
+    # Mutual TLS from Envoy to the services (their MODELHUB_TLS_* files); None: plaintext.
+    upstream_tls: xds.UpstreamTls | None = None
 
 
 LOCAL = EnvoyParams()
 COMPOSE = EnvoyParams(
     variant="compose",
     listen_address="0.0.0.0",
-    admin_address="0.0.0.0",
+    ops_address="0.0.0.0",
     descriptor="/etc/envoy/modelhub.pb",
     xds_dir="/var/run/modelhub/xds",
     router=["router:50053"],
@@ -107,7 +143,6 @@ COMPOSE = EnvoyParams(
 KUBERNETES = replace(
     COMPOSE,
     variant="k8s",
-    admin_address="0.0.0.0",
     router=["127.0.0.1:50053"],  # the router runs as a sidecar in each Envoy pod
     registry=["registry:50051"],
     monitor=["monitor:50054"],
@@ -175,11 +210,87 @@ def _yaml_block(value: object) -> str:
 def static_clusters(params: EnvoyParams) -> list[dict[str, object]]:
     """Control-plane clusters and the default inference pool (the router's dynamic clusters
     are built by the same function, `xds.grpc_cluster`)."""
+    tls = params.upstream_tls
     return [
-        xds.grpc_cluster("router", params.router),
-        xds.grpc_cluster("registry", params.registry),
-        xds.grpc_cluster("monitor", params.monitor),
-        xds.grpc_cluster(xds.DEFAULT_CLUSTER, params.inference),
+        xds.grpc_cluster("router", params.router, tls=tls),
+        xds.grpc_cluster("registry", params.registry, tls=tls),
+        xds.grpc_cluster("monitor", params.monitor, tls=tls),
+        xds.grpc_cluster(xds.DEFAULT_CLUSTER, params.inference, tls=tls),
+    ]
+
+
+def ingress_tls(params: EnvoyParams) -> dict[str, object]:
+    """The front door's `transport_socket` (empty without a certificate): TLS with ALPN h2
+    and http/1.1, so that gRPC and REST both work over it."""
+    if not (params.tls_cert_file or params.tls_key_file or params.tls_client_ca_file):
+        return {}
+    if not (params.tls_cert_file and params.tls_key_file):
+        raise ValueError("TLS on the front door needs both a certificate and a key file")
+    common: dict[str, object] = {
+        "alpn_protocols": ["h2", "http/1.1"],
+        "tls_certificates": [
+            {
+                "certificate_chain": {"filename": params.tls_cert_file},
+                "private_key": {"filename": params.tls_key_file},
+            }
+        ],
+    }
+    context: dict[str, object] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+        "DownstreamTlsContext",
+        "common_tls_context": common,
+    }
+    if params.tls_client_ca_file:
+        context["require_client_certificate"] = True
+        common["validation_context"] = {"trusted_ca": {"filename": params.tls_client_ca_file}}
+    return {"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": context}}
+
+
+def local_reply_mappers(params: EnvoyParams) -> list[dict[str, object]]:
+    """Envoy's 413 (a body past the listener's buffer limits) as a clear answer: gRPC
+    RESOURCE_EXHAUSTED with the limit in grpc-message, anything else {"error": "…"}."""
+    message = (
+        f"the request body is larger than the front door's limit of {params.max_request_bytes} "
+        "bytes (the inference request limit and its envelope): send fewer rows per request"
+    )
+
+    def too_large() -> dict[str, object]:  # a new dict each time: no YAML alias
+        return {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {
+                        "default_value": 413,
+                        "runtime_key": "modelhub.local_reply.too_large",
+                    },
+                }
+            }
+        }
+
+    grpc = {
+        "header_filter": {
+            "header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
+        }
+    }
+    return [
+        {
+            "filter": {"and_filter": {"filters": [too_large(), grpc]}},
+            "headers_to_add": [
+                {
+                    "header": {"key": "grpc-status", "value": "8"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+            "body": {"inline_string": message},
+        },
+        {
+            "filter": too_large(),
+            "body": {"inline_string": json.dumps({"error": message})},
+            "body_format_override": {
+                "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+                "content_type": "application/json",
+            },
+        },
     ]
 
 
@@ -192,10 +303,32 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
         host, _, port = params.otlp_collector.rpartition(":")
         tracing = TRACING
         tracing_cluster = string.Template(TRACING_CLUSTER).substitute(host=host, port=int(port))
+    if params.admin_address not in ("127.0.0.1", "::1"):
+        raise ValueError(
+            f"Envoy's admin interface must listen on loopback, not {params.admin_address}: "
+            "probes and scrapes use the ops listener"
+        )
+    tls = ingress_tls(params)
+    # The guard's Lua source as a literal block, its limit defined on the line before it.
+    guard_source = [
+        f"local LIMIT = {params.max_request_bytes}  -- EnvoyParams.max_request_bytes",
+        *LUA_SIZE_GUARD.read_text(encoding="utf-8").rstrip("\n").splitlines(),
+    ]
+    guard = [
+        "- name: modelhub.size_guard",
+        "  typed_config:",
+        '    "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua',
+        "    default_source_code:",
+        "      inline_string: |",
+        *(f"        {line}" if line else "" for line in guard_source),
+    ]
     blocks = {
         "STATIC_CLUSTERS": _yaml_block(static_clusters(params)),
         "LUA_SOURCE": LUA.read_text(encoding="utf-8").rstrip("\n"),
         "LUA_REST_ERRORS": LUA_REST_ERRORS.read_text(encoding="utf-8").rstrip("\n"),
+        "SIZE_GUARD_FILTER": "\n".join(guard) if params.size_guard else "",
+        "INGRESS_TLS": _yaml_block(tls) if tls else "",
+        "LOCAL_REPLY_MAPPERS": _yaml_block(local_reply_mappers(params)),
         "STRIP_HEADERS": _yaml_block([{"remove": header} for header in INTERNAL_HEADERS]),
         "ACCESS_LOG_FILTER": access_log_filter(params.access_log),
         "TRACING": tracing,
@@ -216,6 +349,9 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
         "LISTEN_PORT": str(params.listen_port),
         "ADMIN_ADDRESS": params.admin_address,
         "ADMIN_PORT": str(params.admin_port),
+        "OPS_ADDRESS": params.ops_address,
+        "OPS_PORT": str(params.ops_port),
+        "MAX_REQUEST_BYTES": str(params.max_request_bytes),
         "DESCRIPTOR": params.descriptor,
         "XDS_DIR": params.xds_dir,
         "RATE_LIMIT_PER_SECOND": str(params.rate_limit_per_second),
@@ -235,7 +371,7 @@ def seed(params: EnvoyParams, directory: Path | None = None) -> Path:
     plain model names and the services route). A file already there is never replaced: a
     router writing into the directory at the same time wins."""
     target = Path(directory or params.xds_dir)
-    options = xds.XdsOptions(default_pool=tuple(params.inference))
+    options = xds.XdsOptions(default_pool=tuple(params.inference), upstream_tls=params.upstream_tls)
     xds.ConfigWriter(target, warm_s=0).seed(xds.snapshot(empty_table(), options))
     return target
 
@@ -267,8 +403,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write here instead of stdout (render)")
     parser.add_argument("--descriptor", help="descriptor set path override")
     parser.add_argument("--xds-dir", help="xDS directory override (render, seed)")
+    parser.add_argument("--tls-cert", default="", help="front door TLS: PEM certificate file")
+    parser.add_argument("--tls-key", default="", help="front door TLS: PEM private key file")
+    parser.add_argument(
+        "--tls-client-ca", default="", help="front door TLS: require client certificates it signed"
+    )
+    parser.add_argument("--upstream-tls-ca", default="", help="mutual TLS to the services: CA")
+    parser.add_argument(
+        "--upstream-tls-cert", default="", help="mutual TLS to the services: Envoy's certificate"
+    )
+    parser.add_argument(
+        "--upstream-tls-key", default="", help="mutual TLS to the services: Envoy's key"
+    )
+    parser.add_argument(
+        "--upstream-tls-server-name",
+        default="",
+        help="mutual TLS to the services: SNI and the name their certificates must carry",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=0,
+        help=f"largest request body the front door takes (default {MAX_REQUEST_BYTES})",
+    )
     args = parser.parse_args(argv)
     params = VARIANTS[args.variant]
+    params = replace(
+        params,
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
+        tls_client_ca_file=args.tls_client_ca,
+        max_request_bytes=args.max_request_bytes or params.max_request_bytes,
+    )
+    upstream = (args.upstream_tls_ca, args.upstream_tls_cert, args.upstream_tls_key)
+    if any(upstream):
+        if not all(upstream):
+            parser.error(
+                "--upstream-tls-ca, --upstream-tls-cert and --upstream-tls-key go together"
+            )
+        params = replace(
+            params, upstream_tls=xds.UpstreamTls(*upstream, args.upstream_tls_server_name)
+        )
     if args.descriptor:
         params = replace(params, descriptor=args.descriptor)
     if args.xds_dir:

@@ -1,5 +1,6 @@
 """`python -m modelhub.healthcheck HOST:PORT [SERVICE]`: exit 0 when the gRPC health check
-answers SERVING (container and supervisor health probes)."""
+answers SERVING (container and supervisor health probes). With MODELHUB_TLS_* set it calls
+over mutual TLS, like the services do."""
 
 from __future__ import annotations
 
@@ -8,9 +9,22 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modelhub.common.settings import TlsSettings
+from modelhub.common.tls import channel_credentials, channel_options
 
-def check(address: str, service: str = "", timeout: float = 2.0) -> bool:
-    with grpc.insecure_channel(address) as channel:
+
+def check(
+    address: str, service: str = "", timeout: float = 2.0, tls: TlsSettings | None = None
+) -> bool:
+    """SERVING? Over mutual TLS when `tls` (None: the MODELHUB_TLS_* settings) is on."""
+    tls = TlsSettings() if tls is None else tls
+    credentials = channel_credentials(tls)
+    channel = (
+        grpc.insecure_channel(address)
+        if credentials is None
+        else grpc.secure_channel(address, credentials, options=channel_options(tls))
+    )
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout

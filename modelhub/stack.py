@@ -6,6 +6,11 @@ Runtime on CPU or GPU), waits for every health check, registers the demo model w
 versions, an endpoint with a sticky A/B split and a shadow, sends a little traffic and
 prints what to try. Ctrl-C stops everything cleanly; var/ keeps the data for the next run.
 Logs: var/logs/<service>.log.
+
+`--tls` (or MODELHUB_STACK_TLS=1): Envoy terminates TLS on the front door with a local CA
+and certificate made under var/tls/ (`python -m modelhub.devcerts`); `--mtls`
+(MODELHUB_STACK_MTLS=1) also turns on mutual TLS between the services and from Envoy to
+them (MODELHUB_TLS_*). The banner prints how to call it.
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelhub import demo, envoy
+from modelhub import demo, devcerts, envoy
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.oip import grpc_predict_v2_pb2 as oip
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.router.v1 import router_pb2, router_pb2_grpc
 from modelhub.client import ClientError, RegistryClient
+from modelhub.common.channels import service_channel
+from modelhub.common.settings import TlsSettings
+from modelhub.router import xds
 
 
 @dataclass
@@ -73,12 +81,13 @@ class Ports:
     envoy: int = 8080
     envoy_admin: int = 9901
     metrics: tuple[int, int, int, int] = (9101, 9102, 9103, 9104)
+    envoy_ops: int = 9902
 
     @classmethod
     def free(cls) -> Ports:
         """Ephemeral ports (for tests running several stacks side by side)."""
         sockets = []
-        for _ in range(10):
+        for _ in range(11):
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             sockets.append(sock)
@@ -89,6 +98,7 @@ class Ports:
         return cls(
             **dict(zip(names, numbers, strict=False)),
             metrics=(numbers[6], numbers[7], numbers[8], numbers[9]),
+            envoy_ops=numbers[10],
         )
 
 
@@ -101,6 +111,35 @@ class StackConfig:
     env: dict[str, str] = field(default_factory=dict)
     # host:port of an OTLP/gRPC collector for Envoy's own spans; empty: Envoy does not trace.
     envoy_otlp: str = ""
+    # TLS on the front door (local CA and certificate under var/tls/), and mutual TLS
+    # between the services and from Envoy to them (implies `tls`).
+    tls: bool = False
+    mtls: bool = False
+
+    def certs(self) -> devcerts.LocalCerts | None:
+        """The local CA and pairs (made on first use), when TLS is on."""
+        return devcerts.ensure(self.var / "tls") if self.tls or self.mtls else None
+
+    def service_tls(self) -> TlsSettings:
+        """The services' MODELHUB_TLS_* settings (off without `mtls`)."""
+        certs = self.certs() if self.mtls else None
+        if certs is None:
+            return TlsSettings.off()
+        return TlsSettings(
+            ca_file=str(certs.ca),
+            cert_file=str(certs.service.cert),
+            key_file=str(certs.service.key),
+        )
+
+    def service_env(self) -> dict[str, str]:
+        tls = self.service_tls()
+        if not tls.enabled:
+            return {}
+        return {
+            "MODELHUB_TLS_CA_FILE": tls.ca_file,
+            "MODELHUB_TLS_CERT_FILE": tls.cert_file,
+            "MODELHUB_TLS_KEY_FILE": tls.key_file,
+        }
 
     def inference_ports(self) -> list[int]:
         base = self.ports.inference
@@ -116,11 +155,13 @@ def _free_port() -> int:
 class Stack:
     """Starts, watches and stops the local processes of the suite."""
 
-    def __init__(self, var: Path) -> None:
+    def __init__(self, var: Path, tls: TlsSettings | None = None) -> None:
         self.var = var
         self.logs = var / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.running: list[Running] = []
+        # How the stack's own health checks reach the services (mutual TLS when on).
+        self.tls = tls or TlsSettings.off()
 
     async def start(self, spec: ServiceSpec, wait_s: float = 120.0) -> Running:
         log = self.logs / f"{spec.name}.log"
@@ -145,7 +186,10 @@ class Stack:
             if process.returncode is not None:
                 tail = "\n".join(running.log.read_text(errors="replace").splitlines()[-15:])
                 raise RuntimeError(f"{spec.name} exited with {process.returncode}:\n{tail}")
-            if await (_http_ready(spec.ready_url) if spec.ready_url else _grpc_ready(spec.port)):
+            ready = (
+                _http_ready(spec.ready_url) if spec.ready_url else _grpc_ready(spec.port, self.tls)
+            )
+            if await ready:
                 return
             await asyncio.sleep(0.2)
         raise RuntimeError(f"{spec.name} was not ready within {wait_s:.0f}s (see {running.log})")
@@ -174,9 +218,9 @@ class Stack:
         return waits[done.pop()]
 
 
-async def _grpc_ready(port: int) -> bool:
+async def _grpc_ready(port: int, tls: TlsSettings) -> bool:
     with contextlib.suppress(grpc.aio.AioRpcError):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with service_channel(f"127.0.0.1:{port}", tls=tls) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=1
             )
@@ -301,27 +345,32 @@ def service_specs(config: StackConfig, inference_ports: list[int]) -> list[Servi
                 "1000",
             ],
             ports.envoy,
-            ready_url=f"http://127.0.0.1:{ports.envoy_admin}/ready",
-            metrics_url=f"http://127.0.0.1:{ports.envoy_admin}/stats/prometheus",
+            ready_url=f"http://127.0.0.1:{ports.envoy_ops}/ready",
+            metrics_url=f"http://127.0.0.1:{ports.envoy_ops}/stats/prometheus",
         ),
     ]
     for spec in specs:
-        spec.env = {**config.env, **spec.env}
+        spec.env = {**config.env, **config.service_env(), **spec.env}
     return specs
 
 
 def envoy_params(config: StackConfig, inference_ports: list[int]) -> envoy.EnvoyParams:
     ports = config.ports
+    certs = config.certs()
     return replace(
         envoy.LOCAL,
         listen_port=ports.envoy,
         admin_port=ports.envoy_admin,
+        ops_port=ports.envoy_ops,
         xds_dir=str(config.var / "envoy-xds"),
         router=[f"127.0.0.1:{ports.router}"],
         registry=[f"127.0.0.1:{ports.registry}"],
         monitor=[f"127.0.0.1:{ports.monitor}"],
         inference=[f"127.0.0.1:{port}" for port in inference_ports],
         otlp_collector=config.envoy_otlp,
+        tls_cert_file=str(certs.server.cert) if certs else "",
+        tls_key_file=str(certs.server.key) if certs else "",
+        upstream_tls=xds.UpstreamTls.from_settings(config.service_tls()),
     )
 
 
@@ -376,12 +425,14 @@ DEMO_DEPLOYMENT = rpb.Deployment(
 )
 
 
-async def register_demo(registry: str, token: str | None = None) -> list[str]:
+async def register_demo(
+    registry: str, token: str | None = None, tls: TlsSettings | None = None
+) -> list[str]:
     """Register the demo model, deployment and endpoint (a second run reuses them)."""
     from modelhub.registry.convert import profile_from_dict
 
     notes: list[str] = []
-    async with RegistryClient(registry, token) as client:
+    async with RegistryClient(registry, token, tls=tls) as client:
         try:
             versions = await client.list_versions("fraud")
         except ClientError as exc:
@@ -430,15 +481,24 @@ async def demo_traffic(
     token: str | None = None,
     wait_s: float = 60.0,
     drift_shift: float = 0.0,
+    ca_file: Path | None = None,
 ) -> Counter[str]:
     """Send one request per user through `address`, report a conversion for every fifth;
     returns requests per variant. With `drift_shift`, feature input[0] of the second half of the
     users is shifted by that many standard deviations: production data drifting away from
-    the training data, for the monitor's drift report to find."""
+    the training data, for the monitor's drift report to find. `ca_file`: the front door
+    terminates TLS with a certificate this CA signed."""
     rng = np.random.default_rng(3)
     served: Counter[str] = Counter()
     auth = [("authorization", f"Bearer {token}")] if token else []
-    async with grpc.aio.insecure_channel(address) as channel:
+    channel = (
+        grpc.aio.secure_channel(
+            address, grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+        )
+        if ca_file is not None
+        else grpc.aio.insecure_channel(address)
+    )
+    async with channel:
         infer = oip_grpc.GRPCInferenceServiceStub(channel)
         router = router_pb2_grpc.RouterServiceStub(channel)
         deadline = asyncio.get_running_loop().time() + wait_s
@@ -480,13 +540,13 @@ async def demo_traffic(
     return served
 
 
-async def demo_report(monitor: str) -> list[str]:
+async def demo_report(monitor: str, tls: TlsSettings | None = None) -> list[str]:
     """What the monitor made of the demo traffic: drift and the experiment, in a few lines."""
     from modelhub.api.monitor.v1 import monitor_pb2 as mpb
     from modelhub.api.monitor.v1 import monitor_pb2_grpc
 
     lines: list[str] = []
-    async with grpc.aio.insecure_channel(monitor) as channel:
+    async with service_channel(monitor, tls=tls or TlsSettings.off()) as channel:
         stub = monitor_pb2_grpc.MonitorServiceStub(channel)
         for version in (1, 2):
             report = await stub.GetDriftReport(
@@ -537,25 +597,37 @@ def envoy_collector(env: dict[str, str]) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    config = StackConfig(var=Path(args.var).resolve(), envoy_otlp=envoy_collector(dict(os.environ)))
-    stack = Stack(config.var)
+    config = StackConfig(
+        var=Path(args.var).resolve(),
+        envoy_otlp=envoy_collector(dict(os.environ)),
+        tls=args.tls or args.mtls,
+        mtls=args.mtls,
+    )
+    tls = config.service_tls()
+    stack = Stack(config.var, tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         specs = await start_suite(stack, config)
-        for note in await register_demo(f"127.0.0.1:{config.ports.registry}"):
+        for note in await register_demo(f"127.0.0.1:{config.ports.registry}", tls=tls):
             print(note)
-        served = await demo_traffic(f"127.0.0.1:{config.ports.envoy}", users=400, drift_shift=1.5)
+        certs = config.certs()
+        served = await demo_traffic(
+            f"127.0.0.1:{config.ports.envoy}",
+            users=400,
+            drift_shift=1.5,
+            ca_file=certs.ca if certs else None,
+        )
         print(
             "demo traffic through Envoy: "
             + ", ".join(f"{variant} {count}" for variant, count in sorted(served.items()))
         )
         await asyncio.sleep(1.5)  # inference sends its events to the monitor in batches
-        for line in await demo_report(f"127.0.0.1:{config.ports.monitor}"):
+        for line in await demo_report(f"127.0.0.1:{config.ports.monitor}", tls):
             print(line)
-        print(banner(config.ports, config.var, specs))
+        print(banner(config.ports, config.var, specs, certs, tls))
         if args.check:
             return 0
         exited = asyncio.ensure_future(stack.first_exit())
@@ -575,7 +647,13 @@ async def run(args: argparse.Namespace) -> int:
         await stack.stop()
 
 
-def banner(ports: Ports, var: Path, specs: list[ServiceSpec]) -> str:
+def banner(
+    ports: Ports,
+    var: Path,
+    specs: list[ServiceSpec],
+    certs: devcerts.LocalCerts | None = None,
+    tls: TlsSettings | None = None,
+) -> str:
     bin_dir = Path(sys.executable).parent
     grpcurl = shutil.which("grpcurl") or str(bin_dir / "grpcurl")
     front = f"127.0.0.1:{ports.envoy}"
@@ -584,37 +662,76 @@ def banner(ports: Ports, var: Path, specs: list[ServiceSpec]) -> str:
         '{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 8], '
         f'"data": {rows[0]}}}]}}'
     )
+    # How to reach the front door: plaintext, or TLS trusting the local CA.
+    grpc_flags = f"-cacert {certs.ca}" if certs else "-plaintext"
+    curl = f"curl -s --cacert {certs.ca}" if certs else "curl -s"
+    scheme = "https" if certs else "http"
     lines = [
         "",
         "ModelHub is up.",
         *(f"  {spec.name:<12} 127.0.0.1:{spec.port:<6} {spec.metrics_url}" for spec in specs),
         "",
-        f"Front door (Envoy): {front}  — gRPC, REST v2 (/v2/…), HTTP/JSON and gRPC-Web",
+        f"Front door (Envoy): {scheme}://{front}  — gRPC, REST v2 (/v2/…), HTTP/JSON and "
+        "gRPC-Web" + (f" over TLS (CA: {certs.ca})" if certs else ""),
+    ]
+    if tls is not None and tls.enabled:
+        lines += [
+            "Mutual TLS between the services and from Envoy: a direct call needs the "
+            "suite's files:",
+            f"  export MODELHUB_TLS_CA_FILE={tls.ca_file} MODELHUB_TLS_CERT_FILE={tls.cert_file} "
+            f"MODELHUB_TLS_KEY_FILE={tls.key_file}",
+            f"  {grpcurl} -cacert {tls.ca_file} -cert {tls.cert_file} -key {tls.key_file} "
+            f"127.0.0.1:{ports.registry} list",
+        ]
+    lines += [
         "",
         "Try:",
-        f"  {grpcurl} -plaintext {front} list",
-        f'  {grpcurl} -plaintext -H \'x-user-id: 42\' -d \'{{"model_name": "fraud", '
+        f"  {grpcurl} {grpc_flags} {front} list",
+        f'  {grpcurl} {grpc_flags} -H \'x-user-id: 42\' -d \'{{"model_name": "fraud", '
         f'"inputs": [{{"name": "features", "datatype": "FP32", "shape": [1, 8], '
         f'"contents": {{"fp32_contents": {rows[0]}}}}}]}}\' {front} '
         "inference.GRPCInferenceService/ModelInfer",
-        f"  curl -s -H 'x-user-id: 42' -d '{body}' http://{front}/v2/models/fraud/infer",
-        f"  curl -s http://{front}/v1/models/fraud/versions",
+        f"  {curl} -H 'x-user-id: 42' -d '{body}' {scheme}://{front}/v2/models/fraud/infer",
+        f"  {curl} {scheme}://{front}/v1/models/fraud/versions",
         f"  {bin_dir / 'modelhub'} versions list fraud",
         f"  {bin_dir / 'modelhub'} stats --endpoint fraud --window 300",
         f"  {bin_dir / 'modelhub'} drift fraud --version 1",
         f"  {bin_dir / 'modelhub'} experiment fraud",
         f"  curl -s http://127.0.0.1:{ports.metrics[1]}/metrics | grep modelhub_inference",
+        f"  curl -s http://127.0.0.1:{ports.envoy_ops}/stats/prometheus | grep envoy_cluster",
         "",
         f"Logs in {var / 'logs'}. Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelhub.stack", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m modelhub.stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--var", default="var", help="data and log directory (default var/)")
     parser.add_argument(
         "--check", action="store_true", help="start, run the demo, then stop (smoke test)"
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=_flag("MODELHUB_STACK_TLS"),
+        help="TLS on the front door with a local CA and certificate under VAR/tls "
+        "(env MODELHUB_STACK_TLS=1)",
+    )
+    parser.add_argument(
+        "--mtls",
+        action="store_true",
+        default=_flag("MODELHUB_STACK_MTLS"),
+        help="--tls, and mutual TLS between the services and from Envoy to them "
+        "(env MODELHUB_STACK_MTLS=1)",
     )
     return asyncio.run(run(parser.parse_args(argv)))
 

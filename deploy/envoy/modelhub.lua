@@ -206,6 +206,14 @@ local function grpc_error(h, code, message)
   }, "")
 end
 
+-- The refusal of a message the size guard (deploy/envoy/size_guard.lua) found larger than
+-- the front door's limit: it dropped the message's bytes as they arrived.
+local function oversized(h)
+  local mark = h:streamInfo():dynamicMetadata():get("modelhub.size_guard")
+  if mark == nil then return nil end
+  return mark["message"]
+end
+
 local function route_endpoint(h, headers, meta, found, stream)
   local total = meta:get("total")
   local salt = meta:get("salt") or ""
@@ -284,7 +292,13 @@ function envoy_on_request(h)
       return
     end
     headers:remove("x-modelhub-version")
-    found = scan(h:body())
+    local body = h:body()
+    local refused = oversized(h)
+    if refused ~= nil then
+      grpc_error(h, 8, refused)
+      return
+    end
+    found = scan(body)
     headers = h:headers()  -- wrappers taken before a yield are invalid after it
     if found == nil then
       grpc_error(h, 3, "compressed message: name the model or endpoint in the " ..

@@ -33,6 +33,7 @@ from modelhub.common.auth import Role
 from modelhub.common.interceptors import EdgeInterceptor, RpcMetrics
 from modelhub.common.reflection import SourceInfoPool, load_descriptor_set
 from modelhub.common.settings import ServiceSettings
+from modelhub.common.tls import server_credentials
 
 log = logging.getLogger("modelhub.server")
 
@@ -195,11 +196,14 @@ class ServiceRuntime:
         otel = aio_server_interceptor(
             tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())
         )
+        # Who calls: the edge interceptor checks it; a servicer may ask it again (e.g. to
+        # name the caller in an audit record).
+        self.authenticator = settings.auth.build()
         interceptors: list[grpc.aio.ServerInterceptor] = [
             TracingInterceptor(
                 otel, always=telemetry.recording() if trace_all is None else trace_all
             ),
-            EdgeInterceptor(settings.auth.build(), roles, RpcMetrics(self.metrics_registry)),
+            EdgeInterceptor(self.authenticator, roles, RpcMetrics(self.metrics_registry)),
         ]
         options = [
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -252,7 +256,11 @@ class ServiceRuntime:
         pool = SourceInfoPool(load_descriptor_set(), names)
         reflection.enable_server_reflection(names, self.server, pool=pool)
         bind = f"{self.settings.host}:{self.settings.port}"
-        self.port = self.server.add_insecure_port(bind)
+        credentials = server_credentials(self.settings.tls)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(bind)
+        else:
+            self.port = self.server.add_secure_port(bind, credentials)
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind gRPC port {bind}")
         await self.server.start()

@@ -1,13 +1,14 @@
 """Settings shared by every service. Each service subclasses `ServiceSettings` with its own
 environment prefix (MODELHUB_REGISTRY_, MODELHUB_INFERENCE_, …); authentication and logging
-settings are common to all services (MODELHUB_AUTH_*, MODELHUB_LOG_*). Settings are built in
-each service's `main()` and passed down; nothing is read at import time."""
+settings are common to all services (MODELHUB_AUTH_*, MODELHUB_LOG_*), and so is mutual TLS
+(MODELHUB_TLS_*). Settings are built in each service's `main()` and passed down; nothing is
+read at import time."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelhub.common.auth import Authenticator, Role, parse_tokens
@@ -52,6 +53,50 @@ class LogSettings(BaseSettings):
     )
 
 
+class TlsSettings(BaseSettings):
+    """Mutual TLS between the services, and from Envoy to them (MODELHUB_TLS_*): one set of
+    files for the whole suite, off by default. With the three files set, every gRPC server
+    requires a client certificate signed by `ca_file`, and every channel a service opens
+    presents `cert_file`/`key_file` and verifies the server against `ca_file`."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELHUB_TLS_", extra="ignore")
+
+    ca_file: str = Field(
+        default="", description="PEM CA bundle that signs the suite's certificates."
+    )
+    cert_file: str = Field(
+        default="",
+        description="PEM certificate this process presents, as a server and as a client "
+        "(extended key usage serverAuth and clientAuth).",
+    )
+    key_file: str = Field(default="", description="PEM private key of `cert_file`.")
+    server_name: str = Field(
+        default="",
+        description="Name the clients verify in the servers' certificates instead of the "
+        "host they dial (one certificate for every service, e.g. `modelhub`).",
+    )
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> TlsSettings:
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        missing = [name for name, value in files.items() if not value]
+        if 0 < len(missing) < len(files):
+            raise ValueError(
+                f"mutual TLS needs MODELHUB_TLS_CA_FILE, _CERT_FILE and _KEY_FILE together; "
+                f"missing: {', '.join(missing)}"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca_file)
+
+    @classmethod
+    def off(cls) -> TlsSettings:
+        """Plaintext, whatever the environment says."""
+        return cls(ca_file="", cert_file="", key_file="")
+
+
 class ServiceSettings(BaseSettings):
     """Network and lifecycle settings every service has; subclasses set the env prefix."""
 
@@ -82,6 +127,11 @@ class ServiceSettings(BaseSettings):
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="Mutual TLS with the other services and Envoy (MODELHUB_TLS_*, shared by "
+        "every service; off by default).",
+    )
 
     def max_receive_bytes(self) -> int:
         """Largest message the gRPC server accepts: gRPC refuses a larger one

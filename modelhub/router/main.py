@@ -50,6 +50,7 @@ class RouterApp:
             default_pool=self.default_pool,
             inference_timeout_s=settings.inference_timeout_s,
             retries=settings.retries,
+            upstream_tls=xds.UpstreamTls.from_settings(settings.tls),
         )
         self.writer = xds.ConfigWriter(
             Path(settings.envoy_config_dir), warm_s=settings.config_warm_s
@@ -61,10 +62,11 @@ class RouterApp:
                 settings.monitor_address,
                 token=settings.monitor_token,
                 timeout_s=settings.monitor_timeout_s,
+                tls=settings.tls,
             )
         # One channel per inference replica, shared by the readiness probes and Triton's
         # deployment-wide extensions.
-        self.replicas = Replicas(settings.max_message_bytes)
+        self.replicas = Replicas(settings.max_message_bytes, settings.tls)
         self.prober = ReadinessProber(
             self.replicas, settings.health_check_timeout_s, settings.backend_token
         )
@@ -76,6 +78,7 @@ class RouterApp:
             self._on_state,
             token=settings.registry_token,
             max_message_bytes=settings.max_message_bytes,
+            tls=settings.tls,
             retry_max_s=settings.watch_retry_max_s,
         )
         self.runtime = ServiceRuntime("router", settings, ROLES, tracer_provider=tracer_provider)
@@ -85,7 +88,9 @@ class RouterApp:
             api.RouterServicer(self.router, self.writer, self.monitor, lambda: self.default_pool),
         )
         # Triton's repository and statistics extensions for the whole deployment.
-        self.registry = RegistryDeployments(settings.registry_address, settings.max_message_bytes)
+        self.registry = RegistryDeployments(
+            settings.registry_address, settings.max_message_bytes, settings.tls
+        )
         self.repository = FrontDoorRepository(
             self.replica_addresses,
             self._deployed,

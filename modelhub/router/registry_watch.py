@@ -28,6 +28,7 @@ import grpc
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc as rpb_grpc
 from modelhub.common.channels import bearer, service_channel
+from modelhub.common.settings import TlsSettings
 from modelhub.common.status import STATUS_DETAILS_KEY, error_info
 from modelhub.router import convert
 from modelhub.router.table import RegistryState
@@ -60,6 +61,7 @@ class RegistryWatch:
         *,
         token: str = "",
         max_message_bytes: int = 64 << 20,
+        tls: TlsSettings | None = None,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 2.0,
         rebuild_delay_s: float = 0.01,
@@ -68,6 +70,7 @@ class RegistryWatch:
         self._on_state = on_state
         self._metadata = bearer(token)
         self._max_message_bytes = max_message_bytes
+        self._tls = tls
         self._retry_initial = retry_initial_s
         self._retry_max = retry_max_s
         self._rebuild_delay = rebuild_delay_s
@@ -84,7 +87,7 @@ class RegistryWatch:
         """Start following (inside the running loop)."""
         if self._tasks:
             return
-        self._channel = service_channel(self.address, self._max_message_bytes)
+        self._channel = service_channel(self.address, self._max_message_bytes, self._tls)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._follow()), loop.create_task(self._rebuilder())]
 

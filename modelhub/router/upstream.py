@@ -18,6 +18,7 @@ from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc as rpb_grpc
 from modelhub.common import errors
 from modelhub.common.channels import Metadata, service_channel
+from modelhub.common.settings import TlsSettings
 from modelhub.common.status import domain_error
 
 T = TypeVar("T")
@@ -35,14 +36,15 @@ class ReplicaStubs:
 class Replicas:
     """Channels to the inference replicas, opened on first use and closed with the router."""
 
-    def __init__(self, max_message_bytes: int = 64 << 20) -> None:
+    def __init__(self, max_message_bytes: int = 64 << 20, tls: TlsSettings | None = None) -> None:
         self._max_message_bytes = max_message_bytes
+        self._tls = tls
         self._channels: dict[str, tuple[grpc.aio.Channel, ReplicaStubs]] = {}
 
     def stubs(self, address: str) -> ReplicaStubs:
         entry = self._channels.get(address)
         if entry is None:
-            channel = service_channel(address, self._max_message_bytes)
+            channel = service_channel(address, self._max_message_bytes, self._tls)
             stubs = ReplicaStubs(
                 address,
                 opb_grpc.GRPCInferenceServiceStub(channel),
@@ -82,15 +84,18 @@ class RegistryDeployments:
     """The registry's deployments, read and changed with the caller's credentials (the
     registry decides whether the caller may)."""
 
-    def __init__(self, address: str, max_message_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, address: str, max_message_bytes: int = 64 << 20, tls: TlsSettings | None = None
+    ) -> None:
         self._address = address
         self._max_message_bytes = max_message_bytes
+        self._tls = tls
         self._channel: grpc.aio.Channel | None = None
         self._stub: rpb_grpc.RegistryServiceStub | None = None
 
     def _registry(self) -> rpb_grpc.RegistryServiceStub:
         if self._stub is None:
-            self._channel = service_channel(self._address, self._max_message_bytes)
+            self._channel = service_channel(self._address, self._max_message_bytes, self._tls)
             self._stub = rpb_grpc.RegistryServiceStub(self._channel)
         return self._stub
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 
+from modelhub.common.settings import TlsSettings
 from modelhub.router import bucketing
 from modelhub.router.table import MAX_SHADOWS, EndpointRoute, KeySource, RoutingTable, Target
 
@@ -97,6 +98,48 @@ _RETRY_ON = "unavailable,reset,connect-failure,refused-stream"
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """Mutual TLS from Envoy to the services: the files as Envoy sees them (the suite's
+    MODELHUB_TLS_* files, at the same paths in Envoy's container), and the name Envoy sends
+    as SNI and expects in the services' certificates (empty: any certificate the CA
+    signed)."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+    server_name: str = ""
+
+    @classmethod
+    def from_settings(cls, tls: TlsSettings) -> UpstreamTls | None:
+        if not tls.enabled:
+            return None
+        return cls(tls.ca_file, tls.cert_file, tls.key_file, tls.server_name)
+
+    def transport_socket(self) -> dict[str, Any]:
+        """The cluster's `transport_socket`: an UpstreamTlsContext with ALPN h2 (gRPC)."""
+        validation: dict[str, Any] = {"trusted_ca": {"filename": self.ca_file}}
+        context: dict[str, Any] = {
+            "@type": _EXT + "transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": self.cert_file},
+                        "private_key": {"filename": self.key_file},
+                    }
+                ],
+                "validation_context": validation,
+            },
+        }
+        if self.server_name:
+            context["sni"] = self.server_name
+            validation["match_typed_subject_alt_names"] = [
+                {"san_type": "DNS", "matcher": {"exact": self.server_name}}
+            ]
+        return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+@dataclass(frozen=True, slots=True)
 class XdsOptions:
     """What the configuration needs beyond the routing table."""
 
@@ -105,6 +148,8 @@ class XdsOptions:
     default_pool: tuple[str, ...] = ("127.0.0.1:50052",)
     inference_timeout_s: float = 60.0
     retries: int = 2
+    # Mutual TLS to the inference replicas (None: plaintext).
+    upstream_tls: UpstreamTls | None = None
 
 
 # ---------------------------------------------------------------------------- clusters
@@ -118,10 +163,12 @@ def grpc_cluster(
     remove_headers: Sequence[str] = (),
     health_checks: bool = True,
     outlier_detection: bool = True,
+    tls: UpstreamTls | None = None,
 ) -> dict[str, Any]:
     """An HTTP/2 (gRPC) cluster over `addresses` with least-request balancing, gRPC health
     checks and outlier ejection; `request_headers` are set on every upstream request (an
-    upstream header mutation: they apply to mirrored copies too)."""
+    upstream header mutation: they apply to mirrored copies too). With `tls`, Envoy talks
+    to the hosts over mutual TLS (health checks too)."""
     endpoints = []
     for address in addresses:
         host, _, port = address.rpartition(":")
@@ -184,6 +231,8 @@ def grpc_cluster(
         },
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
     }
+    if tls is not None:
+        cluster["transport_socket"] = tls.transport_socket()
     if outlier_detection:
         cluster["outlier_detection"] = {
             "consecutive_5xx": 3,
@@ -227,12 +276,14 @@ def failover_primary_name(primary: str) -> str:
     return f"{primary}-primary"
 
 
-def failover_primary(primary: str, addresses: Sequence[str]) -> dict[str, Any]:
+def failover_primary(
+    primary: str, addresses: Sequence[str], tls: UpstreamTls | None = None
+) -> dict[str, Any]:
     """The variant's replicas as the first priority of a failover cluster: health-checked
     but never ejected for the errors they answer, so that an UNAVAILABLE answer is retried
     on the fallback's replicas as the fallback (attempt 2) instead of the variant's
     requests moving there wholesale."""
-    return grpc_cluster(failover_primary_name(primary), addresses, outlier_detection=False)
+    return grpc_cluster(failover_primary_name(primary), addresses, outlier_detection=False, tls=tls)
 
 
 def failover_cluster(primary: str, fallback: str) -> dict[str, Any]:
@@ -284,7 +335,7 @@ def clusters(table: RoutingTable, options: XdsOptions) -> list[dict[str, Any]]:
             pool = variant.spec.pool
             name = pool_cluster_name(pool)
             if pool and name not in out:
-                out[name] = grpc_cluster(name, pool)
+                out[name] = grpc_cluster(name, pool, tls=options.upstream_tls)
         fallback = endpoint.fallback.target if endpoint.fallback is not None else None
         for variant in endpoint.variants:
             if variant.target is None or fallback is None:
@@ -294,11 +345,14 @@ def clusters(table: RoutingTable, options: XdsOptions) -> list[dict[str, Any]]:
                 primary = pool_cluster_name(variant.target.pool)
                 out[name] = failover_cluster(primary, pool_cluster_name(fallback.pool))
                 out[failover_primary_name(primary)] = failover_primary(
-                    primary, variant.target.pool or options.default_pool
+                    primary, variant.target.pool or options.default_pool, options.upstream_tls
                 )
                 if fallback.pool:
                     fallback_pool = pool_cluster_name(fallback.pool)
-                    out.setdefault(fallback_pool, grpc_cluster(fallback_pool, fallback.pool))
+                    out.setdefault(
+                        fallback_pool,
+                        grpc_cluster(fallback_pool, fallback.pool, tls=options.upstream_tls),
+                    )
         for shadow in endpoint.shadows[:MAX_SHADOWS]:
             target = shadow.target
             if target is None:
@@ -317,6 +371,7 @@ def clusters(table: RoutingTable, options: XdsOptions) -> list[dict[str, Any]]:
                 # A failing shadow is only compared, never avoided: every sampled key keeps
                 # being mirrored to it, so the shadow report counts what really happened.
                 outlier_detection=False,
+                tls=options.upstream_tls,
             )
     return [out[k] for k in sorted(out)]
 

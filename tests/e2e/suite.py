@@ -39,7 +39,9 @@ async def running_suite(
     inference_instances: int = 1,
     auth: bool = False,
     otlp: str = "",
+    mtls: bool = False,
 ) -> AsyncIterator[Suite]:
+    """`mtls`: TLS on the front door and mutual TLS behind it (`make up --mtls`)."""
     env: dict[str, str] = {"MODELHUB_INFERENCE_EVENT_SAMPLE_RATE": "1.0"}
     if auth:
         env |= {
@@ -61,12 +63,16 @@ async def running_suite(
         inference_instances=inference_instances,
         env=env,
         envoy_otlp=otlp,
+        tls=mtls,
+        mtls=mtls,
     )
-    stack = Stack(var)
+    stack = Stack(var, config.service_tls())
     try:
         specs = await start_suite(stack, config)
         await register_demo(
-            f"127.0.0.1:{config.ports.registry}", token=ADMIN_TOKEN if auth else None
+            f"127.0.0.1:{config.ports.registry}",
+            token=ADMIN_TOKEN if auth else None,
+            tls=config.service_tls(),
         )
         yield Suite(stack, config, specs)
     finally:

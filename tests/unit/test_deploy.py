@@ -57,10 +57,15 @@ def _cluster_addresses(bootstrap: dict[str, Any], name: str) -> list[str]:
     ]
 
 
+def _listener(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+    (listener,) = [x for x in bootstrap["static_resources"]["listeners"] if x["name"] == name]
+    return listener
+
+
 def _xds_dirs(bootstrap: dict[str, Any]) -> set[str]:
     """Every directory the bootstrap reads dynamic configuration from (CDS and RDS)."""
     sources = [bootstrap["dynamic_resources"]["cds_config"]["path_config_source"]]
-    (listener,) = bootstrap["static_resources"]["listeners"]
+    listener = _listener(bootstrap, "ingress")
     for chain in listener["filter_chains"]:
         for network_filter in chain["filters"]:
             rds = network_filter["typed_config"].get("rds")
@@ -108,6 +113,27 @@ def test_envoy_validates_the_local_variant(tmp_path: Path, access_log: str) -> N
     result = envoy.validate(config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
+
+
+@pytest.mark.parametrize("variant", ["local", "compose", "k8s"])
+def test_the_admin_interface_listens_on_loopback_and_the_ops_listener_exposes_two_paths(
+    variant: str,
+) -> None:
+    bootstrap = yaml.safe_load(envoy.render(envoy.VARIANTS[variant]))
+    assert bootstrap["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    ops = _listener(bootstrap, "ops")
+    (hcm,) = ops["filter_chains"][0]["filters"]
+    (host,) = hcm["typed_config"]["route_config"]["virtual_hosts"]
+    routed = {r["match"]["path"]: r["route"]["cluster"] for r in host["routes"] if "route" in r}
+    assert routed == {"/ready": "admin", "/stats/prometheus": "admin"}
+    assert host["routes"][-1] == {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}},
+    }
+    admin = _cluster_addresses(bootstrap, "admin")
+    assert admin == [f"127.0.0.1:{envoy.VARIANTS[variant].admin_port}"]
+    with pytest.raises(ValueError, match="loopback"):
+        envoy.render(replace(envoy.VARIANTS[variant], admin_address="0.0.0.0"))
 
 
 def test_the_variants_differ_only_in_addresses_paths_and_tracing() -> None:
@@ -187,6 +213,11 @@ def test_prometheus_scrapes_every_service(compose: dict[str, Any]) -> None:
         port = env[f"MODELHUB_{service.upper()}_METRICS_PORT"]
         assert f"{service}:{port}" in targets
         assert port in compose["services"][service]["expose"]
+    # Envoy's metrics through its ops listener (the admin port listens on loopback).
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "envoy"]
+    assert job["metrics_path"] == "/stats/prometheus"
+    assert job["static_configs"][0]["targets"] == [f"envoy:{envoy.COMPOSE.ops_port}"]
+    assert str(envoy.COMPOSE.ops_port) in compose["services"]["envoy"]["expose"]
 
 
 def test_grafana_dashboard_queries_modelhub_metrics() -> None:
@@ -287,8 +318,9 @@ def test_compose_envoy_has_its_bootstrap_and_descriptor(compose: dict[str, Any])
     runtime = dockerfile.split("AS runtime", 1)[1].split("\nFROM ", 1)[0]
     assert f"deploy/envoy/modelhub.pb {envoy.COMPOSE.descriptor}" in runtime
     assert proxy["build"]["target"] == "runtime"
-    # The admin port answers /ready for the health check.
-    assert str(envoy.COMPOSE.admin_port) in proxy["healthcheck"]["test"][-1]
+    # The ops listener answers /ready for the health check; the admin port is not published.
+    assert f"127.0.0.1:{envoy.COMPOSE.ops_port}/ready" in proxy["healthcheck"]["test"][-1]
+    assert all(str(envoy.COMPOSE.admin_port) not in str(port) for port in proxy["ports"])
 
 
 def test_nothing_names_envoys_removed_internal_listener() -> None:
@@ -443,9 +475,8 @@ def test_kubernetes_envoy_runs_its_bootstrap() -> None:
     assert mount["subPath"] in generator["files"]
     assert (K8S_DIR / mount["subPath"]).resolve() == RENDERED["k8s"]
     ports = {p["name"]: p["containerPort"] for p in proxy["ports"]}
-    assert ports["admin"] == envoy.KUBERNETES.admin_port
-    assert ports["ingress"] == envoy.KUBERNETES.listen_port
-    assert proxy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}
+    assert ports == {"ingress": envoy.KUBERNETES.listen_port, "ops": envoy.KUBERNETES.ops_port}
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "ops"}
 
 
 def test_kubernetes_router_sidecar_shares_the_xds_directory() -> None:

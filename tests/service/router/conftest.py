@@ -65,8 +65,13 @@ async def front_doors(
     started: list[FrontDoor] = []
 
     async def make(
-        *, backends: list[str] | None = None, monitor: str = "", **overrides: Any
+        *,
+        backends: list[str] | None = None,
+        monitor: str = "",
+        envoy: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> FrontDoor:
+        """`overrides`: router settings; `envoy`: Envoy's (EnvoyParams fields)."""
         pool = backends or [inference.address]
         index = len(started)
         xds_dir = tmp_path / f"xds-{index}"
@@ -81,6 +86,7 @@ async def front_doors(
             registry=registry_address,
             monitor=monitor,
             name=f"envoy-{index}",
+            **(envoy or {}),
         )
         door = FrontDoor(app, proxy, Clients.connect(proxy.address, app.address), xds_dir, pool)
         started.append(door)

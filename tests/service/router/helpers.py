@@ -103,6 +103,10 @@ class EnvoyProcess:
     def admin(self) -> str:
         return f"http://127.0.0.1:{self.params.admin_port}"
 
+    @property
+    def ops(self) -> str:
+        return f"http://127.0.0.1:{self.params.ops_port}"
+
     def _get(self, path: str) -> str:
         with urllib.request.urlopen(f"{self.admin}{path}", timeout=5) as reply:
             return str(reply.read().decode())
@@ -146,17 +150,21 @@ async def start_envoy(
     registry: str,
     monitor: str = "",
     name: str = "envoy",
+    **overrides: Any,
 ) -> EnvoyProcess:
-    """Start Envoy on ephemeral ports and wait until it serves."""
+    """Start Envoy on ephemeral ports and wait until it serves. `overrides` replace more of
+    its `EnvoyParams` (TLS files, the request byte limit …)."""
     params = replace(
         envoy.LOCAL,
         listen_port=_free_port(),
         admin_port=_free_port(),
+        ops_port=_free_port(),
         xds_dir=str(xds_dir),
         router=[router],
         registry=[registry],
         monitor=[monitor or registry],
         inference=list(inference),
+        **overrides,
     )
     envoy.seed(params)
     config = tmp_path / f"{name}.yaml"

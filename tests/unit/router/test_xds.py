@@ -394,7 +394,8 @@ def test_envoy_validates_the_snapshot(snap: xds.Snapshot, tmp_path: Path) -> Non
 
     bootstrap = yaml.safe_load(envoy.render(replace(envoy.LOCAL, xds_dir=str(tmp_path / "xds"))))
     bootstrap.pop("dynamic_resources")
-    (listener,) = bootstrap["static_resources"]["listeners"]
+    listener = bootstrap["static_resources"]["listeners"][0]
+    assert listener["name"] == "ingress"
     manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
     assert manager["rds"]["route_config_name"] == xds.ROUTE_CONFIG
     del manager["rds"]
