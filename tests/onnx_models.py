@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -136,3 +138,74 @@ def cast_output(elem_type: int) -> bytes:
         [helper.make_tensor_value_info("y", elem_type, ["batch", 2])],
     )
     return _ml_model(graph, opset=21, ir_version=10)
+
+
+def large_matmul(path: Path, size_bytes: int, layers: int = 1) -> Path:
+    """Write a chain of `layers` MatMuls (h = h @ w_i) to `path`, with square float32
+    initializers w_i of about `size_bytes` in all (side n = sqrt(size_bytes / 4 / layers)):
+    a model whose file is large while a row in or out stays small (n floats), for memory
+    accounting. One layer: one large allocation; many: many middle-sized ones (which the
+    C allocator keeps after they are freed unless trimmed). x: float32 [batch, n] → y:
+    float32 [batch, n]. Seeded: the same bytes every time. Returns `path`."""
+    side = max(1, int((size_bytes / 4 / max(1, layers)) ** 0.5))
+    rng = np.random.default_rng(7)
+    weights = [
+        numpy_helper.from_array(rng.random((side, side), dtype=np.float32) / side, f"w{i}")
+        for i in range(max(1, layers))
+    ]
+    names = ["x", *(f"h{i}" for i in range(len(weights) - 1)), "y"]
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", [names[i], w.name], [names[i + 1]])
+            for i, w in enumerate(weights)
+        ],
+        "large_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", side])],
+        weights,
+    )
+    del weights
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def small_cnn(seed: int = 5) -> bytes:
+    """A small image classifier: float32 [batch, 3, 16, 16] → Conv 8 + Relu → Conv 16 +
+    Relu → GlobalAveragePool → Flatten → Gemm 10 (`logits`), seeded weights."""
+    rng = np.random.default_rng(seed)
+
+    def weights(name: str, *shape: int) -> onnx.TensorProto:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+        values = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        return numpy_helper.from_array(values.astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
+    ]
+    initializers = [
+        weights("w1", 8, 3, 3, 3),
+        numpy_helper.from_array(np.zeros(8, np.float32), "b1"),
+        weights("w2", 16, 8, 3, 3),
+        numpy_helper.from_array(np.zeros(16, np.float32), "b2"),
+        weights("w3", 10, 16),
+        numpy_helper.from_array(np.zeros(10, np.float32), "b3"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "small_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

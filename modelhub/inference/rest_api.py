@@ -72,7 +72,9 @@ class InferenceRestServicer(rest_grpc.InferenceRestServicer):
         self, request: rest_pb2.RestRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         model, version = _reference(request, context)
-        description = await self._service.model_metadata(model, version)
+        description = await self._service.model_metadata(
+            model, version, may_load=self._grpc.may_load(context)
+        )
         description = replace(description, name=request.model_name)
         return json_body(message_dict(convert.model_metadata(description)))
 
@@ -80,7 +82,9 @@ class InferenceRestServicer(rest_grpc.InferenceRestServicer):
         self, request: rest_pb2.RestRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         model, version = _reference(request, context)
-        config = await self._service.model_config(model, version)
+        config = await self._service.model_config(
+            model, version, may_load=self._grpc.may_load(context)
+        )
         config = replace(config, name=request.model_name)
         return json_body(message_dict(convert.model_config(config).config))
 

@@ -23,7 +23,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from modelhub.common.errors import FailedPreconditionError, InvalidArtifactError
+from modelhub.common.errors import (
+    FailedPreconditionError,
+    InvalidArtifactError,
+    ModelNotReadyError,
+)
 from modelhub.inference.codec import bytes_elements
 from modelhub.inference.signature import ModelSignature, check_servable, schema_from_session
 from modelhub.inference.spec import Device, RuntimeOptions
@@ -59,12 +63,20 @@ def _probe_model() -> bytes:
     return bytes(model.SerializeToString())
 
 
+def _closed_run(_names: Sequence[str] | None, _feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    raise ModelNotReadyError("the model version's session was closed (it was unloaded)")
+
+
 class OrtInstance:
-    """One ONNX Runtime session of a version and the thread that runs it."""
+    """One ONNX Runtime session of a version and the thread that runs it.
+
+    `close()` drops this object's references to the session (its run function included),
+    so that the session, its weights and its arena are freed as soon as the instance is
+    closed, whoever still holds the instance."""
 
     def __init__(self, name: str, session: ort.InferenceSession, run: RunFn) -> None:
         self.name = name
-        self.session = session
+        self._session: ort.InferenceSession | None = session
         self.provider = session.get_providers()[0]
         self._run = run
         # Outputs that are string tensors: answered as bytes, the BYTES representation.
@@ -84,17 +96,41 @@ class OrtInstance:
                 outputs[index] = bytes_elements(outputs[index])
         return outputs, time.perf_counter() - start
 
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            raise ModelNotReadyError(f"session {self.name} is closed")
+        return self._session
+
     def close(self) -> None:
+        """Stop the thread and let the session go (a run in progress keeps it until it
+        returns)."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._session = None
+        self._run = _closed_run
 
 
 class SessionFactory:
     """Creates sessions with the right providers and threads. Blocking: call from a thread."""
 
-    def __init__(self, run_hook: RunHook | None = None) -> None:
+    def __init__(self, run_hook: RunHook | None = None, *, cpu_memory_arena: bool = True) -> None:
         self._run_hook = run_hook
+        self._cpu_memory_arena = cpu_memory_arena
         self._cuda: bool | None = None
         self._lock = threading.Lock()
+        self._initialized = False
+
+    def initialize(self, device: Device) -> None:
+        """Pay the process-wide one-time costs (ONNX Runtime's environment, the CUDA probe)
+        now, so that they are not counted in the memory of the first version measured."""
+        with self._lock:
+            if not self._initialized:
+                ort.InferenceSession(_probe_model(), providers=[CPU]).run(
+                    None, {"x": np.zeros(1, np.float32)}
+                )
+                self._initialized = True
+        if device is not Device.CPU:
+            self.cuda_usable()
 
     def cuda_usable(self) -> bool:
         """Whether a CUDA session really runs on the GPU here (probed once)."""
@@ -144,28 +180,50 @@ class SessionFactory:
             options.graph_optimization, ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         )
         session_options.log_severity_level = 3
-        instances = []
-        for index in range(max(1, options.instance_count)):
-            try:
-                session = ort.InferenceSession(
-                    str(path), session_options, providers=list(providers)
-                )
-            except Exception as exc:
-                raise InvalidArtifactError(f"ONNX Runtime cannot load model {name}: {exc}") from exc
-            if index == 0:  # before building more of a model that cannot be served
-                check_servable(
-                    schema_from_session(session.get_inputs(), session.get_outputs()), name
-                )
-            if options.device is Device.GPU and session.get_providers()[0] != CUDA:
-                raise FailedPreconditionError(
-                    f"model {name} did not get the CUDA execution provider",
-                    reason="GPU_UNAVAILABLE",
-                )
-            run: RunFn = session.run
-            if self._run_hook is not None:
-                run = self._run_hook(name, run)
-            instances.append(OrtInstance(f"{name}#{index}", session, run))
+        # The arena keeps the largest intermediate buffers a run needed (counted in the
+        # version's measured memory, freed with the session); off, runs allocate and free.
+        session_options.enable_cpu_mem_arena = self._cpu_memory_arena
+        # On failure every session built so far is closed: an exception's traceback
+        # (kept a while by callers) must not keep a model's memory alive.
+        instances: list[OrtInstance] = []
+        try:
+            for index in range(max(1, options.instance_count)):
+                instance = self._open(path, session_options, providers, name, index)
+                instances.append(instance)
+                if index == 0:  # before building more of a model that cannot be served
+                    check_servable(
+                        schema_from_session(
+                            instance.session.get_inputs(), instance.session.get_outputs()
+                        ),
+                        name,
+                    )
+                if options.device is Device.GPU and instance.provider != CUDA:
+                    raise FailedPreconditionError(
+                        f"model {name} did not get the CUDA execution provider",
+                        reason="GPU_UNAVAILABLE",
+                    )
+        except BaseException:
+            for instance in instances:
+                instance.close()
+            raise
         return instances
+
+    def _open(
+        self,
+        path: Path,
+        session_options: ort.SessionOptions,
+        providers: list[str],
+        name: str,
+        index: int,
+    ) -> OrtInstance:
+        try:
+            session = ort.InferenceSession(str(path), session_options, providers=list(providers))
+        except Exception as exc:
+            raise InvalidArtifactError(f"ONNX Runtime cannot load model {name}: {exc}") from exc
+        run: RunFn = session.run
+        if self._run_hook is not None:
+            run = self._run_hook(name, run)
+        return OrtInstance(f"{name}#{index}", session, run)
 
 
 def warm_up(

@@ -17,10 +17,12 @@ from modelhub.common.errors import (
     ModelHubError,
     NotFoundError,
 )
+from modelhub.common.names import is_decimal
 from modelhub.inference.batcher import INF
 from modelhub.inference.deployments import DeploymentWatcher
 from modelhub.inference.repository import IndexEntry, ModelRepository, ServedVersion
 from modelhub.inference.request import InferRequest, InferResult, OutputTensor
+from modelhub.inference.routing import version_reference
 from modelhub.inference.signature import ModelSignature
 from modelhub.inference.spec import Device, LoadOptions, LoadOverrides, ModelSchema
 
@@ -90,18 +92,22 @@ class InferenceService:
         request: InferRequest,
         time_remaining: float | None = None,
         span_context: SpanContext | None = None,
+        *,
+        may_load: bool = True,
     ) -> InferResult:
         """Run one request through its version's batcher.
 
         `time_remaining` is the transport deadline (seconds, None: none); the request's
-        own `timeout_s` and the version's default timeout may shorten it. Raises domain
-        errors: NotFoundError, InvalidArgumentError, QueueFullError, DeadlineExpiredError…
+        own `timeout_s` and the version's default timeout may shorten it. `may_load`:
+        whether the caller may load a version on demand (`ModelRepository.acquire`).
+        Raises domain errors: NotFoundError, InvalidArgumentError, QueueFullError,
+        DeadlineExpiredError, PermissionDeniedError…
         """
         start = time.perf_counter()
         repository = self.repository
         served = repository.lookup(request.model, request.version)
         if served is None:
-            served = await repository.acquire(request.model, request.version)
+            served = await repository.acquire(request.model, request.version, may_load=may_load)
         served.enter()
         request.served_version = served.info.version
         try:
@@ -155,9 +161,14 @@ class InferenceService:
                 f"{where} is deployed here and not loaded yet (loading, or its load failed: "
                 "RepositoryIndex gives the reason)"
             )
+        if not self.repository.load_on_demand:
+            return False, (
+                f"{where} is not loaded on this server; it is not deployed here and loading "
+                "on demand is off (LoadModel loads it)"
+            )
         return False, (
             f"{where} is not loaded on this server; it is not deployed here and loads on "
-            "demand with the first inference request"
+            "demand with the first inference request of a caller that may load models"
         )
 
     async def model_ready(self, model: str, version: str) -> bool:
@@ -171,12 +182,15 @@ class InferenceService:
             served = self.repository.lookup(model, str(info.version))
         return served is not None
 
-    async def model_metadata(self, model: str, version: str) -> ModelDescription:
+    async def model_metadata(
+        self, model: str, version: str, *, may_load: bool = True
+    ) -> ModelDescription:
         """Inputs and outputs of a version (its session's when served, else the source's
-        schema: describing a model does not load it)."""
+        schema: describing a model does not load it, unless its schema is unknown; then it
+        loads on demand as for a request)."""
         info, schema = await self.repository.schema(model, version)
         if schema is None:
-            served = await self.repository.load(model, str(info.version), any_options=True)
+            served = await self.repository.acquire(model, str(info.version), may_load=may_load)
             schema = served.signature.schema
         versions = {str(v) for v in self.repository.known_versions(model)}
         versions.add(str(info.version))
@@ -187,13 +201,16 @@ class InferenceService:
             schema=schema,
         )
 
-    async def model_config(self, model: str, version: str) -> ModelConfiguration:
+    async def model_config(
+        self, model: str, version: str, *, may_load: bool = True
+    ) -> ModelConfiguration:
         """A version's configuration: its own settings when served here, else the server
-        defaults (describing a model does not load it unless its schema is unknown)."""
+        defaults (describing a model does not load it unless its schema is unknown; then it
+        loads on demand as for a request)."""
         info, schema = await self.repository.schema(model, version)
         served = self.repository.lookup(model, str(info.version))
         if served is None and schema is None:
-            served = await self.repository.load(model, str(info.version), any_options=True)
+            served = await self.repository.acquire(model, str(info.version), may_load=may_load)
         if served is not None:
             schema = served.signature.schema
             options = served.options
@@ -224,7 +241,7 @@ class InferenceService:
         """Load a version (explicitly: evictable, not pinned) and wait until it serves."""
         if not model:
             raise InvalidArgumentError("model is required", field="model")
-        served = await self.repository.load(model, version, overrides)
+        served = await self.repository.load(model, version_reference(version, "version"), overrides)
         return next(e for e in self.repository.index() if (e.model, e.version) == served.key)
 
     async def unload_model(self, model: str, version: str) -> None:
@@ -232,9 +249,9 @@ class InferenceService:
         loaded are refused: change the deployment instead."""
         if not model:
             raise InvalidArgumentError("model is required", field="model")
-        if not version.isdigit():
+        if not is_decimal(version):
             raise InvalidArgumentError(
-                f"version must be a version number, not {version!r}", field="version"
+                f"version must be a version number, not {version[:64]!r}", field="version"
             )
         key = (model, int(version))
         if self.repository.is_pinned(key):

@@ -75,15 +75,36 @@ class InferenceSettings(ServiceSettings):
     # Lifecycle.
     load_on_demand: bool = Field(
         default=True,
-        description="Load a version that is not loaded when a request names it (the first "
-        "request waits for the load). Off: such requests fail with UNAVAILABLE.",
+        description="Load a version that is not loaded when a request (ModelInfer, "
+        "ModelStreamInfer, REST infer, or metadata of a version whose schema is unknown) "
+        "names it; the first request waits for the load, within the memory budget. Only "
+        "callers with the role LoadModel needs (admin) trigger such a load, unless a "
+        "deployment names the version; others get PERMISSION_DENIED (reason "
+        "LOAD_NOT_PERMITTED). Off: such requests fail with UNAVAILABLE (MODEL_NOT_READY), "
+        "or NOT_FOUND for a model this server does not serve.",
     )
     memory_budget_bytes: int = Field(
         default=8 << 30,
         gt=0,
-        description="Memory the loaded versions may hold, estimated as artifact size × "
-        "instances. Loading past it evicts the least recently used versions that no "
-        "deployment pins.",
+        description="Memory the loaded versions may hold, counted from what each really "
+        "took when it loaded (the memory its sessions held once built and warmed up, "
+        "measured on the C heap; at least artifact size × instances). Loading past it "
+        "evicts the least recently used versions that no deployment pins, or is refused "
+        "with RESOURCE_EXHAUSTED (reason MEMORY_BUDGET).",
+    )
+    memory_estimate_factor: float = Field(
+        default=1.25,
+        ge=1.0,
+        description="A version that has not loaded here before is admitted on an estimate "
+        "of artifact size × instances × this factor (later loads use what it measured); "
+        "the budget is checked again with the measured figure once it has loaded.",
+    )
+    cpu_memory_arena: bool = Field(
+        default=True,
+        description="ONNX Runtime's CPU memory arena: each session keeps the largest "
+        "intermediate buffers its runs needed (faster runs; counted in the version's "
+        "measured memory, which includes a warm-up at max_batch_size, and freed on unload). "
+        "Off: runs allocate and free their buffers.",
     )
     warmup: bool = Field(
         default=True,
@@ -201,6 +222,34 @@ class InferenceSettings(ServiceSettings):
         ge=1,
         description="Estimated memory the waiting events may hold (sampled values "
         "included); past it, new events are dropped (counted, reason buffer_bytes).",
+    )
+
+    # Payload audit log (docs/audit.md): endpoints' audit policies come from the registry.
+    audit_max_record_bytes: int = Field(
+        default=256 << 10,
+        ge=4096,
+        description="Cap of one audit record's encoded size (payloads included); tensors "
+        "are cut to their first values to fit (the record and tensor say `truncated`).",
+    )
+    audit_buffer_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Audit records waiting to be sent to the monitor; when full, new "
+        "records are dropped (counted, reason buffer_full).",
+    )
+    audit_buffer_bytes: int = Field(
+        default=32 << 20,
+        ge=1,
+        description="Estimated memory the waiting audit records may hold; past it, new "
+        "records are dropped (counted, reason buffer_bytes).",
+    )
+    audit_batch_size: int = Field(
+        default=50, ge=1, description="Audit records per IngestAuditRecords call."
+    )
+    audit_flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Audit records are sent at least this often (sooner when a batch fills).",
     )
 
     # Processes.

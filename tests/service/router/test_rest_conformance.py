@@ -11,11 +11,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from modelhub.api.inference.v1 import inference_pb2 as ipb
+from modelhub.api.inference.v1 import inference_pb2_grpc as ipb_grpc
 from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.common.settings import AuthSettings
 from tests.service.registry.helpers import upload
@@ -305,9 +308,16 @@ async def test_error_statuses(
         tmp_path,
         name="strict",
         max_request_bytes=64,
-        auth=AuthSettings(tokens="reader-token:reader"),
+        auth=AuthSettings(tokens="reader-token:reader,admin-token:admin"),
     )
     try:
+        # A reader does not load a version on demand (docs/inference-memory.md): an
+        # operator loads it first.
+        async with grpc.aio.insecure_channel(strict.address) as channel:
+            await ipb_grpc.ModelRepositoryServiceStub(channel).LoadModel(
+                ipb.LoadModelRequest(model="example"),
+                metadata=(("authorization", "Bearer admin-token"),),
+            )
         door = await front_doors(backends=[strict.address], backend_token="reader-token")
         address = door.envoy.address
         await error(401, "POST", "/v2/models/example/infer", SPEC_REQUEST)

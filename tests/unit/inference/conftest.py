@@ -35,6 +35,7 @@ async def make_repository(tmp_path: Path, source: MemorySource) -> AsyncIterator
     def make(
         *,
         budget: int = 1 << 30,
+        estimate_factor: float = 1.25,
         load_on_demand: bool = True,
         run_hook: RunHook | None = None,
         resolve_ttl_s: float = 60.0,
@@ -48,6 +49,7 @@ async def make_repository(tmp_path: Path, source: MemorySource) -> AsyncIterator
             InferenceMetrics(CollectorRegistry()),
             defaults=DEFAULTS,
             memory_budget_bytes=budget,
+            memory_estimate_factor=estimate_factor,
             load_on_demand=load_on_demand,
             resolve_ttl_s=resolve_ttl_s,
         )
