@@ -17,6 +17,11 @@ monitor has seen a request before its outcome arrives (it joins them by request 
 The sink (the monitor's gRPC API, `modelhub.common.monitor_sink`) is injected; so is an
 optional sampler that turns an event's deferred `payload` into input and output samples
 in the background task rather than on the request path.
+
+The pipeline is generic in what it carries: inference's payload audit records
+(`modelhub.common.audit`) go through a pipeline of their own, with their own bounds and
+counters, so that large audit payloads never crowd out the events (`size` estimates an
+item's memory; `event_bytes` for events).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger("modelhub.common.events")
 
@@ -101,10 +106,14 @@ class SendResult:
     dropped: int = 0
 
 
-class EventSink(Protocol):
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class EventSink(Protocol[T_contra]):
     """Where events go (the monitor). Raise to report that nothing was delivered."""
 
-    async def send_events(self, events: Sequence[Event]) -> SendResult: ...
+    async def send_events(self, events: Sequence[T_contra]) -> SendResult: ...
 
     async def send_outcomes(self, outcomes: Sequence[Outcome]) -> int:
         """Send outcomes; how many were attributed to a served request."""
@@ -176,12 +185,13 @@ def event_bytes(event: Event) -> int:
     return size
 
 
-class EventPipeline:
-    """Bounded event buffer and its sender task."""
+class EventPipeline(Generic[T]):
+    """Bounded event buffer and its sender task (events, or any item `size` can estimate;
+    `what` names them in log lines)."""
 
     def __init__(
         self,
-        sink: EventSink,
+        sink: EventSink[T],
         *,
         max_buffered: int,
         batch_size: int,
@@ -189,16 +199,20 @@ class EventPipeline:
         max_outcomes: int,
         sampler: Sampler | None = None,
         max_buffered_bytes: int = 16 << 20,
+        size: Callable[[Any], int] = event_bytes,
+        what: str = "events",
     ) -> None:
         self._sink = sink
         self._sampler = sampler
+        self._size = size
+        self.what = what
         self.max_buffered = max_buffered
         self.max_buffered_bytes = max_buffered_bytes
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_outcomes = max_outcomes
-        self._events: deque[Event] = deque()
-        # The estimate of each queued event (`event_bytes` when queued), in queue order.
+        self._events: deque[T] = deque()
+        # The estimate of each queued event (`size` when queued), in queue order.
         self._sizes: deque[int] = deque()
         # Estimated bytes of the queued events and of the batch in flight.
         self.buffered_bytes = 0
@@ -219,13 +233,13 @@ class EventPipeline:
         self.dropped += count
         self.dropped_by_reason[reason] += count
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: T) -> None:
         """Queue an event; drop it (counted) when the buffer is full, by count or by bytes.
         Never blocks."""
         if len(self._events) >= self.max_buffered:
             self._drop(DROP_BUFFER_FULL, 1)
             return
-        size = event_bytes(event)
+        size = self._size(event)
         if self.buffered_bytes + size > self.max_buffered_bytes:
             self._drop(DROP_BUFFER_BYTES, 1)
             return
@@ -244,8 +258,8 @@ class EventPipeline:
         self._wake.set()
         return True
 
-    def _sample(self, event: Event) -> None:
-        if event.payload is None or self._sampler is None:
+    def _sample(self, event: Any) -> None:
+        if self._sampler is None or event.payload is None:
             return
         payload = event.payload
         event.payload = None
@@ -276,10 +290,16 @@ class EventPipeline:
             except Exception as exc:
                 self._drop(DROP_UNREACHABLE, len(batch))
                 log.warning(
-                    "monitor unreachable: dropped %d events (%s)",
+                    "monitor unreachable: dropped %d %s (%s)",
                     len(batch),
+                    self.what,
                     exc,
-                    extra={"fields": {"event": "events_dropped", "count": len(batch)}},
+                    extra={
+                        "fields": {
+                            "event": f"{self.what.replace(' ', '_')}_dropped",
+                            "count": len(batch),
+                        }
+                    },
                 )
                 # The rest would most likely fail the same way: drop it now instead of
                 # waiting for one timeout per batch.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -14,10 +15,11 @@ from opentelemetry import trace
 
 from modelhub.api.oip import grpc_predict_v2_pb2 as pb
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as pb_grpc
-from modelhub.common.auth import Role
+from modelhub.common.auth import Authenticator, Role
 from modelhub.common.errors import InvalidArgumentError, ModelHubError, NotFoundError
 from modelhub.common.status import status_code_for
-from modelhub.inference import convert, routing
+from modelhub.inference import convert, repository_api, routing
+from modelhub.inference.audit import AuditPolicy, RequestAuditor
 from modelhub.inference.metrics import InferenceMetrics
 from modelhub.inference.reporting import RequestReporter
 from modelhub.inference.request import InferRequest, InferResult
@@ -25,6 +27,8 @@ from modelhub.inference.routing import DIRECT, Route
 from modelhub.inference.service import InferenceService
 
 SERVICE_NAME = "inference.GRPCInferenceService"
+
+log = logging.getLogger("modelhub.inference.api")
 
 ROLES: dict[str, Role] = {
     "ServerLive": Role.READER,
@@ -39,6 +43,9 @@ ROLES: dict[str, Role] = {
     "ModelConfig": Role.READER,
     # RepositoryModelLoad and RepositoryModelUnload: ADMIN (not listed).
 }
+
+# Loading a version on demand takes what loading it explicitly takes.
+LOAD_ROLE = repository_api.ROLES["LoadModel"]
 
 # Messages of one ModelStreamInfer stream running at once.
 STREAM_WINDOW = 256
@@ -68,6 +75,19 @@ def _decoder(request: pb.ModelInferRequest, max_request_bytes: int) -> Callable[
     return functools.partial(convert.infer_request, request, max_request_bytes)
 
 
+def _trace_id(span: trace.Span) -> str:
+    """The request's W3C trace id (32 hex digits) when it has a trace context, else ""."""
+    context = span.get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else ""
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
 def _traceparent(span: trace.Span) -> str:
     """The span as a W3C traceparent when it is sampled (recorded), else ""."""
     context = span.get_span_context()
@@ -86,11 +106,27 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         metrics: InferenceMetrics,
         max_request_bytes: int,
         reporter: RequestReporter | None = None,
+        auditor: RequestAuditor | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self._service = service
         self._metrics = metrics
         self._max_request_bytes = max_request_bytes
         self._reporter = reporter
+        self._auditor = auditor
+        # Names the caller in audit records (the edge interceptor already checked it).
+        self._authenticator = authenticator or Authenticator({})
+
+    def may_load(self, context: grpc.aio.ServicerContext) -> bool:
+        """Whether this call may load a version on demand: its caller has the role that
+        LoadModel needs (always, with authentication off)."""
+        if not self._authenticator.enabled:
+            return True
+        try:
+            principal = self._authenticator.authenticate(_authorization(context))
+        except ModelHubError:
+            return False
+        return principal.role >= LOAD_ROLE
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -126,7 +162,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         model, version = routing.model_reference(request.name, request.version, route_of(context))
-        description = await self._service.model_metadata(model, version)
+        description = await self._service.model_metadata(
+            model, version, may_load=self.may_load(context)
+        )
         if description.name != request.name:
             description = replace(description, name=request.name)
         return convert.model_metadata(description)
@@ -135,7 +173,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
         model, version = routing.model_reference(request.name, request.version, route_of(context))
-        config = await self._service.model_config(model, version)
+        config = await self._service.model_config(model, version, may_load=self.may_load(context))
         if config.name != request.name:
             config = replace(config, name=request.name)
         return convert.model_config(config)
@@ -279,6 +317,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         start = time.perf_counter()
         model = version = ""  # requests that never reached a version are counted unlabelled
         code = grpc.StatusCode.OK
+        message = ""
         domain: InferRequest | None = None
         result: InferResult | None = None
         span = trace.get_current_span()
@@ -290,7 +329,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if route.shadow:
                 domain.background = True
             result = await self._service.infer(
-                domain, context.time_remaining(), span.get_span_context()
+                domain,
+                context.time_remaining(),
+                span.get_span_context(),
+                may_load=self.may_load(context),
             )
             model, version = result.model, str(result.version)
             if span.is_recording():
@@ -299,6 +341,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return result, routing.served_labels(route, result.model, result.version)
         except ModelHubError as exc:
             code = _code(exc)
+            message = exc.message
             if domain is not None and domain.served_version is not None:
                 model, version = domain.model, str(domain.served_version)
             # Without the frames it came through (convert's copies of the raw contents, the
@@ -307,9 +350,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise exc.with_traceback(None)  # noqa: B904 - the same exception, re-raised
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
+            message = "the call was cancelled"
             raise
-        except Exception:
+        except Exception as exc:
             code = grpc.StatusCode.INTERNAL
+            message = f"internal error: {type(exc).__name__}"
             raise
         finally:
             latency = time.perf_counter() - start
@@ -336,5 +381,67 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     result.outputs[0].data if result is not None and result.outputs else None,
                     _traceparent(span),
                 )
+            auditor = self._auditor
+            if auditor is not None and route.endpoint:
+                policy = auditor.sampled(route)
+                if policy is not None:
+                    self._audit(
+                        auditor,
+                        policy,
+                        context,
+                        route,
+                        span,
+                        request_id or (domain.id if domain is not None else ""),
+                        latency,
+                        model,
+                        version,
+                        code,
+                        message,
+                        domain,
+                        result,
+                    )
             # This frame outlives the call in an exception's traceback: keep no data in it.
             del domain, result, decode
+
+    def _audit(
+        self,
+        auditor: RequestAuditor,
+        policy: AuditPolicy,
+        context: grpc.aio.ServicerContext,
+        route: Route,
+        span: trace.Span,
+        request_id: str,
+        latency: float,
+        model: str,
+        version: str,
+        code: grpc.StatusCode,
+        message: str,
+        domain: InferRequest | None,
+        result: InferResult | None,
+    ) -> None:
+        """Queue the audit record of a sampled request (bounded work, never waits). A
+        record that cannot be built is logged and left out: it never fails the request."""
+        try:
+            try:
+                principal = self._authenticator.authenticate(_authorization(context))
+                caller, role = principal.name, principal.role.name.lower()
+            except ModelHubError:  # the edge let it through: an anonymous role
+                caller, role = "anonymous", ""
+            auditor.record(
+                policy,
+                route,
+                request_id=request_id,
+                arrival=time.time() - latency,
+                latency_s=latency,
+                model=model,
+                version=int(version) if version else 0,
+                status_code=code.value[0],
+                status_message=message,
+                caller=caller,
+                caller_role=role,
+                trace_id=_trace_id(span),
+                inputs=domain.inputs if domain is not None else (),
+                outputs=result.outputs if result is not None else (),
+            )
+        except Exception:
+            log.exception("could not build the audit record of request %r", request_id)

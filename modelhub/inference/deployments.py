@@ -11,6 +11,9 @@ Reconciling is ordered for zero downtime: first every desired version is loaded 
 deployment's primary version, and only then are versions no deployment wants any more
 unloaded — each after its in-flight requests drain. A version that fails to load keeps
 the old route; failed loads are retried with backoff.
+
+The same feed carries the endpoints: the watcher keeps their audit policies (the payload
+audit log) in `AuditPolicies` and what they route to in a `RoutesTable`, when given them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import contextlib
 import logging
 
 from modelhub.common.errors import ModelHubError, NotFoundError, RevisionCompactedError
+from modelhub.inference.audit import AuditPolicies
+from modelhub.inference.endpoints import RoutesTable
 from modelhub.inference.repository import Key, ModelRepository
 from modelhub.inference.source import (
     DEFAULT_REFERENCE,
@@ -45,9 +50,16 @@ class DeploymentWatcher:
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
         retry_max_s: float = 60.0,
+        audit: AuditPolicies | None = None,
+        routes: RoutesTable | None = None,
     ) -> None:
         self._source = source
         self._repo = repository
+        self._tables: list[AuditPolicies | RoutesTable] = [
+            t for t in (audit, routes) if t is not None
+        ]
+        self._audit = audit
+        self._routes = routes
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._retry_max = retry_max_s
@@ -91,6 +103,9 @@ class DeploymentWatcher:
         backoff = self._backoff_initial
         while True:
             snapshot: dict[str, DeploymentSpec] | None = {} if self._revision == 0 else None
+            if snapshot is not None:
+                for table in self._tables:
+                    table.begin_snapshot()
             try:
                 async for event in self._source.watch(self._revision):
                     backoff = self._backoff_initial
@@ -124,6 +139,8 @@ class DeploymentWatcher:
         if event.type is EventType.SYNCED:
             if snapshot is not None:
                 self._deployments = snapshot
+                for table in self._tables:
+                    table.end_snapshot()
             self._revision = max(self._revision, event.revision)
             self._dirty.set()
             return True
@@ -142,6 +159,12 @@ class DeploymentWatcher:
                 target.pop(event.name, None)
             if live:
                 self._dirty.set()
+        elif event.kind is ResourceKind.ENDPOINT:
+            put = event.type is EventType.PUT
+            if self._audit is not None:
+                self._audit.put(event.name, event.audit if put else None)
+            if self._routes is not None:
+                self._routes.put(event.name, event.routes if put else None)
         elif event.kind in (ResourceKind.ALIAS, ResourceKind.MODEL_VERSION, ResourceKind.MODEL):
             self._repo.invalidate(event.model)
             if live and any(d.model == event.model for d in self._deployments.values()):

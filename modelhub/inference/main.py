@@ -19,13 +19,16 @@ from prometheus_client import CollectorRegistry
 from modelhub.api.inference.v1 import inference_pb2_grpc as ipb_grpc
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhub.api.oip import rest_pb2_grpc as rest_grpc
-from modelhub.common.events import EventPipeline, EventSink
-from modelhub.common.monitor_sink import MonitorSink, register_pipeline_metrics
+from modelhub.common.audit import AuditRecord, record_bytes
+from modelhub.common.events import Event, EventPipeline, EventSink
+from modelhub.common.monitor_sink import AuditSink, MonitorSink, register_pipeline_metrics
 from modelhub.common.server import ServiceRuntime, serve_until_signalled
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from modelhub.inference import api, repository_api, rest_api
+from modelhub.inference.audit import AuditPolicies, RequestAuditor
 from modelhub.inference.cache import ArtifactCache
 from modelhub.inference.deployments import DeploymentWatcher
+from modelhub.inference.endpoints import RoutesTable
 from modelhub.inference.local_source import DirectoryModelSource
 from modelhub.inference.metrics import InferenceMetrics
 from modelhub.inference.registry_source import RegistryModelSource
@@ -80,9 +83,9 @@ class InferenceApp:
     """The wired inference service: its gRPC runtime and the domain objects behind it.
 
     `source`, `tracer_provider`, `metrics_registry`, `run_hook`, `trace_all` (trace
-    every call, not only those arriving with a traceparent) and `event_sink` (where the
-    monitor events go) let tests and embedders replace what `main` would build from the
-    settings."""
+    every call, not only those arriving with a traceparent), `event_sink` (where the
+    monitor events go) and `audit_sink` (where payload audit records go) let tests and
+    embedders replace what `main` would build from the settings."""
 
     def __init__(
         self,
@@ -93,7 +96,8 @@ class InferenceApp:
         metrics_registry: CollectorRegistry | None = None,
         run_hook: RunHook | None = None,
         trace_all: bool | None = None,
-        event_sink: EventSink | None = None,
+        event_sink: EventSink[Event] | None = None,
+        audit_sink: EventSink[AuditRecord] | None = None,
     ) -> None:
         self.settings = settings
         self.source: ModelSource = source or self._make_source(settings)
@@ -110,21 +114,34 @@ class InferenceApp:
             self.runtime.metrics_registry, max_variant_labels=settings.max_variant_labels
         )
         tracer = trace.get_tracer("modelhub.inference", tracer_provider=tracer_provider)
+        # What the registry's endpoints route to, from the same watch feed as the
+        # deployments: the only variant labels trusted, and versions that load on demand.
+        self.routes = RoutesTable()
+        if settings.watch_deployments and isinstance(self.source, RegistryModelSource):
+            self.metrics.variants.exists = self.routes.knows
         self.repository = ModelRepository(
             self.source,
             ArtifactCache(Path(settings.cache_dir), self.source, settings.cache_max_bytes),
-            SessionFactory(run_hook),
+            SessionFactory(run_hook, cpu_memory_arena=settings.cpu_memory_arena),
             self.metrics,
             defaults=settings.load_options(),
             memory_budget_bytes=settings.memory_budget_bytes,
+            memory_estimate_factor=settings.memory_estimate_factor,
             load_on_demand=settings.load_on_demand,
             resolve_ttl_s=settings.resolve_ttl_s,
             warmup=settings.warmup,
             inline_threshold_s=settings.inline_threshold_s(),
             tracer=tracer,
+            routed=self.routes.routes_to,
         )
+        # Endpoints' audit policies, from the same watch feed as the deployments.
+        self.audit_policies = AuditPolicies()
         self.watcher = (
-            DeploymentWatcher(self.source, self.repository) if settings.watch_deployments else None
+            DeploymentWatcher(
+                self.source, self.repository, audit=self.audit_policies, routes=self.routes
+            )
+            if settings.watch_deployments
+            else None
         )
         self.service = InferenceService(self.repository, self.watcher)
         # Not ready (health NOT_SERVING, ServerReady false) until the deployed versions are
@@ -141,8 +158,9 @@ class InferenceApp:
                 token=settings.monitor_token,
                 timeout_s=settings.monitor_timeout_s,
                 max_message_bytes=settings.max_message_bytes,
+                tls=settings.tls,
             )
-        self.events: EventPipeline | None = None
+        self.events: EventPipeline[Event] | None = None
         reporter: RequestReporter | None = None
         if event_sink is not None:
             self.events = EventPipeline(
@@ -161,8 +179,42 @@ class InferenceApp:
                 sample_rate=settings.event_sample_rate,
                 max_values=settings.event_max_values,
             )
+        # Payload audit records: a pipeline of their own (bounds, counters), on the
+        # monitor's channel.
+        if audit_sink is None and self.monitor_sink is not None:
+            audit_sink = AuditSink(self.monitor_sink)
+        self.audit: EventPipeline[AuditRecord] | None = None
+        auditor: RequestAuditor | None = None
+        if audit_sink is not None:
+            self.audit = EventPipeline(
+                audit_sink,
+                max_buffered=settings.audit_buffer_size,
+                max_buffered_bytes=settings.audit_buffer_bytes,
+                batch_size=settings.audit_batch_size,
+                flush_interval_s=settings.audit_flush_interval_s,
+                max_outcomes=1,
+                size=record_bytes,
+                what="audit records",
+            )
+            register_pipeline_metrics(
+                self.runtime.metrics_registry,
+                self.audit,
+                "modelhub_inference",
+                "audit_records",
+                "audit records",
+            )
+            auditor = RequestAuditor(
+                self.audit,
+                self.audit_policies,
+                max_record_bytes=settings.audit_max_record_bytes,
+            )
         servicer = api.InferenceServicer(
-            self.service, self.metrics, settings.max_request_bytes, reporter
+            self.service,
+            self.metrics,
+            settings.max_request_bytes,
+            reporter,
+            auditor,
+            self.runtime.authenticator,
         )
         self.runtime.add_service(
             api.SERVICE_NAME, pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer
@@ -194,6 +246,7 @@ class InferenceApp:
             token=settings.registry_token,
             max_message_bytes=settings.max_message_bytes,
             default_alias=settings.default_alias,
+            tls=settings.tls,
         )
 
     @property
@@ -213,6 +266,8 @@ class InferenceApp:
             self._readiness = asyncio.get_running_loop().create_task(self._ready_when_synced())
         if self.events is not None:
             self.events.start()
+        if self.audit is not None:
+            self.audit.start()
 
     async def _ready_when_synced(self) -> None:
         assert self.watcher is not None
@@ -244,6 +299,8 @@ class InferenceApp:
         await self.source.close()
         if self.events is not None:
             await self.events.close()  # one last flush, bounded
+        if self.audit is not None:
+            await self.audit.close()
         if self.monitor_sink is not None:
             await self.monitor_sink.close()
 

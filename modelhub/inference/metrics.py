@@ -3,7 +3,7 @@ and the per-version observer the batcher reports to (metrics + statistics)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -24,14 +24,18 @@ OTHER_VARIANT = "_other"
 
 class VariantLabels:
     """Which `variant` label a request gets. The value comes from a request header that
-    anyone who reaches the port can set, so it labels a series only when it is a valid
-    variant name and its (endpoint, variant) pair is one of the first `cap` seen; every
-    other value becomes `OTHER_VARIANT`, counted in `overflow`."""
+    anyone who reaches the port can set, so it labels a series only when the registry
+    says the endpoint has that variant (`exists`, from the endpoints the server follows;
+    without a registry: any valid variant name) and its (endpoint, variant) pair is one of
+    the first `cap` seen; every other value becomes `OTHER_VARIANT`, counted in
+    `overflow` by reason."""
 
     def __init__(self, cap: int, overflow: Counter) -> None:
         self.cap = cap
+        self.exists: Callable[[str, str], bool] | None = None
         self._known: set[tuple[str, str]] = set()
         self._invalid = overflow.labels("variant", "invalid")
+        self._unknown = overflow.labels("variant", "unknown")
         self._over_cap = overflow.labels("variant", "cap")
 
     def __len__(self) -> int:
@@ -45,6 +49,9 @@ class VariantLabels:
             return variant
         if not is_resource_id(variant):
             self._invalid.inc()
+            return OTHER_VARIANT
+        if self.exists is not None and not self.exists(endpoint, variant):
+            self._unknown.inc()
             return OTHER_VARIANT
         if len(self._known) >= self.cap:
             self._over_cap.inc()
@@ -128,7 +135,21 @@ class InferenceMetrics:
         )
         self.memory_bytes = Gauge(
             "modelhub_inference_memory_bytes",
-            "Estimated memory held by loaded versions (the budget's accounting).",
+            "Memory the memory budget counts: what loaded versions took when they loaded "
+            "(measured resident memory, at least artifact size × instances), plus the "
+            "estimates of versions being loaded.",
+            registry=registry,
+        )
+        self.memory_budget_bytes = Gauge(
+            "modelhub_inference_memory_budget_bytes",
+            "The memory budget of loaded versions (setting memory_budget_bytes).",
+            registry=registry,
+        )
+        self.version_memory_bytes = Gauge(
+            "modelhub_inference_model_memory_bytes",
+            "Memory a loaded version holds as the budget counts it (measured when it "
+            "loaded); the series goes when the version unloads.",
+            ["model", "version"],
             registry=registry,
         )
         # Children resolved once: `labels()` costs a lock and a tuple per call.

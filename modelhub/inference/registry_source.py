@@ -19,7 +19,10 @@ from modelhub.common.errors import (
     RevisionCompactedError,
     UnavailableError,
 )
+from modelhub.common.settings import TlsSettings
 from modelhub.inference import convert
+from modelhub.inference.audit import AuditPolicy
+from modelhub.inference.endpoints import EndpointRoutes
 from modelhub.inference.source import (
     DEFAULT_REFERENCE,
     LATEST,
@@ -44,6 +47,7 @@ _KINDS = {
     rpb.ALIAS: ResourceKind.ALIAS,
     rpb.MODEL_VERSION: ResourceKind.MODEL_VERSION,
     rpb.MODEL: ResourceKind.MODEL,
+    rpb.ENDPOINT: ResourceKind.ENDPOINT,
 }
 
 
@@ -112,16 +116,47 @@ def deployment_spec(deployment: rpb.Deployment) -> DeploymentSpec:
     )
 
 
+def audit_policy(endpoint: rpb.Endpoint) -> AuditPolicy | None:
+    """An endpoint's audit policy (None when it records nothing)."""
+    if not endpoint.HasField("audit") or not endpoint.audit.sample_rate > 0:
+        return None
+    return AuditPolicy(
+        sample_rate=min(endpoint.audit.sample_rate, 1.0),
+        redact_inputs=frozenset(endpoint.audit.redact_inputs),
+    )
+
+
+def endpoint_routes(endpoint: rpb.Endpoint) -> EndpointRoutes:
+    """An endpoint's variant and shadow names and the versions the registry resolved
+    their selectors to."""
+    targets: list[rpb.Variant | rpb.Shadow] = [*endpoint.variants, *endpoint.shadows]
+    return EndpointRoutes(
+        names=frozenset(t.name for t in targets),
+        versions=frozenset(
+            (model_id(t.model), int(t.selector.resolved_version))
+            for t in targets
+            if t.selector.resolved_version > 0
+        ),
+    )
+
+
 def source_event(event: rpb.WatchEvent) -> SourceEvent:
     kind = _KINDS.get(event.kind, ResourceKind.OTHER)
     event_type = _EVENT_TYPES.get(event.type, EventType.PROGRESS)
     deployment = None
+    audit = None
+    routes = None
     model = model_id(event.name)
     if event.HasField("deployment"):
         model = model_id(event.deployment.model)
         if event_type is EventType.PUT:
             deployment = deployment_spec(event.deployment)
-    return SourceEvent(event_type, event.revision, kind, event.name, model, deployment)
+    elif event.HasField("endpoint") and event_type is EventType.PUT:
+        audit = audit_policy(event.endpoint)
+        routes = endpoint_routes(event.endpoint)
+    return SourceEvent(
+        event_type, event.revision, kind, event.name, model, deployment, audit, routes
+    )
 
 
 class RegistryModelSource:
@@ -129,7 +164,8 @@ class RegistryModelSource:
 
     Create it inside the running event loop (it opens an aio channel)."""
 
-    WATCH_KINDS = (rpb.DEPLOYMENT, rpb.ALIAS, rpb.MODEL_VERSION, rpb.MODEL)
+    # Endpoints for their audit policies (the payload audit log).
+    WATCH_KINDS = (rpb.DEPLOYMENT, rpb.ALIAS, rpb.MODEL_VERSION, rpb.MODEL, rpb.ENDPOINT)
 
     def __init__(
         self,
@@ -139,11 +175,12 @@ class RegistryModelSource:
         timeout_s: float = 10.0,
         max_message_bytes: int = 64 << 20,
         default_alias: str = "champion",
+        tls: TlsSettings | None = None,
     ) -> None:
         self.address = address
         # The alias a model's default version follows ("": the newest READY version).
         self.default_alias = default_alias
-        self._channel = service_channel(address, max_message_bytes)
+        self._channel = service_channel(address, max_message_bytes, tls)
         self._stub = rpb_grpc.RegistryServiceStub(self._channel)
         self._metadata = bearer(token)
         self._timeout = timeout_s

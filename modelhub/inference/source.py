@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from modelhub.inference.audit import AuditPolicy
+from modelhub.inference.endpoints import EndpointRoutes
 from modelhub.inference.spec import LoadOverrides, VersionInfo
 
 DEFAULT_REFERENCE = ""  # the model's default version: alias `champion`, else `latest`
@@ -57,13 +59,15 @@ class ResourceKind(enum.Enum):
     ALIAS = "alias"
     MODEL_VERSION = "model_version"
     MODEL = "model"
+    ENDPOINT = "endpoint"
     OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True)
 class SourceEvent:
     """One change of the watch feed. `model` is the model the resource belongs to
-    (empty for SYNCED/PROGRESS); `deployment` is set for deployment PUTs."""
+    (empty for SYNCED/PROGRESS); `deployment` is set for deployment PUTs; `audit` is an
+    endpoint's audit policy on its PUTs (None: the endpoint records nothing)."""
 
     type: EventType
     revision: int
@@ -71,6 +75,9 @@ class SourceEvent:
     name: str = ""
     model: str = ""
     deployment: DeploymentSpec | None = None
+    audit: AuditPolicy | None = None
+    # An endpoint's variants, shadows and the versions they resolve to (on its PUTs).
+    routes: EndpointRoutes | None = None
 
 
 class ModelSource(Protocol):

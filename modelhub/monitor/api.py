@@ -14,13 +14,15 @@ from modelhub.common.auth import Role
 from modelhub.common.errors import InvalidArgumentError
 from modelhub.common.telemetry import record_span_in_trace
 from modelhub.monitor import convert
+from modelhub.monitor.audit import AuditLog
 from modelhub.monitor.monitor import IngestResult, Monitor
 from modelhub.monitor.windows import check_window
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MonitorService"].full_name
 
 # Least role per method: reads need READER; what feeds or configures the monitor needs
-# PUBLISHER (the router and inference report with publisher tokens); deletes need ADMIN.
+# PUBLISHER (the router and inference report with publisher tokens); deletes need ADMIN,
+# and so do reads of the payload audit log (request and response payloads are sensitive).
 ROLES: dict[str, Role] = {
     "IngestEvents": Role.PUBLISHER,
     "RecordOutcomes": Role.PUBLISHER,
@@ -40,6 +42,9 @@ ROLES: dict[str, Role] = {
     "WatchAlerts": Role.READER,
     "GetExperimentReport": Role.READER,
     "GetShadowReport": Role.READER,
+    "IngestAuditRecords": Role.PUBLISHER,
+    "ListAuditRecords": Role.ADMIN,
+    "GetAuditRecord": Role.ADMIN,
 }
 
 _STATS_DEFAULT_WINDOW = 300
@@ -49,8 +54,9 @@ _REPORT_DEFAULT_WINDOW = 3600
 class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     """gRPC face of a `Monitor`."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, audit: AuditLog) -> None:
         self._monitor = monitor
+        self._audit = audit
         self._tracer = trace.get_tracer("modelhub.monitor")
 
     async def IngestEvents(
@@ -233,3 +239,34 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
         window = check_window(request.window_seconds, _REPORT_DEFAULT_WINDOW)
         shadows = self._monitor.shadow_report(request.endpoint, window)
         return convert.shadow_report_to_proto(request.endpoint, window, shadows)
+
+    async def IngestAuditRecords(
+        self, request: pb.IngestAuditRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IngestAuditRecordsResponse:
+        convert.reject_unknown_fields(request, recursive=False)
+        entries, problems = convert.audit_entries_from_proto(request)
+        result = await self._audit.ingest(entries, problems)
+        return convert.audit_ingest_response(result)
+
+    async def ListAuditRecords(
+        self, request: pb.ListAuditRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAuditRecordsResponse:
+        payloads = request.view == pb.AUDIT_RECORD_VIEW_FULL
+        entries, token = await self._audit.list(
+            request.endpoint,
+            convert.optional_time(request, "start_time"),
+            convert.optional_time(request, "end_time"),
+            request.page_size,
+            request.page_token,
+            payloads,
+        )
+        return pb.ListAuditRecordsResponse(
+            records=[convert.audit_record_to_proto(e, payloads) for e in entries],
+            next_page_token=token,
+        )
+
+    async def GetAuditRecord(
+        self, request: pb.GetAuditRecordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuditRecord:
+        entry = await self._audit.get(request.request_id)
+        return convert.audit_record_to_proto(entry, True)

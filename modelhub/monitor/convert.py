@@ -14,6 +14,7 @@ from modelhub.api.common.v1 import types_pb2
 from modelhub.api.monitor.v1 import monitor_pb2 as pb
 from modelhub.common.errors import FieldViolation, InvalidArgumentError
 from modelhub.monitor.alerts import Alert, AlertEvent, AlertState
+from modelhub.monitor.audit import AuditEntry, AuditIngestResult
 from modelhub.monitor.drift import (
     DriftConfig,
     DriftReport,
@@ -579,3 +580,78 @@ def shadow_report_to_proto(
             for s in shadows
         ],
     )
+
+
+# ------------------------------------------------------------------- audit log
+
+
+def audit_entries_from_proto(
+    request: pb.IngestAuditRecordsRequest,
+) -> tuple[list[AuditEntry], dict[int, list[FieldViolation]]]:
+    """The records of a batch as entries (each serialized whole as its payload, for its
+    tensors), and the problems only the wire form shows, by record index."""
+    entries: list[AuditEntry] = []
+    problems: dict[int, list[FieldViolation]] = {}
+    for index, record in enumerate(request.records):
+        found = [
+            FieldViolation(v.field or "record", v.description)
+            for v in unknown_field_violations(record, recursive=False)
+        ]
+        if found:
+            problems[index] = found
+        entries.append(
+            AuditEntry(
+                request_id=record.request_id,
+                time=to_epoch(record.time) if record.HasField("time") else 0.0,
+                endpoint=record.endpoint,
+                variant=record.variant,
+                model=record.model,
+                version=record.version,
+                status_code=record.status_code,
+                status_message=record.status_message,
+                latency_s=record.latency_seconds,
+                trace_id=record.trace_id,
+                caller=record.caller,
+                caller_role=record.caller_role,
+                truncated=record.truncated,
+                # The whole record (no copy of its tensors); reads take the tensors from it
+                # and every other field from the checked columns.
+                payload=record.SerializeToString(),
+            )
+        )
+    return entries, problems
+
+
+def audit_ingest_response(result: AuditIngestResult) -> pb.IngestAuditRecordsResponse:
+    return pb.IngestAuditRecordsResponse(
+        accepted=result.accepted, rejected=result.rejected, reject_reasons=result.reasons
+    )
+
+
+def audit_record_to_proto(entry: AuditEntry, payloads: bool) -> pb.AuditRecord:
+    """A stored record; with `payloads`, its inputs and outputs (decoded from the stored
+    payload in place, no copy of the tensors)."""
+    record = pb.AuditRecord.FromString(entry.payload) if payloads else pb.AuditRecord()
+    record.request_id = entry.request_id
+    record.time.CopyFrom(to_timestamp(entry.time))
+    record.trace_id = entry.trace_id
+    record.caller = entry.caller
+    record.caller_role = entry.caller_role
+    record.endpoint = entry.endpoint
+    record.variant = entry.variant
+    record.model = entry.model
+    record.version = entry.version
+    record.status_code = entry.status_code
+    record.status_message = entry.status_message
+    record.latency_seconds = entry.latency_s
+    record.truncated = entry.truncated
+    record.size_bytes = entry.size_bytes
+    return record
+
+
+def optional_time(message: Message, field: str) -> float | None:
+    """Epoch seconds of an optional Timestamp field, None when unset."""
+    if not message.HasField(field):
+        return None
+    value: Timestamp = getattr(message, field)
+    return to_epoch(value)

@@ -25,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from modelhub.monitor.audit import AuditLog
 from modelhub.monitor.events import status_name
 from modelhub.monitor.monitor import Monitor
 from modelhub.monitor.series import LATENCY_BUCKETS_S, SeriesKey
@@ -196,5 +197,42 @@ def register(
 ) -> MonitorCollector:
     """Expose `monitor` through `registry`; returns the collector."""
     collector = MonitorCollector(monitor, webhooks)
+    registry.register(collector)
+    return collector
+
+
+class AuditCollector(Collector):
+    """The payload audit log's counters, read at scrape time."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+
+    def collect(self) -> Iterator[Metric]:
+        audit = self._audit
+        records = CounterMetricFamily(
+            "modelhub_monitor_audit_records",
+            "Audit records received: stored, or rejected (invalid, too large, too old).",
+            labels=("result",),
+        )
+        records.add_metric(["stored"], float(audit.stored))
+        records.add_metric(["rejected"], float(audit.rejected))
+        yield records
+        deleted = CounterMetricFamily(
+            "modelhub_monitor_audit_records_deleted",
+            "Audit records deleted by retention, by reason: age, bytes.",
+            labels=("reason",),
+        )
+        for reason, count in dict(audit.deleted).items():
+            deleted.add_metric([reason], float(count))
+        yield deleted
+        yield GaugeMetricFamily(
+            "modelhub_monitor_audit_stored_bytes",
+            "Bytes the stored audit records take (what retention by bytes bounds).",
+            value=float(audit.stored_bytes),
+        )
+
+
+def register_audit(registry: CollectorRegistry, audit: AuditLog) -> AuditCollector:
+    collector = AuditCollector(audit)
     registry.register(collector)
     return collector

@@ -20,6 +20,7 @@ from modelhub.common.server import ServiceRuntime, serve_until_signalled
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from modelhub.monitor import exposition
 from modelhub.monitor.api import ROLES, SERVICE_NAME, MonitorServicer
+from modelhub.monitor.audit import AuditLog
 from modelhub.monitor.clock import Clock, system_clock
 from modelhub.monitor.monitor import BaselineSource, Monitor
 from modelhub.monitor.registry_client import RegistryProfiles
@@ -41,10 +42,12 @@ class MonitorApp:
         webhooks: WebhookNotifier,
         registry: RegistryProfiles | None,
         tracer_provider: TracerProvider | None,
+        audit: AuditLog,
     ) -> None:
         self.settings = settings
         self.store = store
         self.monitor = monitor
+        self.audit = audit
         self.webhooks = webhooks
         self.registry = registry
         self.runtime = ServiceRuntime("monitor", settings, ROLES, tracer_provider=tracer_provider)
@@ -53,17 +56,20 @@ class MonitorApp:
         self.runtime.add_service(
             SERVICE_NAME,
             monitor_pb2_grpc.add_MonitorServiceServicer_to_server,
-            MonitorServicer(monitor),
+            MonitorServicer(monitor, audit),
         )
         exposition.register(self.runtime.metrics_registry, monitor, webhooks)
+        exposition.register_audit(self.runtime.metrics_registry, audit)
         self._evaluation: asyncio.Task[None] | None = None
 
     def start_background(self, _runtime: ServiceRuntime | None = None) -> None:
-        """Start evaluating alert rules every `evaluation_interval_s`."""
+        """Start evaluating alert rules every `evaluation_interval_s`, and the audit
+        log's periodic retention."""
         if self._evaluation is None:
             self._evaluation = asyncio.get_running_loop().create_task(
                 self.monitor.alerts.run(self.settings.evaluation_interval_s)
             )
+        self.audit.start_background()
 
     async def start(self) -> None:
         """Serve (for tests and embedding; `main` uses `serve_until_signalled`)."""
@@ -81,6 +87,7 @@ class MonitorApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._evaluation
             self._evaluation = None
+        await self.audit.close()
         await self.webhooks.drain(self.settings.webhook_timeout_s)
         if self.registry is not None:
             await self.registry.close()
@@ -121,7 +128,9 @@ async def build(
         rng=rng,
     )
     await monitor.start()
-    return MonitorApp(settings, store, monitor, webhooks, registry, tracer_provider)
+    audit = AuditLog(settings, store, clock)
+    await audit.start()
+    return MonitorApp(settings, store, monitor, webhooks, registry, tracer_provider, audit)
 
 
 async def serve(settings: MonitorSettings, tracer_provider: TracerProvider | None = None) -> None:

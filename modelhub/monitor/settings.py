@@ -136,6 +136,30 @@ class MonitorSettings(ServiceSettings):
     drift_min_samples: int = Field(
         default=100, gt=0, description="Fewer live samples are reported as insufficient."
     )
+    audit_max_age_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Payload audit log: records of requests older than this are deleted "
+        "(and refused when they arrive).",
+    )
+    audit_max_bytes: int = Field(
+        default=1 << 30,
+        gt=0,
+        description="Payload audit log: most bytes the stored records take (payloads and a "
+        "row overhead); past it the oldest records are deleted.",
+    )
+    audit_max_record_bytes: int = Field(
+        default=1 << 20,
+        gt=0,
+        description="Payload audit log: records whose encoded payload is larger are refused "
+        "(inference cuts its records to MODELHUB_INFERENCE_AUDIT_MAX_RECORD_BYTES, 256 KiB).",
+    )
+    audit_retention_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often audit retention runs besides after each stored batch (it "
+        "also re-reads the stored total, for replicas sharing one database).",
+    )
     drift_p_value: float = Field(
         default=0.01,
         gt=0,

@@ -1,7 +1,7 @@
 """Persistence of the monitor's configuration: alert rules, baselines set through the
 monitor, and per-model drift thresholds (SQLAlchemy 2 async; SQLite by default,
-PostgreSQL in production). Live statistics are never stored: they are rebuilt from the
-event stream.
+PostgreSQL in production), and the payload audit log's records. Live statistics are never
+stored: they are rebuilt from the event stream.
 
 Every operation runs in one managed session that commits, or rolls back and translates
 database errors into domain errors. The schema belongs to the Alembic migrations in
@@ -40,6 +40,7 @@ from modelhub.common.errors import (
     UnavailableError,
 )
 from modelhub.monitor import migrate
+from modelhub.monitor.audit import AuditEntry
 from modelhub.monitor.drift import DriftConfig, PartialThresholds
 from modelhub.monitor.profile import Baseline, DataProfile
 from modelhub.monitor.rules import AlertRule, Comparator
@@ -93,6 +94,85 @@ class DriftConfigRow(Base):
     min_samples: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     p_value: Mapped[float] = mapped_column(sa.Double, default=0.0)
     update_time: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class AuditRow(Base):
+    """One payload audit record (`modelhub.monitor.audit`); times in epoch microseconds
+    (exact keyset paging). The payload comes last: SQLite reads its overflow pages only
+    when it is selected."""
+
+    __tablename__ = "monitor_audit_records"
+    __table_args__ = (
+        sa.Index("ix_monitor_audit_records_time", "time_us", "id"),
+        sa.Index("ix_monitor_audit_records_endpoint_time", "endpoint", "time_us", "id"),
+        sa.Index("ix_monitor_audit_records_request_id", "request_id"),
+    )
+
+    # BIGINT on PostgreSQL; SQLite autoincrements only an INTEGER primary key.
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(sa.String(256))
+    time_us: Mapped[int] = mapped_column(sa.BigInteger)
+    endpoint: Mapped[str] = mapped_column(sa.String(80))
+    variant: Mapped[str] = mapped_column(sa.String(128))
+    model: Mapped[str] = mapped_column(sa.String(80))
+    version: Mapped[int] = mapped_column(sa.BigInteger)
+    status_code: Mapped[int] = mapped_column(sa.Integer)
+    status_message: Mapped[str] = mapped_column(sa.Text)
+    latency_s: Mapped[float] = mapped_column(sa.Double)
+    trace_id: Mapped[str] = mapped_column(sa.String(32))
+    caller: Mapped[str] = mapped_column(sa.String(128))
+    caller_role: Mapped[str] = mapped_column(sa.String(16))
+    truncated: Mapped[bool] = mapped_column(sa.Boolean)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    payload: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+# Every column of an audit record but its payload (listings without payloads).
+_AUDIT_SUMMARY = [c for c in AuditRow.__table__.c if c.name != "payload"]
+# Rows read per round when deleting the oldest records by bytes.
+_AUDIT_DELETE_CHUNK = 500
+
+
+def _audit_values(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "request_id": entry.request_id,
+        "time_us": round(entry.time * 1e6),
+        "endpoint": entry.endpoint,
+        "variant": entry.variant,
+        "model": entry.model,
+        "version": entry.version,
+        "status_code": entry.status_code,
+        "status_message": entry.status_message,
+        "latency_s": entry.latency_s,
+        "trace_id": entry.trace_id,
+        "caller": entry.caller,
+        "caller_role": entry.caller_role,
+        "truncated": entry.truncated,
+        "size_bytes": entry.size_bytes,
+        "payload": entry.payload,
+    }
+
+
+def _audit_entry(row: Any) -> AuditEntry:
+    return AuditEntry(
+        request_id=row.request_id,
+        time=row.time_us / 1e6,
+        endpoint=row.endpoint,
+        variant=row.variant,
+        model=row.model,
+        version=row.version,
+        status_code=row.status_code,
+        status_message=row.status_message,
+        latency_s=row.latency_s,
+        trace_id=row.trace_id,
+        caller=row.caller,
+        caller_role=row.caller_role,
+        truncated=row.truncated,
+        payload=bytes(getattr(row, "payload", b"") or b""),
+        size_bytes=row.size_bytes,
+    )
 
 
 def _to_datetime(t: float) -> datetime:
@@ -371,3 +451,96 @@ class MonitorStore:
                 ),
                 update_time=_to_epoch(row.update_time),
             )
+
+    # ------------------------------------------------------------- audit records
+
+    async def add_audit(self, entries: list[AuditEntry]) -> None:
+        async with self._session() as session:
+            await session.execute(sa.insert(AuditRow), [_audit_values(e) for e in entries])
+
+    async def audit_bytes(self) -> int:
+        """Total `size_bytes` of the stored audit records."""
+        async with self._session() as session:
+            total = await session.scalar(sa.select(sa.func.sum(AuditRow.size_bytes)))
+        return int(total or 0)
+
+    async def list_audit(
+        self,
+        endpoint: str,
+        start_us: int | None,
+        end_us: int | None,
+        after: tuple[int, int] | None,
+        limit: int,
+        payloads: bool,
+    ) -> list[tuple[tuple[int, int], AuditEntry]]:
+        """Records newest first (by time, then insertion), each with its position
+        (time_us, id) for keyset paging; `after` continues after such a position."""
+        columns = list(AuditRow.__table__.c) if payloads else _AUDIT_SUMMARY
+        query = sa.select(*columns).order_by(AuditRow.time_us.desc(), AuditRow.id.desc())
+        if endpoint:
+            query = query.where(AuditRow.endpoint == endpoint)
+        if start_us is not None:
+            query = query.where(AuditRow.time_us >= start_us)
+        if end_us is not None:
+            query = query.where(AuditRow.time_us < end_us)
+        if after is not None:
+            time_us, row_id = after
+            query = query.where(
+                sa.or_(
+                    AuditRow.time_us < time_us,
+                    sa.and_(AuditRow.time_us == time_us, AuditRow.id < row_id),
+                )
+            )
+        async with self._session() as session:
+            rows = (await session.execute(query.limit(limit))).all()
+        return [((row.time_us, row.id), _audit_entry(row)) for row in rows]
+
+    async def get_audit(self, request_id: str) -> AuditEntry | None:
+        """The newest record of a request id."""
+        query = (
+            sa.select(*AuditRow.__table__.c)
+            .where(AuditRow.request_id == request_id)
+            .order_by(AuditRow.time_us.desc(), AuditRow.id.desc())
+            .limit(1)
+        )
+        async with self._session() as session:
+            row = (await session.execute(query)).first()
+        return None if row is None else _audit_entry(row)
+
+    async def delete_audit_before(self, time_us: int) -> tuple[int, int]:
+        """Delete the records of requests before `time_us`; (records, bytes) deleted."""
+        old = AuditRow.time_us < time_us
+        async with self._session() as session:
+            count, total = (
+                await session.execute(
+                    sa.select(sa.func.count(), sa.func.sum(AuditRow.size_bytes)).where(old)
+                )
+            ).one()
+            if count:
+                await session.execute(sa.delete(AuditRow).where(old))
+        return int(count or 0), int(total or 0)
+
+    async def delete_oldest_audit(self, excess: int) -> tuple[int, int]:
+        """Delete the oldest records until at least `excess` bytes are freed (or none is
+        left); (records, bytes) deleted."""
+        count = freed = 0
+        async with self._session() as session:
+            while freed < excess:
+                rows = (
+                    await session.execute(
+                        sa.select(AuditRow.id, AuditRow.size_bytes)
+                        .order_by(AuditRow.time_us, AuditRow.id)
+                        .limit(_AUDIT_DELETE_CHUNK)
+                    )
+                ).all()
+                if not rows:
+                    break
+                ids = []
+                for row in rows:
+                    ids.append(row.id)
+                    freed += row.size_bytes
+                    if freed >= excess:
+                        break
+                await session.execute(sa.delete(AuditRow).where(AuditRow.id.in_(ids)))
+                count += len(ids)
+        return count, freed

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from modelhub.registry.main import RegistryApp
+from tests.cli import run_cli
 from tests.onnx_models import add_constant
 
 
 async def _cli(address: str, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelhub.cli", "--registry", address, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_cli("--registry", address, *args)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -128,7 +128,11 @@ async def test_inference_checks_credentials_behind_envoy(
         assert response.model_version == "1"
         assert params(response)["modelhub.variant"] == "a"
         assert output(response).tolist() == [2.0] * 4
-        response = await door.clients.oip.ModelInfer(infer_request("m"), metadata=reader)
-        assert output(response).tolist() == [4.0] * 4  # newest READY version: x + 3
+        # A version no endpoint routes to and no deployment names: a reader may not make
+        # the server load it (issue 11, item 7).
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await door.clients.oip.ModelInfer(infer_request("m"), metadata=reader)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "LoadModel" in (caught.value.details() or "")
     finally:
         await guarded.stop(0)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from modelhub.common.errors import UnavailableError
+from modelhub.inference.audit import AuditPolicies, AuditPolicy
 from modelhub.inference.deployments import DeploymentWatcher
 from modelhub.inference.repository import ModelRepository, VersionState
 from modelhub.inference.source import (
@@ -156,3 +157,38 @@ async def test_a_version_that_fails_to_load_keeps_the_old_route(watching, source
     source.emit(_put(8, _deployment("fraud", "fraud", VersionSelector(version=3))))
     await _until(lambda: any(e.state is VersionState.FAILED for e in repository.index()))
     assert repository.lookup("fraud", "").info.version == 1
+
+
+def _endpoint(revision: int, name: str, policy: AuditPolicy | None) -> SourceEvent:
+    return SourceEvent(
+        EventType.PUT, revision, ResourceKind.ENDPOINT, f"endpoints/{name}", audit=policy
+    )
+
+
+async def test_endpoint_audit_policies_follow_the_feed_and_relists(
+    make_repository: RepositoryFactory,
+) -> None:
+    source = CompactingSource()
+    source.snapshot = [_endpoint(2, "a", AuditPolicy(1.0)), _endpoint(3, "b", AuditPolicy(0.5))]
+    policies = AuditPolicies()
+    watcher = DeploymentWatcher(
+        source, make_repository(model_source=source), backoff_initial_s=0.01, audit=policies
+    )
+    watcher.start()
+    try:
+        await asyncio.wait_for(watcher.synced.wait(), 10)
+        assert policies.get("endpoints/a") == AuditPolicy(1.0)
+        assert policies.get("endpoints/b") == AuditPolicy(0.5)
+        # Live: a changed policy, a deleted endpoint.
+        source.emit(_endpoint(4, "a", AuditPolicy(0.25, frozenset({"ssn"}))))
+        source.emit(SourceEvent(EventType.DELETE, 5, ResourceKind.ENDPOINT, "endpoints/b"))
+        await _until(lambda: policies.get("endpoints/b") is None)
+        assert policies.get("endpoints/a") == AuditPolicy(0.25, frozenset({"ssn"}))
+        # A re-list (history compacted) replaces every policy with the snapshot's.
+        source.floor = 100
+        source.snapshot = [_endpoint(100, "c", AuditPolicy(1.0))]
+        source.break_streams(UnavailableError("gone"))
+        await _until(lambda: policies.get("endpoints/c") is not None)
+        assert policies.get("endpoints/a") is None and len(policies) == 1
+    finally:
+        await watcher.close()

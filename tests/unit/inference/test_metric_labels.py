@@ -72,3 +72,28 @@ def test_direct_requests_are_not_labelled() -> None:
         )
         == 0.0
     )
+
+
+def test_with_the_registry_only_real_variants_label_a_series() -> None:
+    """Following the registry's endpoints, 20,000 made-up values add no series at all: the
+    metric's series are the same as before they arrived."""
+    from modelhub.inference.endpoints import EndpointRoutes, RoutesTable
+
+    routes = RoutesTable()
+    routes.put("endpoints/shop", EndpointRoutes(frozenset({"champion", "challenger"})))
+    registry = CollectorRegistry()
+    metrics = InferenceMetrics(registry, max_variant_labels=256)
+    metrics.variants.exists = routes.knows
+    for variant in ("champion", "challenger", "champion"):
+        metrics.observe_request("fraud", "1", variant, "OK", 0.001, "endpoints/shop")
+    metrics.observe_request("fraud", "1", "made-up", "OK", 0.001, "endpoints/shop")
+    before = _series(registry)
+    assert {dict(s)["variant"] for s in before} == {"champion", "challenger", OTHER_VARIANT}
+    for i in range(20_000):
+        metrics.observe_request("fraud", "1", f"v{i}", "OK", 0.001, "endpoints/shop")
+        # A real variant name sent with another endpoint's header is no real pair either.
+        metrics.observe_request("fraud", "1", "champion", "OK", 0.001, f"endpoints/e{i % 50}")
+    assert _series(registry) == before
+    assert registry.get_sample_value(
+        "modelhub_inference_label_overflow_total", {"label": "variant", "reason": "unknown"}
+    ) == float(1 + 2 * 20_000)
