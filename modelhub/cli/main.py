@@ -4,6 +4,9 @@
     modelhub alias set fraud champion 3
     modelhub endpoints apply fraud endpoint.json
     modelhub versions list fraud
+    modelhub endpoints audit fraud --sample-rate 0.1 --redact ssn
+    modelhub audit list --endpoint fraud --since 1h
+    modelhub score fraud@champion --input data.parquet --output scores.parquet
 
 The registry address comes from --registry or MODELHUB_REGISTRY_ADDRESS (default
 127.0.0.1:50051), the token from --token or MODELHUB_TOKEN.
@@ -26,7 +29,10 @@ from google.protobuf.message import Message
 
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.registry.v1 import registry_pb2 as pb
+from modelhub.cli import score as score_cli
 from modelhub.client import ClientError, RegistryClient
+from modelhub.common.errors import ModelHubError
+from modelhub.common.status import status_code_for
 
 STATUS_NAMES = {pb.ModelVersion.READY: "READY", pb.ModelVersion.ARCHIVED: "ARCHIVED"}
 
@@ -36,22 +42,32 @@ def _json(message: Message) -> str:
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+    """A one-line progress bar on stderr (only when stderr is a terminal): amount, rate
+    and ETA in `unit`s (`scale` of them per counted item; rows: unit "rows", scale 1)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, unit: str = "MB", scale: float = 1e6) -> None:
         self.label = label
+        self.unit = unit
+        self.scale = scale
         self.enabled = sys.stderr.isatty()
         self.start = time.monotonic()
+        self.first: int | None = None  # work done before this run (resumed) is not a rate
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled or total <= 0:
             return
+        if self.first is None:
+            self.first = done
         width = 30
         filled = int(width * done / total)
-        rate = done / max(time.monotonic() - self.start, 1e-6) / 1e6
+        rate = (done - self.first) / max(time.monotonic() - self.start, 1e-6)
+        left = int((total - done) / rate) if rate > 0 else -1
+        eta = f" ETA {left // 60}:{left % 60:02d}" if left >= 0 else ""
+        digits = 0 if self.scale == 1 else 1
         sys.stderr.write(
             f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{done / 1e6:.1f}/{total / 1e6:.1f} MB {rate:.1f} MB/s"
+            f"{done / self.scale:,.{digits}f}/{total / self.scale:,.{digits}f} {self.unit} "
+            f"{rate / self.scale:,.{digits}f} {self.unit}/s{eta}"
         )
         if done >= total:
             sys.stderr.write("\n")
@@ -117,6 +133,41 @@ async def _versions(client: RegistryClient, args: argparse.Namespace) -> str:
             args.reference, args.output, ProgressBar(f"downloading {args.reference}")
         )
         return f"{version.name} → {args.output} (sha256 verified)"
+    if args.action == "optimize":
+        from modelhub.cli.optimize import optimize
+
+        done = await optimize(
+            client,
+            args.reference,
+            args.method,
+            calibration=args.calibration,
+            validation=args.validation,
+            alias=args.alias,
+            shadow_on=args.shadow_on,
+            shadow_rate=args.shadow_rate,
+            rows=args.rows,
+            threads=args.threads,
+            say=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        if args.json:
+            return _json(done.version)
+        head = f"registered {done.version.name} ({args.method} of {done.version.derivation.parent})"
+        return "\n".join([head, *done.report.lines(), *done.notes])
+    if args.action == "report":
+        import grpc
+
+        from modelhub.cli.optimize import report_from_pb
+
+        version = await client.resolve(args.reference)
+        if not version.HasField("derivation"):
+            raise ClientError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{version.name} is not an optimized derivative: it has no report",
+            )
+        lines = [f"{version.name}: {version.derivation.method} of {version.derivation.parent}"]
+        if version.HasField("evaluation"):
+            lines += report_from_pb(version).lines()
+        return _json(version) if args.json else "\n".join(lines)
     if args.action == "archive":
         return _json(await client.archive(args.reference))
     if args.action == "delete":
@@ -174,6 +225,10 @@ async def _endpoints(client: RegistryClient, args: argparse.Namespace) -> str:
     if args.action == "delete":
         await client.delete_endpoint(args.endpoint)
         return f"deleted endpoints/{args.endpoint}"
+    if args.action == "audit":
+        redact = [n.strip() for value in args.redact or [] for n in value.split(",") if n.strip()]
+        endpoint = await client.set_endpoint_audit(args.endpoint, args.sample_rate, redact)
+        return _json(endpoint) if args.json else f"{endpoint.name}: audit {_audit_policy(endpoint)}"
     items = await client.list_endpoints()
     rows = [
         (
@@ -184,10 +239,110 @@ async def _endpoints(client: RegistryClient, args: argparse.Namespace) -> str:
                 for v in e.variants
             ),
             " ".join(f"{s.name}@{s.sample_rate:g}" for s in e.shadows) or "-",
+            _audit_policy(e),
         )
         for e in items
     ]
-    return _table(rows, ["NAME", "VARIANTS", "SHADOWS"])
+    return _table(rows, ["NAME", "VARIANTS", "SHADOWS", "AUDIT"])
+
+
+def _audit_policy(endpoint: pb.Endpoint) -> str:
+    audit = endpoint.audit
+    if not endpoint.HasField("audit") or audit.sample_rate <= 0:
+        return "off"
+    redacted = f" redact={','.join(audit.redact_inputs)}" if audit.redact_inputs else ""
+    return f"{audit.sample_rate:g}{redacted}"
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """Epoch seconds of `--since`/`--until`: RFC 3339 (`2026-01-31T12:00:00Z`, a date) or
+    a duration before now (`90s`, `15m`, `2h`, `7d`)."""
+    from datetime import UTC, datetime
+
+    value = text.strip()
+    unit = _DURATION_UNITS.get(value[-1:].lower())
+    if unit is not None and value[:-1].replace(".", "", 1).isdigit():
+        return (time.time() if now is None else now) - float(value[:-1]) * unit
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration "
+            "before now (90s, 15m, 2h, 7d)"
+        ) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+async def _audit(client: RegistryClient, args: argparse.Namespace) -> str:
+    """The payload audit log kept by the monitor (admin role)."""
+    import grpc
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from modelhub.api.monitor.v1 import monitor_pb2 as mpb
+    from modelhub.api.monitor.v1 import monitor_pb2_grpc
+    from modelhub.common.channels import service_channel
+
+    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
+    async with service_channel(args.monitor) as channel:
+        stub = monitor_pb2_grpc.MonitorServiceStub(channel)
+        try:
+            if args.action == "get":
+                return _json(
+                    await stub.GetAuditRecord(
+                        mpb.GetAuditRecordRequest(request_id=args.request_id), metadata=metadata
+                    )
+                )
+            request = mpb.ListAuditRecordsRequest(
+                endpoint=args.endpoint,
+                page_size=min(args.limit, 1000),
+                view=mpb.AUDIT_RECORD_VIEW_FULL if args.full else mpb.AUDIT_RECORD_VIEW_BASIC,
+            )
+            for flag, field in ((args.since, "start_time"), (args.until, "end_time")):
+                if flag:
+                    stamp = Timestamp()
+                    stamp.FromNanoseconds(round(parse_time(flag) * 1e9))
+                    getattr(request, field).CopyFrom(stamp)
+            records: list[mpb.AuditRecord] = []
+            while len(records) < args.limit:
+                page = await stub.ListAuditRecords(request, metadata=metadata)
+                records.extend(page.records)
+                if not page.next_page_token:
+                    break
+                request.page_token = page.next_page_token
+        except grpc.aio.AioRpcError as exc:
+            raise ClientError.from_rpc_error(exc) from None
+    records = records[: args.limit]
+    if args.json or args.full:
+        return json.dumps([json.loads(_json(r)) for r in records], indent=2)
+    rows = [
+        (
+            r.time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            r.request_id,
+            r.endpoint.removeprefix("endpoints/"),
+            r.variant or "-",
+            f"{r.model.removeprefix('models/')}:{r.version}" if r.model else "-",
+            _status_name(r.status_code),
+            f"{r.caller}({r.caller_role})" if r.caller_role else r.caller,
+            r.size_bytes,
+        )
+        for r in records
+    ]
+    return _table(
+        rows,
+        ["TIME (UTC)", "REQUEST ID", "ENDPOINT", "VARIANT", "MODEL", "STATUS", "CALLER", "BYTES"],
+    )
+
+
+def _status_name(code: int) -> str:
+    import grpc
+
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return str(status.name)
+    return str(code)
 
 
 async def _monitor(client: RegistryClient, args: argparse.Namespace) -> str:
@@ -196,10 +351,11 @@ async def _monitor(client: RegistryClient, args: argparse.Namespace) -> str:
 
     from modelhub.api.monitor.v1 import monitor_pb2 as mpb
     from modelhub.api.monitor.v1 import monitor_pb2_grpc
+    from modelhub.common.channels import service_channel
 
     metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
     window = args.window
-    async with grpc.aio.insecure_channel(args.monitor) as channel:
+    async with service_channel(args.monitor) as channel:
         stub = monitor_pb2_grpc.MonitorServiceStub(channel)
         try:
             if args.group == "stats":
@@ -295,6 +451,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = versions.add_parser("download")
     p.add_argument("reference")
     p.add_argument("-o", "--output", required=True)
+    p = versions.add_parser(
+        "optimize",
+        help="build a quantized (int8) or float16 derivative, measure it against its "
+        "parent and register it with its lineage and report",
+    )
+    p.add_argument("reference", help="the parent: fraud@champion, fraud:3")
+    p.add_argument("--method", required=True, choices=["dynamic-int8", "static-int8", "fp16"])
+    p.add_argument(
+        "--calibration",
+        default="",
+        help="static-int8 calibration rows (.npz, one array per input; .npy for one input); "
+        "default: synthesised from the parent's data profile",
+    )
+    p.add_argument(
+        "--validation",
+        default="",
+        help="rows to compare the two on (.npz/.npy); default: synthesised from the "
+        "parent's data profile (the report says so)",
+    )
+    p.add_argument("--rows", type=int, default=1024, help="rows synthesised (default 1024)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads when measuring")
+    p.add_argument("--alias", default="", help="point this alias at the derivative")
+    p.add_argument(
+        "--shadow-on",
+        default="",
+        metavar="ENDPOINT",
+        help="add the derivative as a shadow on this endpoint (and to the model's "
+        "deployments) so the shadow comparison measures it on live traffic",
+    )
+    p.add_argument("--shadow-rate", type=float, default=1.0, help="share of traffic mirrored")
+    versions.add_parser("report", help="a derivative's lineage and evaluation report").add_argument(
+        "reference"
+    )
 
     alias = groups.add_parser("alias", help="aliases").add_subparsers(dest="action", required=True)
     p = alias.add_parser("set")
@@ -320,8 +509,34 @@ def build_parser() -> argparse.ArgumentParser:
     endpoints.add_parser("get").add_argument("endpoint")
     endpoints.add_parser("delete").add_argument("endpoint")
     endpoints.add_parser("list")
+    p = endpoints.add_parser(
+        "audit", help="set the payload audit policy (sample rate, redacted inputs)"
+    )
+    p.add_argument("endpoint")
+    p.add_argument(
+        "--sample-rate",
+        type=float,
+        required=True,
+        help="fraction of requests recorded with their payloads, 0..1 (0: off)",
+    )
+    p.add_argument(
+        "--redact", action="append", help="input name never recorded (repeat, or comma-separate)"
+    )
 
     monitor_address = os.environ.get("MODELHUB_MONITOR_ADDRESS", "127.0.0.1:50054")
+    audit = groups.add_parser(
+        "audit", help="the payload audit log kept by the monitor (admin role)"
+    ).add_subparsers(dest="action", required=True)
+    p = audit.add_parser("list", help="records, newest first (summaries unless --full)")
+    p.add_argument("--endpoint", default="", help="endpoint id")
+    p.add_argument("--since", default="", help="RFC 3339 time or a duration before now (15m, 2h)")
+    p.add_argument("--until", default="", help="RFC 3339 time or a duration before now")
+    p.add_argument("--limit", type=int, default=50, help="most records (default 50)")
+    p.add_argument("--full", action="store_true", help="with the payloads (JSON)")
+    p.add_argument("--monitor", default=monitor_address, help="monitor address host:port")
+    p = audit.add_parser("get", help="one request's record with its payloads (JSON)")
+    p.add_argument("request_id")
+    p.add_argument("--monitor", default=monitor_address, help="monitor address host:port")
     for name, help_text in [
         ("stats", "live statistics per model/version/endpoint/variant"),
         ("drift", "drift report of a model version"),
@@ -344,7 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = groups.add_parser("watch", help="follow the registry's change feed")
     p.add_argument("--from", dest="start_revision", type=int, default=0)
+    score_cli.add_parser(groups)
     return parser
+
+
+async def _score(client: RegistryClient, args: argparse.Namespace) -> str:
+    return await score_cli.run(client, args, ProgressBar)
 
 
 COMMANDS: dict[str, Callable[[RegistryClient, argparse.Namespace], Awaitable[str]]] = {
@@ -354,16 +574,20 @@ COMMANDS: dict[str, Callable[[RegistryClient, argparse.Namespace], Awaitable[str
     "deployments": _deployments,
     "endpoints": _endpoints,
     "watch": _watch,
+    "audit": _audit,
     "stats": _monitor,
     "drift": _monitor,
     "experiment": _monitor,
     "shadows": _monitor,
     "alerts": _monitor,
+    "score": _score,
 }
 
 
 async def run(args: argparse.Namespace) -> str:
-    async with RegistryClient(args.registry, args.token) as client:
+    from modelhub.common.settings import TlsSettings
+
+    async with RegistryClient(args.registry, args.token, tls=TlsSettings()) as client:
         return await COMMANDS[args.group](client, args)
 
 
@@ -374,7 +598,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as exc:
         print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
         return 1
-    except (OSError, json_format.ParseError) as exc:
+    except ModelHubError as exc:  # local work (e.g. batch scoring) refused
+        code = status_code_for(type(exc))
+        print(f"error: {code.name if code else exc.reason}: {exc.message}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, json_format.ParseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -16,6 +16,8 @@ from modelhub.api.common.v1 import types_pb2
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.client.errors import ClientError
+from modelhub.common.channels import service_channel
+from modelhub.common.settings import TlsSettings
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
@@ -37,17 +39,19 @@ def model_name(model: str) -> str:
 class RegistryClient:
     """Registry calls with errors raised as `ClientError`. Use as an async context manager."""
 
-    def __init__(self, address: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        tls: TlsSettings | None = None,
+    ) -> None:
+        """`tls`: mutual TLS with the suite's files (MODELHUB_TLS_*) for a registry that
+        requires it; None or off: plaintext."""
         self.address = address
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ],
-        )
+        self._channel = service_channel(address, 64 * 1024 * 1024, tls or TlsSettings.off())
         self.stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
 
     async def __aenter__(self) -> RegistryClient:
@@ -118,8 +122,11 @@ class RegistryClient:
         aliases: Sequence[str] = (),
         data_profile: types_pb2.DataProfile | None = None,
         progress: Progress | None = None,
+        derivation: pb.Derivation | None = None,
+        evaluation: pb.EvaluationReport | None = None,
     ) -> pb.ModelVersion:
-        """Upload an ONNX file as a new version (streamed in chunks, digest declared)."""
+        """Upload an ONNX file as a new version (streamed in chunks, digest declared); an
+        optimized derivative names its parent and method (`derivation`) and its report."""
         file = Path(path)
         size = (await asyncio.to_thread(file.stat)).st_size
         digest = await asyncio.to_thread(_sha256, file)
@@ -135,6 +142,8 @@ class RegistryClient:
             sha256=digest,
             size_bytes=size,
             data_profile=data_profile,
+            derivation=derivation,
+            evaluation=evaluation,
         )
 
         async def requests() -> AsyncIterator[pb.UploadModelVersionRequest]:
@@ -279,7 +288,7 @@ class RegistryClient:
         update = pb.Endpoint()
         update.CopyFrom(spec)
         update.name, update.etag = current.name, current.etag
-        paths = ["description", "sticky_key", "variants", "shadows", "fallback", "labels"]
+        paths = ["description", "sticky_key", "variants", "shadows", "fallback", "labels", "audit"]
         if spec.salt:
             paths.append("salt")
         return await self._call(
@@ -303,6 +312,22 @@ class RegistryClient:
         name = endpoint if endpoint.startswith("endpoints/") else f"endpoints/{endpoint}"
         return await self._call(
             self.stub.GetEndpoint(pb.GetEndpointRequest(name=name), **self._kw())
+        )
+
+    async def set_endpoint_audit(
+        self, endpoint: str, sample_rate: float, redact_inputs: Sequence[str] = ()
+    ) -> pb.Endpoint:
+        """Set an endpoint's audit policy (the payload audit log); rate 0 turns it off."""
+        name = endpoint if endpoint.startswith("endpoints/") else f"endpoints/{endpoint}"
+        update = pb.Endpoint(
+            name=name,
+            audit=pb.AuditPolicy(sample_rate=sample_rate, redact_inputs=list(redact_inputs)),
+        )
+        return await self._call(
+            self.stub.UpdateEndpoint(
+                pb.UpdateEndpointRequest(endpoint=update, update_mask=FieldMask(paths=["audit"])),
+                **self._kw(),
+            )
         )
 
     async def delete_endpoint(self, endpoint: str) -> None:

@@ -18,7 +18,9 @@ from modelhub.common.serving import BatchingConfig, Device, RuntimeConfig
 from modelhub.registry import names
 from modelhub.registry.resources import (
     Alias,
+    AuditPolicy,
     Deployment,
+    Derivation,
     Endpoint,
     EventType,
     KeySource,
@@ -244,6 +246,16 @@ def version_to_pb(version: ModelVersion) -> pb.ModelVersion:
     )
     if version.data_profile is not None:
         msg.data_profile.CopyFrom(profile_from_dict(version.data_profile))
+    if version.derivation is not None:
+        msg.derivation.CopyFrom(
+            pb.Derivation(
+                parent=version.derivation.parent,
+                method=version.derivation.method,
+                parent_sha256=version.derivation.parent_sha256,
+            )
+        )
+    if version.evaluation is not None:
+        msg.evaluation.CopyFrom(json_format.ParseDict(version.evaluation, pb.EvaluationReport()))
     return msg
 
 
@@ -268,6 +280,16 @@ def upload_from_pb(meta: pb.UploadMetadata) -> UploadRequest:
         size_bytes=meta.size_bytes,
         data_profile=profile_to_dict(meta.data_profile) if meta.HasField("data_profile") else None,
         aliases=list(meta.aliases),
+        derivation=(
+            Derivation(parent=meta.derivation.parent, method=meta.derivation.method)
+            if meta.HasField("derivation")
+            else None
+        ),
+        evaluation=(
+            json_format.MessageToDict(meta.evaluation, preserving_proto_field_name=True)
+            if meta.HasField("evaluation")
+            else None
+        ),
     )
 
 
@@ -412,6 +434,14 @@ def _shadows(msg: pb.Endpoint) -> list[Shadow]:
     return [shadow_from_pb(s, f"endpoint.shadows[{i}]") for i, s in enumerate(msg.shadows)]
 
 
+def audit_from_pb(msg: pb.Endpoint) -> AuditPolicy | None:
+    if not msg.HasField("audit"):
+        return None
+    return AuditPolicy(
+        sample_rate=msg.audit.sample_rate, redact_inputs=list(msg.audit.redact_inputs)
+    )
+
+
 def endpoint_from_pb(endpoint_id: str, msg: pb.Endpoint) -> Endpoint:
     return Endpoint(
         id=endpoint_id,
@@ -422,6 +452,7 @@ def endpoint_from_pb(endpoint_id: str, msg: pb.Endpoint) -> Endpoint:
         shadows=_shadows(msg),
         fallback=msg.fallback,
         labels=dict(msg.labels),
+        audit=audit_from_pb(msg),
     )
 
 
@@ -464,6 +495,10 @@ def endpoint_to_pb(ep: Endpoint) -> pb.Endpoint:
                 name=ep.sticky_key.name,
             )
         )
+    if ep.audit is not None:
+        msg.audit.CopyFrom(
+            pb.AuditPolicy(sample_rate=ep.audit.sample_rate, redact_inputs=ep.audit.redact_inputs)
+        )
     return msg
 
 
@@ -475,6 +510,7 @@ ENDPOINT_UPDATABLE: dict[str, Callable[[Any], Any]] = {
     "shadows": _shadows,
     "fallback": lambda e: e.fallback,
     "labels": lambda e: dict(e.labels),
+    "audit": audit_from_pb,
 }
 
 # ------------------------------------------------------------------------------- watch

@@ -78,6 +78,19 @@ class Artifact:
 
 
 @dataclass
+class Derivation:
+    """An optimized derivative's lineage: its parent version and the method."""
+
+    parent: str  # models/{model}/versions/{version}
+    method: str
+    parent_sha256: str = ""
+
+
+# Methods `modelhub versions optimize` builds derivatives with.
+DERIVATION_METHODS = ("dynamic-int8", "static-int8", "fp16")
+
+
+@dataclass
 class ModelVersion:
     model: str
     version: int
@@ -96,6 +109,9 @@ class ModelVersion:
     create_time: datetime | None = None
     update_time: datetime | None = None
     etag: str = ""
+    derivation: Derivation | None = None
+    # JSON form of an EvaluationReport (the derivative's report); None when not given.
+    evaluation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -166,6 +182,15 @@ class Shadow:
 
 
 @dataclass
+class AuditPolicy:
+    """Which of an endpoint's requests are recorded with their payloads (the payload audit
+    log, kept by the monitor); `redact_inputs` are never recorded."""
+
+    sample_rate: float = 0.0
+    redact_inputs: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Endpoint:
     id: str
     variants: list[Variant]
@@ -179,6 +204,8 @@ class Endpoint:
     create_time: datetime | None = None
     update_time: datetime | None = None
     etag: str = ""
+    # None: nothing is audited.
+    audit: AuditPolicy | None = None
 
 
 Resource = Model | ModelVersion | Alias | Deployment | Endpoint

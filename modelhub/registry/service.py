@@ -15,6 +15,7 @@ from typing import Any
 from modelhub.common import paging
 from modelhub.common.errors import (
     DigestMismatchError,
+    FailedPreconditionError,
     InvalidArgumentError,
     InvalidArtifactError,
     NotFoundError,
@@ -27,9 +28,11 @@ from modelhub.registry.blobs import BlobStore
 from modelhub.registry.names import RESERVED_ALIASES
 from modelhub.registry.profile import validate_profile
 from modelhub.registry.resources import (
+    DERIVATION_METHODS,
     Alias,
     Artifact,
     Deployment,
+    Derivation,
     Endpoint,
     EventType,
     Kind,
@@ -42,7 +45,7 @@ from modelhub.registry.resources import (
     WatchEvent,
 )
 from modelhub.registry.store.store import RegistryStore
-from modelhub.registry.validation import validate_deployment, validate_endpoint
+from modelhub.registry.validation import check_evaluation, validate_deployment, validate_endpoint
 
 log = logging.getLogger("modelhub.registry")
 
@@ -65,6 +68,8 @@ class UploadRequest:
     size_bytes: int = 0
     data_profile: dict[str, Any] | None = None
     aliases: list[str] = field(default_factory=list)
+    derivation: Derivation | None = None
+    evaluation: dict[str, Any] | None = None
 
 
 class ChangeNotifier:
@@ -209,6 +214,21 @@ class RegistryService:
         if req.data_profile is not None:
             validate_profile(req.data_profile, "metadata.data_profile")
         aliases = [check_alias(a, "metadata.aliases") for a in req.aliases]
+        if req.derivation is not None:
+            if req.derivation.method not in DERIVATION_METHODS:
+                raise InvalidArgumentError(
+                    f"unknown derivation method {req.derivation.method!r}: one of "
+                    f"{', '.join(DERIVATION_METHODS)}",
+                    field="metadata.derivation.method",
+                )
+            names.parse_version_name(req.derivation.parent, "metadata.derivation.parent")
+        if req.evaluation is not None:
+            if req.derivation is None:
+                raise InvalidArgumentError(
+                    "an evaluation report describes a derivative: set metadata.derivation too",
+                    field="metadata.evaluation",
+                )
+            check_evaluation(req.evaluation, "metadata.evaluation")
         return replace(
             req,
             tags=names.check_tags(req.tags, "metadata.tags"),
@@ -222,6 +242,24 @@ class RegistryService:
         """Store an artifact and create its version. All or nothing: on any failure or
         cancellation neither a version row nor a blob remains."""
         req = self._check_upload(req)
+        if req.derivation is not None:
+            # FAILED_PRECONDITION before reading any byte: derivatives of READY versions only.
+            parent = await self.get_version(req.derivation.parent, full=False)
+            if parent.status != VersionStatus.READY:
+                raise FailedPreconditionError(
+                    f"{req.derivation.parent} is {parent.status.value}: derivatives are "
+                    "registered only for READY versions",
+                    reason="PARENT_NOT_READY",
+                    metadata={"parent": req.derivation.parent},
+                )
+            req = replace(
+                req,
+                derivation=replace(
+                    req.derivation,
+                    parent=names.version_name(parent.model, parent.version),
+                    parent_sha256=parent.artifact.sha256,
+                ),
+            )
         if not req.create_model:
             # NOT_FOUND before reading any byte.
             try:
@@ -275,6 +313,8 @@ class RegistryService:
                 metadata=req.metadata,
                 tags=req.tags,
                 data_profile=req.data_profile,
+                derivation=req.derivation,
+                evaluation=req.evaluation,
             )
             # The claim keeps every replica's cleanup and deletes off this digest until the
             # version row (which releases it) is committed.

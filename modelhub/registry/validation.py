@@ -10,6 +10,7 @@ from dataclasses import replace
 from modelhub.common.errors import InvalidArgumentError
 from modelhub.registry.names import RESERVED_ALIASES, check_id, check_labels, check_text
 from modelhub.registry.resources import (
+    AuditPolicy,
     Deployment,
     Endpoint,
     KeySource,
@@ -17,8 +18,11 @@ from modelhub.registry.resources import (
 )
 
 MAX_VARIANTS = 64
+MAX_REDACTED_INPUTS = 64
+MAX_INPUT_NAME = 256
 MAX_VERSIONS_PER_DEPLOYMENT = 16
 MAX_INSTANCES = 64
+# Matched with fullmatch: `$` would also match before a trailing newline.
 _HEADER = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 _ADDRESS = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 
@@ -37,10 +41,36 @@ def check_selector(selector: VersionSelector, field: str) -> VersionSelector:
 
 def check_pool(pool: list[str], field: str) -> list[str]:
     for address in pool:
-        match = _ADDRESS.match(address)
+        match = _ADDRESS.fullmatch(address)
         if match is None or not 0 < int(match.group(1)) < 65536:
             raise InvalidArgumentError(f"backend address {address!r} is not host:port", field=field)
     return pool
+
+
+def check_audit(policy: AuditPolicy, field: str = "endpoint.audit") -> AuditPolicy:
+    """A finite sample rate in [0, 1] and at most MAX_REDACTED_INPUTS distinct input names
+    of printable characters; names are kept in the order given, duplicates dropped."""
+    rate = policy.sample_rate
+    if not math.isfinite(rate) or not 0 <= rate <= 1:
+        raise InvalidArgumentError(
+            f"audit sample_rate must be a number within [0, 1] (1 records every request), "
+            f"got {rate}",
+            field=f"{field}.sample_rate",
+        )
+    names = list(dict.fromkeys(policy.redact_inputs))
+    if len(names) > MAX_REDACTED_INPUTS:
+        raise InvalidArgumentError(
+            f"audit redact_inputs names {len(names)} inputs; at most {MAX_REDACTED_INPUTS}",
+            field=f"{field}.redact_inputs",
+        )
+    for i, name in enumerate(names):
+        if not 0 < len(name) <= MAX_INPUT_NAME or not name.isprintable():
+            raise InvalidArgumentError(
+                f"audit redact_inputs[{i}] must be an input name of 1-{MAX_INPUT_NAME} "
+                f"printable characters, got {name[:MAX_INPUT_NAME]!r}",
+                field=f"{field}.redact_inputs",
+            )
+    return replace(policy, redact_inputs=names)
 
 
 def validate_deployment(dep: Deployment) -> Deployment:
@@ -139,7 +169,7 @@ def validate_endpoint(ep: Endpoint) -> Endpoint:
     if ep.sticky_key is not None:
         key = ep.sticky_key
         if key.source == KeySource.METADATA and (
-            not _HEADER.match(key.name) or key.name.startswith("grpc-")
+            not _HEADER.fullmatch(key.name) or key.name.startswith("grpc-")
         ):
             raise InvalidArgumentError(
                 f"sticky key metadata name {key.name!r} is not a valid lowercase header name",
@@ -154,7 +184,45 @@ def validate_endpoint(ep: Endpoint) -> Endpoint:
         raise InvalidArgumentError("salt is longer than 128 characters", field="endpoint.salt")
     return replace(
         ep,
+        audit=check_audit(ep.audit) if ep.audit is not None else None,
         salt=ep.salt or uuid.uuid4().hex,
         variants=[replace(v, model=v.model.removeprefix("models/")) for v in ep.variants],
         shadows=[replace(s, model=s.model.removeprefix("models/")) for s in ep.shadows],
     )
+
+
+# EvaluationReport fields (JSON form) that must be finite numbers ≥ 0.
+_REPORT_NUMBERS = (
+    "max_abs_diff",
+    "mean_abs_diff",
+    "size_ratio",
+    "latency_ratio_batch1",
+    "throughput_ratio_batch1",
+    "latency_ratio_best",
+    "throughput_ratio_best",
+)
+
+
+def check_evaluation(report: dict[str, object], field: str) -> None:
+    """A derivative's evaluation report: rows > 0, finite non-negative figures, an
+    agreement in [0, 1], a validation source and where it was measured (≤ 1 KiB each)."""
+    rows = int(str(report.get("rows", 0)))
+    if rows <= 0:
+        raise InvalidArgumentError("the report covers no validation rows", field=f"{field}.rows")
+    for name in _REPORT_NUMBERS:
+        value = float(str(report.get(name, 0.0)))
+        if not math.isfinite(value) or value < 0:
+            raise InvalidArgumentError(
+                f"{name} must be a finite number ≥ 0, not {value}", field=f"{field}.{name}"
+            )
+    agreement = report.get("argmax_agreement")
+    if agreement is not None and not 0.0 <= float(str(agreement)) <= 1.0:
+        raise InvalidArgumentError(
+            "argmax_agreement is a share in [0, 1]", field=f"{field}.argmax_agreement"
+        )
+    for name in ("validation", "measured_on"):
+        check_text(str(report.get(name, "")), f"{field}.{name}", 1024)
+    if not report.get("validation"):
+        raise InvalidArgumentError(
+            "say where the validation rows came from", field=f"{field}.validation"
+        )

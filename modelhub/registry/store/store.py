@@ -39,7 +39,9 @@ from modelhub.registry.names import LATEST, VersionRef
 from modelhub.registry.resources import (
     Alias,
     Artifact,
+    AuditPolicy,
     Deployment,
+    Derivation,
     Endpoint,
     EventType,
     Kind,
@@ -114,6 +116,8 @@ class _EndpointSpec:
     variants: list[Variant]
     shadows: list[Shadow]
     fallback: str
+    # Absent in specs stored before the audit log existed.
+    audit: AuditPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -482,6 +486,8 @@ class RegistryStore:
                 tags=tags[r.id],
                 aliases=by_version.get(r.version, []),
                 data_profile=r.data_profile if full else None,
+                derivation=from_json(Derivation, r.derivation) if r.derivation else None,
+                evaluation=r.evaluation,
                 create_time=_utc(r.create_time),
                 update_time=_utc(r.update_time),
                 etag=str(r.mod_revision),
@@ -608,6 +614,8 @@ class RegistryStore:
                     format=draft.artifact.format,
                     schema=to_json(draft.schema),
                     data_profile=draft.data_profile,
+                    derivation=to_json(draft.derivation) if draft.derivation else None,
+                    evaluation=draft.evaluation,
                     create_time=tx.now,
                     update_time=tx.now,
                     mod_revision=revision,
@@ -1266,6 +1274,7 @@ class RegistryStore:
             variants=variants,
             shadows=shadows,
             fallback=spec.fallback,
+            audit=spec.audit,
             labels=dict(row.labels),
             create_time=_utc(row.create_time),
             update_time=_utc(row.update_time),
@@ -1295,6 +1304,7 @@ class RegistryStore:
                 replace(s, selector=replace(s.selector, resolved_version=0)) for s in ep.shadows
             ],
             fallback=ep.fallback,
+            audit=ep.audit,
         )
         values = {"spec": to_json(spec), "labels": ep.labels}
         result: Endpoint = await self._store_policy(tx, _ENDPOINTS, ep.id, values, refs, pk)

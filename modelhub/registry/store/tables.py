@@ -70,6 +70,9 @@ model_versions = sa.Table(
     sa.Column("format", sa.String(16), nullable=False),
     sa.Column("schema", sa.JSON, nullable=False),
     sa.Column("data_profile", sa.JSON, nullable=True),
+    # Optimized derivatives: lineage (parent, method) and the evaluation report.
+    sa.Column("derivation", sa.JSON, nullable=True),
+    sa.Column("evaluation", sa.JSON, nullable=True),
     sa.Column("create_time", TS, nullable=False),
     sa.Column("update_time", TS, nullable=False),
     sa.Column("mod_revision", sa.BigInteger, nullable=False),
