@@ -50,7 +50,7 @@ class RpcMetrics:
 async def _abort(context: grpc.aio.ServicerContext, error: errors.ModelHubError) -> NoReturn:
     code, status = to_rpc_status(error)
     await context.abort(
-        code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+        code, status.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
     )
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 

@@ -52,6 +52,26 @@ def status_code_for(error_class: type[errors.ModelHubError]) -> grpc.StatusCode 
     return None
 
 
+# A status travels in the answer's trailers, which gRPC clients refuse past 8 KiB by default
+# (the call then fails with RESOURCE_EXHAUSTED "Stream removed", the error lost):
+# `grpc-message` percent-encodes every non-ASCII byte (x3) and `grpc-status-details-bin` is
+# base64 (x4/3). Messages that echo a client's input are cut here, whatever they echo, so
+# that the worst case stays near 7 KiB.
+MAX_MESSAGE_BYTES = 768
+MAX_VIOLATIONS = 4
+MAX_DESCRIPTION_BYTES = 384
+MAX_FIELD_BYTES = 128
+MAX_METADATA_VALUE_BYTES = 128
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text`, or its first characters and "…" in at most `limit` UTF-8 bytes."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", "ignore") + "…"
+
+
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
@@ -59,20 +79,28 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def to_rpc_status(error: errors.ModelHubError) -> tuple[grpc.StatusCode, status_pb2.Status]:
-    """The gRPC code and the rich `google.rpc.Status` for a domain error."""
+    """The gRPC code and the rich `google.rpc.Status` for a domain error (messages, field
+    violations and metadata values bounded: see MAX_MESSAGE_BYTES)."""
     code = status_code_for(type(error)) or grpc.StatusCode.INTERNAL
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=bounded(error.message, MAX_MESSAGE_BYTES)
+    )
     info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+        reason=error.reason,
+        domain=ERROR_DOMAIN,
+        metadata={
+            key: bounded(value, MAX_METADATA_VALUE_BYTES) for key, value in error.metadata.items()
+        },
     )
     status.details.append(_pack(info))
     if isinstance(error, errors.InvalidArgumentError) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=bounded(v.field, MAX_FIELD_BYTES),
+                    description=bounded(v.description, MAX_DESCRIPTION_BYTES),
                 )
-                for v in error.violations
+                for v in error.violations[:MAX_VIOLATIONS]
             ]
         )
         status.details.append(_pack(bad_request))

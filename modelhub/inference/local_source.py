@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from modelhub.common.errors import NotFoundError
+from modelhub.common.names import is_decimal
 from modelhub.inference.onnx_schema import read_schema
 from modelhub.inference.source import (
     DEFAULT_REFERENCE,
@@ -26,6 +27,17 @@ from modelhub.inference.source import (
     VersionSelector,
 )
 from modelhub.inference.spec import LoadOverrides, VersionInfo
+
+
+def _entry_name(model: str) -> bool:
+    """Whether a requested model name can only name an entry of the root directory: not a
+    path (`../x`, `/abs`, `a/b`), and short enough for a file name (255 bytes with
+    `.onnx`). Any other name is no model here (NOT_FOUND)."""
+    return (
+        model not in ("", ".", "..")
+        and not any(c in model for c in "/\\\0")
+        and len(model.encode("utf-8", "surrogatepass")) <= 250
+    )
 
 
 class DirectoryModelSource:
@@ -48,6 +60,8 @@ class DirectoryModelSource:
 
     def _versions(self, model: str) -> dict[int, Path]:
         found: dict[int, Path] = {}
+        if not _entry_name(model):  # a path elsewhere, or too long for a file name
+            return found
         flat = self.root / f"{model}.onnx"
         if flat.is_file():
             found[1] = flat
@@ -55,7 +69,7 @@ class DirectoryModelSource:
         if folder.is_dir():
             for entry in folder.iterdir():
                 stem = entry.name.removesuffix(".onnx")
-                if not stem.isdigit():
+                if not is_decimal(stem):
                     continue
                 if entry.is_dir() and (entry / "model.onnx").is_file():
                     found[int(stem)] = entry / "model.onnx"
@@ -97,7 +111,7 @@ class DirectoryModelSource:
             )
         if reference in (DEFAULT_REFERENCE, LATEST):
             version = max(versions)
-        elif reference.isdigit() and int(reference) in versions:
+        elif is_decimal(reference) and int(reference) in versions:
             version = int(reference)
         else:
             raise NotFoundError(

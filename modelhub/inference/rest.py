@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 
 from modelhub.common.errors import InvalidArgumentError, PayloadTooLargeError
+from modelhub.common.names import is_decimal
 from modelhub.inference.codec import (
     bytes_payload_size,
     decode_raw,
@@ -95,7 +96,7 @@ def parse_infer(
     view = memoryview(body)
     if header_length is not None:
         text = header_length.strip()
-        if not text.isdigit() or int(text) > len(body):
+        if not is_decimal(text) or int(text) > len(body):
             raise InvalidArgumentError(
                 f"Inference-Header-Content-Length {header_length[:32]!r} must be the length "
                 f"of the JSON header in bytes (the body holds {len(body)})",
@@ -212,7 +213,10 @@ def _inputs(
             if "data" not in tensor:
                 raise InvalidArgumentError(f"{where} has no data", field=f"{where}.data")
             data = _json_data(tensor["data"], datatype, dtype, shape, where)
-            size += data.nbytes if dtype.kind != "O" else bytes_payload_size(list(data.flat))
+            # reshape(-1), not .flat: numpy's flat iterator stops at 32 dimensions.
+            size += (
+                data.nbytes if dtype.kind != "O" else bytes_payload_size(data.reshape(-1).tolist())
+            )
         if size > max_request_bytes:
             raise _too_large(max_request_bytes)
         inputs.append(InputTensor(name, datatype, shape, data))

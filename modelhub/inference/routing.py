@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from modelhub.common.errors import InvalidArgumentError, NotFoundError
-from modelhub.common.names import is_resource_id
+from modelhub.common.names import is_decimal, is_resource_id, is_version_reference
 
 HEADER_ENDPOINT = "x-modelhub-endpoint"
 HEADER_VARIANT = "x-modelhub-variant"
@@ -101,7 +101,7 @@ def _mirrors(value: str) -> tuple[bool, tuple[str, ...]]:
     for entry in value[: _MAX_HEADER * _MAX_MIRRORS].split(",")[:_MAX_MIRRORS]:
         name, sep, target = entry.strip().partition("=")
         model, colon, version = target.rpartition(":")
-        if sep and colon and is_resource_id(name) and is_resource_id(model) and version.isdigit():
+        if sep and colon and is_resource_id(name) and is_resource_id(model) and is_decimal(version):
             found.append(f"{name}={model}:{version}")
     return True, tuple(found)
 
@@ -135,7 +135,7 @@ def parse_route(headers: Mapping[str, str]) -> Route:
     spec = get(HEADER_FALLBACK, "")
     if spec:
         attempt_text = get(HEADER_ATTEMPT, "1").strip()
-        attempt = int(attempt_text) if attempt_text.isdigit() else 1
+        attempt = int(attempt_text) if is_decimal(attempt_text) else 1
         if attempt >= 2:
             name, sep, fallback_target = spec.partition("=")
             if not sep or not name.strip():
@@ -165,18 +165,31 @@ def parse_route(headers: Mapping[str, str]) -> Route:
 def model_reference(name: str, version: str, route: Route) -> tuple[str, str]:
     """The (model id, version reference) a request runs: the route's target, else the
     body's name (`fraud` or `models/fraud`). A name of an endpoint (`endpoints/fraud`)
-    without a target never got routed: NOT_FOUND."""
+    without a target never got routed: NOT_FOUND. The version reference is "" (the
+    model's default), a version number or an alias: anything else is INVALID_ARGUMENT."""
     if route.model:
-        return route.model, route.version
+        return route.model, version_reference(route.version, HEADER_TARGET)
     if name.startswith("models/"):
-        return name.removeprefix("models/"), version
+        return name.removeprefix("models/"), version_reference(version)
     if name.startswith("endpoints/"):
         raise NotFoundError(
             f"no endpoint or model named {name!r} here: endpoints are served through the "
             "front door (Envoy), which routes them to a model version",
             metadata={"model": name},
         )
-    return name, version
+    return name, version_reference(version)
+
+
+def version_reference(version: str, field: str = "model_version") -> str:
+    """`version` if it can name a version, else INVALID_ARGUMENT on `field`."""
+    if is_version_reference(version):
+        return version
+    raise InvalidArgumentError(
+        f"{field} {version[:_MAX_HEADER]!r} is neither a version number (ASCII digits, at "
+        "most 18) nor an alias (lowercase letters, digits and '-'); leave it empty for the "
+        "model's default version",
+        field=field,
+    )
 
 
 def message_route(route: Route, name: str, sequence: int) -> Route:

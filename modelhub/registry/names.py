@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 
 from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.names import is_decimal, is_resource_id
 
-_ID = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Matched with fullmatch: `$` would also match before a trailing newline.
 _TAG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -20,7 +21,7 @@ def check_id(value: str, what: str, field: str) -> str:
     """Validate an identifier: 1-63 of [a-z0-9-], starting with a letter, no trailing '-'."""
     if not value:
         raise InvalidArgumentError(f"{what} is required", field=field)
-    if not _ID.match(value):
+    if not is_resource_id(value):
         shown = value if len(value) <= 70 else value[:67] + "..."
         raise InvalidArgumentError(
             f"{what} {shown!r} is not valid: use 1-63 lowercase letters, digits and '-', "
@@ -33,7 +34,7 @@ def check_id(value: str, what: str, field: str) -> str:
 def check_tags(tags: list[str], field: str = "tags") -> list[str]:
     seen: list[str] = []
     for tag in tags:
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise InvalidArgumentError(
                 f"tag {tag!r} is not valid: use 1-63 lowercase letters, digits, '.', '_' or "
                 "'-', starting and ending with a letter or digit",
@@ -50,7 +51,7 @@ def check_labels(labels: dict[str, str], field: str = "labels") -> dict[str, str
     if len(labels) > 64:
         raise InvalidArgumentError("at most 64 labels are allowed", field=field)
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             raise InvalidArgumentError(
                 f"label key {key!r} is not valid: use 1-63 lowercase letters, digits, '_', "
                 "'.' or '-', starting with a letter",
@@ -81,7 +82,7 @@ def check_metadata(values: dict[str, str], field: str = "metadata") -> dict[str,
 
 
 def check_sha256(value: str, field: str = "sha256") -> str:
-    if not _HEX64.match(value):
+    if not _HEX64.fullmatch(value):
         raise InvalidArgumentError(
             f"{field} must be 64 lowercase hex characters, got {value[:80]!r}", field=field
         )
@@ -136,7 +137,7 @@ def alias_name(model: str, alias: str) -> str:
 
 
 def _version_number(text: str, field: str) -> int:
-    if not text.isdigit() or len(text) > 18 or int(text) < 1:
+    if not is_decimal(text) or int(text) < 1:
         raise InvalidArgumentError(
             f"version {text[:40]!r} is not valid: versions are numbered 1, 2, 3 …", field=field
         )

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from modelhub.common import errors
-from modelhub.common.status import STATUS_TABLE, status_code_for, to_rpc_status
+from modelhub.common.status import (
+    MAX_MESSAGE_BYTES,
+    STATUS_TABLE,
+    status_code_for,
+    to_rpc_status,
+)
 
 
 def _import_all_services() -> None:
@@ -77,3 +84,27 @@ def test_details_carry_reason_and_field_violations() -> None:
     bad = error_details_pb2.BadRequest()
     assert status.details[1].Unpack(bad)
     assert [v.field for v in bad.field_violations] == ["model_id"]
+
+
+def _trailer_bytes(status: status_pb2.Status) -> int:
+    """What grpc-message (percent-encoded) and grpc-status-details-bin (base64) weigh."""
+    message = sum(1 if 0x20 <= b <= 0x7E and b != ord("%") else 3 for b in status.message.encode())
+    return message + len(base64.b64encode(status.SerializeToString()))
+
+
+def test_a_status_echoing_huge_input_fits_in_a_clients_trailers() -> None:
+    # gRPC clients refuse trailers past 8 KiB (RESOURCE_EXHAUSTED, the error lost).
+    huge = "é" * 10_000
+    error = errors.InvalidArgumentError(
+        f"value {huge!r} is not valid",
+        violations=[errors.FieldViolation(f"parameters[{huge}]", huge) for _ in range(10)],
+        metadata={f"key{i}": huge for i in range(4)},
+    )
+    _, status = to_rpc_status(error)
+    assert _trailer_bytes(status) < 8192 - 512
+    assert status.message.startswith("value 'éé") and status.message.endswith("…")
+    assert len(status.message.encode()) <= MAX_MESSAGE_BYTES
+    # Short messages are kept as they are.
+    assert to_rpc_status(errors.NotFoundError("model 'é' not found"))[1].message == (
+        "model 'é' not found"
+    )

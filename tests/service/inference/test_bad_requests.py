@@ -9,7 +9,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import onnxruntime as ort
+import pytest
 
+from modelhub.api.inference.v1 import inference_pb2 as ipb
 from modelhub.api.oip import grpc_predict_v2_pb2 as pb
 from modelhub.common.status import STATUS_DETAILS_KEY, error_info
 from tests.service.inference.conftest import StartInference, stubs, write_models
@@ -62,6 +64,13 @@ def _bad_requests() -> list[tuple[str, pb.ModelInferRequest, grpc.StatusCode, st
             infer_request("mlp", {"x": _x(1)}, version="42"),
             grpc.StatusCode.NOT_FOUND,
             "NOT_FOUND",
+        ),
+        (
+            # A digit to str.isdigit(), not to int(): INTERNAL before (found by tests/fuzz).
+            "version not a number",
+            infer_request("mlp", {"x": _x(1)}, version="²"),
+            invalid,
+            "INVALID_ARGUMENT",
         ),
         (
             "zero rows",
@@ -134,3 +143,19 @@ async def test_burst_of_bad_requests_among_good_ones(
     after = await stub.ModelInfer(infer_request("mlp", {"x": _x(3)}))
     assert outputs_of(after)["y"].shape == (3, 4)
     assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
+
+
+async def test_load_and_unload_refuse_a_version_that_is_not_a_number(
+    start_inference: StartInference, channel_to, tmp_path: Path
+) -> None:
+    # "²" is a digit to str.isdigit(), not to int(): INTERNAL before (found by tests/fuzz).
+    model_dir = write_models(tmp_path / "models", {"mlp": mlp_model(3)})
+    app = await start_inference(model_source="directory", model_dir=str(model_dir))
+    _, repository = stubs(channel_to(app))
+    for call in (
+        repository.LoadModel(ipb.LoadModelRequest(model="mlp", version="²")),
+        repository.UnloadModel(ipb.UnloadModelRequest(model="mlp", version="²")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()

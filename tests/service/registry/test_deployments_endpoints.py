@@ -207,6 +207,16 @@ async def test_endpoint_lifecycle(registry_stub: Stub) -> None:
             ),
             "host:port",
         ),
+        # Messages echoing a long value are cut to fit in the client's 8 KiB of trailers:
+        # before, the client got RESOURCE_EXHAUSTED "Stream removed" (found by tests/fuzz).
+        ("fraud", _endpoint(fallback="é" * 3000), "fallback 'ééé"),
+        (
+            "fraud",
+            _endpoint(
+                variants=[pb.Variant(name="a", model="models/fraud", weight=1, pool=["h" * 20000])]
+            ),
+            "backend address 'hhh",
+        ),
     ],
 )
 async def test_bad_endpoints(

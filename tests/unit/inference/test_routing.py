@@ -98,6 +98,25 @@ def test_model_reference() -> None:
         model_reference("endpoints/shop", "", DIRECT)
 
 
+@pytest.mark.parametrize("attempt", ["²", "١٢", "9" * 5000])
+def test_an_attempt_count_int_cannot_read_is_a_first_attempt(attempt: str) -> None:
+    # str.isdigit() takes these; int() refuses them (found by tests/fuzz: INTERNAL before).
+    route = parse_route({"x-modelhub-fallback": "a=fraud:3", "x-envoy-attempt-count": attempt})
+    assert not route.fallback
+
+
+@pytest.mark.parametrize("version", ["²", "1e3", "-1", "9" * 19, "Champion", "a b", "x" * 64])
+def test_a_version_reference_is_a_number_or_an_alias(version: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        model_reference("fraud", version, DIRECT)
+    assert info.value.violations[0].field == "model_version"
+    with pytest.raises(InvalidArgumentError) as info:
+        model_reference("shop", "", Route(model="fraud", version=version))
+    assert info.value.violations[0].field == "x-modelhub-target"
+    for good in ("", "7", "champion", "latest"):
+        assert model_reference("fraud", good, DIRECT) == ("fraud", good)
+
+
 def test_served_labels() -> None:
     assert served_labels(DIRECT, "fraud", 2) == [
         ("modelhub.model", "models/fraud"),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from modelhub.common.errors import InvalidArgumentError
@@ -7,6 +9,9 @@ from modelhub.common.paging import decode_token, encode_token, page_size
 from modelhub.registry.names import (
     VersionRef,
     check_id,
+    check_labels,
+    check_sha256,
+    check_tags,
     parse_alias_name,
     parse_reference,
     parse_version_name,
@@ -19,7 +24,8 @@ def test_valid_ids(good: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "../x", "Fraud", "1abc", "-a", "a-", "a_b", "x" * 64, "módèl", "a b", "a/b"]
+    "bad",
+    ["", "../x", "Fraud", "1abc", "-a", "a-", "a_b", "x" * 64, "módèl", "a b", "a/b", "fraud\n"],
 )
 def test_invalid_ids(bad: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:
@@ -44,7 +50,20 @@ def test_references(text: str, ref: VersionRef) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "fraud:0", "fraud:x", "fraud/versions/-1", "Fraud@x", "fraud@", "models/"]
+    "bad",
+    [
+        "",
+        "fraud:0",
+        "fraud:x",
+        "fraud/versions/-1",
+        "Fraud@x",
+        "fraud@",
+        "models/",
+        # Digits to str.isdigit() that int() refuses (found by tests/fuzz: INTERNAL before).
+        "fraud:²",
+        "models/fraud/versions/١٢",
+        "fraud:" + "9" * 5000,
+    ],
 )
 def test_bad_references(bad: str) -> None:
     with pytest.raises(InvalidArgumentError):
@@ -72,3 +91,17 @@ def test_page_tokens_are_bound_to_filters() -> None:
     assert page_size(5000) == 1000
     with pytest.raises(InvalidArgumentError):
         page_size(-1)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda: check_tags(["v1\n"]),
+        lambda: check_labels({"team\n": "x"}),
+        lambda: check_sha256("0" * 64 + "\n"),
+    ],
+)
+def test_a_trailing_newline_makes_a_name_invalid(check: Callable[[], object]) -> None:
+    # Patterns are matched in full: `$` alone also matches before a trailing newline.
+    with pytest.raises(InvalidArgumentError):
+        check()
