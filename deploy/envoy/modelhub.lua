@@ -15,7 +15,7 @@
 
 local bit = require("bit")
 local band, bxor, rshift, lshift, tobit = bit.band, bit.bxor, bit.rshift, bit.lshift, bit.tobit
-local byte, sub = string.byte, string.sub
+local byte, sub, find = string.byte, string.sub, string.find
 
 pcall(function() math.randomseed(os.time() + math.floor(os.clock() * 1e6)) end)
 
@@ -311,6 +311,14 @@ function envoy_on_request(h)
       return
     end
     name = found.name
+    -- Header values cannot hold control characters (Envoy would fail the request as
+    -- UNAVAILABLE): no valid model, endpoint or version name has them either.
+    local control = "[%z\1-\31\127]"
+    if find(name, control) or (found.version and find(found.version, control)) then
+      grpc_error(h, 3, "the model name or version holds control characters: no model, " ..
+        "endpoint or version is named so")
+      return
+    end
     if found.version ~= nil and found.version ~= "" then
       headers:replace("x-modelhub-version", found.version)
     end
