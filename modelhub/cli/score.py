@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelhub.client import RegistryClient
 from modelhub.common.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
+from modelhub.common.names import is_decimal
 
 if TYPE_CHECKING:
     from modelhub.scoring.job import ModelArtifact, ScoringOptions, ScoringSummary
@@ -96,7 +97,7 @@ def local_workers(scheduler: str | None) -> int | None:
     if not scheduler or not (scheduler == "local" or scheduler.startswith("local:")):
         return None
     _, _, count = scheduler.partition(":")
-    if count and (not count.isdigit() or int(count) < 1):
+    if count and (not is_decimal(count) or int(count) < 1):
         raise InvalidArgumentError(
             f"--scheduler {scheduler!r}: expected local or local:N (N ≥ 1)", field="scheduler"
         )

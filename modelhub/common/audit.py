@@ -82,7 +82,8 @@ def head(array: np.ndarray, budget: int) -> tuple[np.ndarray, bool, int]:
     if array.dtype.kind == "O":  # BYTES: elements of their own lengths
         kept: list[object] = []
         used = 0
-        for item in array.flat:
+        # reshape(-1) is a view of a contiguous array; `.flat` stops at 32 dimensions.
+        for item in array.reshape(-1) if array.flags.c_contiguous else array.flat:
             cost = STRING_WIRE_OVERHEAD + (len(item) if isinstance(item, bytes | str) else 16)
             if used + cost > budget:
                 break

@@ -19,6 +19,7 @@ from modelhub.common.errors import (
     RevisionCompactedError,
     UnavailableError,
 )
+from modelhub.common.names import is_decimal
 from modelhub.common.settings import TlsSettings
 from modelhub.inference import convert
 from modelhub.inference.audit import AuditPolicy
@@ -204,7 +205,7 @@ class RegistryModelSource:
                     version = await self._get(f"{base}@{self.default_alias}")
             if version is None:
                 version = await self._get(f"{base}@{LATEST}")
-        elif reference.isdigit():
+        elif is_decimal(reference):
             version = await self._get(f"{base}/versions/{int(reference)}")
         else:
             version = await self._get(f"{base}@{reference}")

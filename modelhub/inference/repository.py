@@ -42,6 +42,7 @@ from modelhub.common.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
 )
+from modelhub.common.names import is_decimal
 from modelhub.inference.batcher import AdaptiveBatcher
 from modelhub.inference.cache import ArtifactCache
 from modelhub.inference.cost_model import CostModel, request_cpu_load
@@ -207,7 +208,7 @@ class ModelRepository:
 
     def lookup(self, model: str, reference: str) -> ServedVersion | None:
         """The served version a reference names, from what is known now (no I/O)."""
-        if reference.isdigit():
+        if is_decimal(reference):
             return self._served.get((model, int(reference)))
         version = self._routes.get((model, reference))
         if version is None:
@@ -271,7 +272,7 @@ class ModelRepository:
             if not versions:
                 raise self._not_loaded(model, reference)
             reference = str(max(versions))
-        if reference.isdigit():
+        if is_decimal(reference):
             served = self._served.get((model, int(reference)))
             if served is not None:
                 return served.info

@@ -174,7 +174,7 @@ class InferenceService:
     async def model_ready(self, model: str, version: str) -> bool:
         """Whether the version is served here now (never loads anything)."""
         served = self.repository.lookup(model, version)
-        if served is None and not version.isdigit():
+        if served is None and not is_decimal(version):
             try:
                 info = await self.repository.resolve(model, version)
             except ModelHubError:

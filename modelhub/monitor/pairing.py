@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from modelhub.common.names import is_decimal
 from modelhub.monitor.events import Event, ShadowResult
 
 DEADLINE_EXCEEDED = 4  # gRPC code of a shadow that did not answer within the window
@@ -178,7 +179,7 @@ class ShadowJoiner:
         for expected in primary.mirrored_to:
             name, _, target = expected.partition("=")
             model, _, version = target.rpartition(":")
-            if name in pending.answered or not version.isdigit():
+            if name in pending.answered or not is_decimal(version):
                 continue
             self.counters.missing += 1
             result = ShadowResult(

@@ -23,6 +23,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from modelhub.api.oip import grpc_predict_v2_pb2 as opb
+from modelhub.common.names import is_decimal
 from modelhub.router.table import RoutingTable
 
 Key = tuple[str, int]  # model, version
@@ -236,7 +237,7 @@ def _add_batches(total: Any, more: Iterable[opb.InferBatchStatistics]) -> None:
 
 
 def _version_order(version: str) -> tuple[int, int | str]:
-    return (0, int(version)) if version.isdigit() else (1, version)
+    return (0, int(version)) if is_decimal(version) else (1, version)
 
 
 def sum_statistics(answers: Iterable[Iterable[opb.ModelStatistics]]) -> list[opb.ModelStatistics]:

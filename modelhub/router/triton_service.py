@@ -29,6 +29,7 @@ from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.common import errors
 from modelhub.common.channels import Metadata, bearer
+from modelhub.common.names import is_decimal
 from modelhub.router.triton import (
     IndexRow,
     Key,
@@ -77,7 +78,7 @@ class Fanout:
 def _entries(response: ipb.RepositoryIndexResponse) -> list[ReplicaEntry]:
     found = []
     for entry in response.models:
-        if not entry.version.isdigit() or entry.state == ipb.MODEL_STATE_UNSPECIFIED:
+        if not is_decimal(entry.version) or entry.state == ipb.MODEL_STATE_UNSPECIFIED:
             continue
         state = State[ipb.ModelState.Name(entry.state)]
         found.append(
