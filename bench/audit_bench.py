@@ -55,6 +55,7 @@ from bench.envoy_bench import (  # noqa: E402
     stop,
     write_models,
 )
+from bench.procs import rss_mib  # noqa: E402
 from modelhub.api.registry.v1 import registry_pb2 as rpb  # noqa: E402
 from modelhub.api.registry.v1 import registry_pb2_grpc  # noqa: E402
 
@@ -73,13 +74,6 @@ async def set_audit(registry: str, rate: float) -> None:
                 update_mask=FieldMask(paths=["audit"]),
             )
         )
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def counters(inference: Service) -> dict[str, float]:

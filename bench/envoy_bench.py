@@ -45,7 +45,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -70,6 +69,7 @@ from modelhub.api.oip import grpc_predict_v2_pb2 as oip  # noqa: E402
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
 from modelhub.api.registry.v1 import registry_pb2 as rpb  # noqa: E402
 from modelhub.api.registry.v1 import registry_pb2_grpc  # noqa: E402
+from modelhub.stack import free_port  # noqa: E402
 
 MODEL = "mlp"
 ENDPOINT = "mlp-ab"
@@ -138,12 +138,6 @@ class Service:
             if line.startswith("Cpus_allowed_list:"):
                 return line.split(":", 1)[1].strip()
         return "?"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _log(tmp: Path, name: str) -> IO[bytes]:
@@ -218,8 +212,8 @@ def _wait_envoy_ready(name: str, process: subprocess.Popen[bytes], admin_port: i
 def start_bare_hop(name: str, tmp: Path, cpus: str, upstream: str) -> Service:
     """An Envoy with only the router filter and a static cluster to `upstream`."""
     host, _, upstream_port = upstream.rpartition(":")
-    port = _free_port()
-    admin_port = _free_port()
+    port = free_port()
+    admin_port = free_port()
     config = tmp / f"{name}.yaml"
     text = MINIMAL.format(port=port, host=host, upstream=upstream_port)
     text = f"admin:\n  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}\n{text}"
@@ -245,9 +239,9 @@ def start_front_door(
     writing routes into it."""
     params = replace(
         envoy.LOCAL,
-        listen_port=_free_port(),
-        admin_port=_free_port(),
-        ops_port=_free_port(),
+        listen_port=free_port(),
+        admin_port=free_port(),
+        ops_port=free_port(),
         xds_dir=str(xds_dir),
         router=[router],
         registry=[registry],

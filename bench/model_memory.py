@@ -14,8 +14,6 @@ each unload, with the accounted figure, as a table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.procs import rss_mib, start_inference  # noqa: E402
 from modelhub.api.inference.v1 import inference_pb2 as ipb  # noqa: E402
 from modelhub.api.inference.v1 import inference_pb2_grpc as ipb_grpc  # noqa: E402
 from modelhub.api.oip import grpc_predict_v2_pb2 as oip  # noqa: E402
@@ -36,46 +35,6 @@ from modelhub.api.oip import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
 from tests.onnx_models import large_matmul  # noqa: E402
 
 MIB = 1 << 20
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def start_inference(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    ready = tmp / "inference.ready"
-    full_env = {
-        **os.environ,
-        "MODELHUB_INFERENCE_PORT": "0",
-        "MODELHUB_INFERENCE_METRICS_PORT": "-1",
-        "MODELHUB_INFERENCE_READY_FILE": str(ready),
-        "MODELHUB_INFERENCE_MODEL_SOURCE": "directory",
-        "MODELHUB_INFERENCE_MODEL_DIR": str(tmp / "models"),
-        "MODELHUB_INFERENCE_WATCH_DEPLOYMENTS": "false",
-        "MODELHUB_INFERENCE_CACHE_DIR": str(tmp / "cache"),
-        "MODELHUB_INFERENCE_DEVICE": "cpu",
-        "MODELHUB_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    log = (tmp / "inference.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelhub.inference"],
-        env=full_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    for _ in range(1200):
-        if ready.exists():
-            info = json.loads(ready.read_text())
-            return process, f"127.0.0.1:{info['port']}"
-        if process.poll() is not None:
-            raise SystemExit(f"inference exited:\n{(tmp / 'inference.log').read_text()[-3000:]}")
-        time.sleep(0.05)
-    raise SystemExit("inference did not start")
 
 
 def infer_once(stub: oip_grpc.GRPCInferenceServiceStub) -> None:
@@ -148,7 +107,7 @@ def main() -> None:
             path = Path(tmp) / "models" / "large.onnx"
             large_matmul(path, int(args.size_mib * MIB), layers)
             size = path.stat().st_size
-            process, address = start_inference(Path(tmp), env)
+            process, address = start_inference(Path(tmp), Path(tmp) / "models", env)
             try:
                 rows = run(args, process.pid, address)
             finally:

@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
-import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,51 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.models import build  # noqa: E402
+from bench.procs import rss_mib  # noqa: E402
+from bench.procs import start_inference as launch_inference  # noqa: E402
 from modelhub.api.oip import grpc_predict_v2_pb2 as oip  # noqa: E402
+from modelhub.stack import free_port  # noqa: E402
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def start_inference(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     models = tmp / "models"
     models.mkdir()
     (models / "identity.onnx").write_bytes(build("identity").onnx_bytes)
-    ready = tmp / "inference.ready"
-    full_env = {
-        **os.environ,
-        "MODELHUB_INFERENCE_PORT": "0",
-        "MODELHUB_INFERENCE_METRICS_PORT": "-1",
-        "MODELHUB_INFERENCE_READY_FILE": str(ready),
-        "MODELHUB_INFERENCE_MODEL_SOURCE": "directory",
-        "MODELHUB_INFERENCE_MODEL_DIR": str(models),
-        "MODELHUB_INFERENCE_CACHE_DIR": str(tmp / "cache"),
-        "MODELHUB_INFERENCE_DEVICE": "cpu",
-        "MODELHUB_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    log = (tmp / "inference.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelhub.inference"],
-        env=full_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    for _ in range(1200):
-        if ready.exists():
-            info = json.loads(ready.read_text())
-            return process, f"127.0.0.1:{info['port']}"
-        if process.poll() is not None:
-            raise SystemExit(f"inference exited:\n{(tmp / 'inference.log').read_text()[-3000:]}")
-        time.sleep(0.05)
-    raise SystemExit("inference did not start")
+    return launch_inference(tmp, models, env)
 
 
 def oversized_request(size_bytes: int) -> bytes:
@@ -115,12 +80,6 @@ async def load(
 
         await asyncio.gather(*(loop() for _ in range(concurrency)))
     return codes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_envoy(

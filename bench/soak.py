@@ -54,6 +54,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.procs import rss_kib  # noqa: E402
 from modelhub import demo  # noqa: E402
 from modelhub.api.monitor.v1 import monitor_pb2 as mpb  # noqa: E402
 from modelhub.api.monitor.v1 import monitor_pb2_grpc  # noqa: E402
@@ -271,20 +272,10 @@ async def chaos(soak: Soak, started: float, duration: float) -> None:
     )
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 async def sampler(soak: Soak, every: float = 5.0) -> None:
     while time.monotonic() < soak.stop_at:
         sample = {
-            r.spec.name: (r.process.pid, _rss_kib(r.process.pid))
+            r.spec.name: (r.process.pid, rss_kib(r.process.pid))
             for r in soak.stack.running
             if r.process.returncode is None
         }

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -85,15 +86,8 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        """Ephemeral ports (for tests running several stacks side by side)."""
-        sockets = []
-        for _ in range(11):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        numbers = [s.getsockname()[1] for s in sockets]
-        for sock in sockets:
-            sock.close()
+        """Free ports (for tests running several stacks side by side)."""
+        numbers = free_ports(11)
         names = ["registry", "inference", "router", "monitor", "envoy", "envoy_admin"]
         return cls(
             **dict(zip(names, numbers, strict=False)),
@@ -143,13 +137,42 @@ class StackConfig:
 
     def inference_ports(self) -> list[int]:
         base = self.ports.inference
-        return [base] + [_free_port() for _ in range(self.inference_instances - 1)]
+        return [base] + [free_port() for _ in range(self.inference_instances - 1)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _outgoing_ports_start() -> int:
+    """The first port of the range the kernel gives outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 now, for servers started later. Chosen
+    below the range of outgoing connections' ports: a port from bind(0) lies in that range,
+    and any client connection made before the server starts (other tests, the services
+    already started) may take it, so that the server then fails with "address in use"."""
+    top = _outgoing_ports_start()
+    low = max(1024, top - 16384)
+    chosen: list[int] = []
+    for _ in range(count * 100):
+        if len(chosen) == count:
+            return chosen
+        port = random.randrange(low, top)
+        if port in chosen:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+    raise RuntimeError(f"found no {count} free ports in {low}-{top - 1}")
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 class Stack:

@@ -5,7 +5,6 @@ inference backend, and request builders."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from modelhub.inference.main import InferenceApp
 from modelhub.inference.settings import InferenceSettings
 from modelhub.router.main import RouterApp
 from modelhub.router.settings import RouterSettings
+from modelhub.stack import free_port
 from tests.onnx_models import add_constant
 from tests.service.registry.helpers import upload
 
@@ -78,12 +78,6 @@ async def start_router(
     await app.start()
     await app.wait_synced()
     return app
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -156,9 +150,9 @@ async def start_envoy(
     its `EnvoyParams` (TLS files, the request byte limit …)."""
     params = replace(
         envoy.LOCAL,
-        listen_port=_free_port(),
-        admin_port=_free_port(),
-        ops_port=_free_port(),
+        listen_port=free_port(),
+        admin_port=free_port(),
+        ops_port=free_port(),
         xds_dir=str(xds_dir),
         router=[router],
         registry=[registry],
