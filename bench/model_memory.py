@@ -107,7 +107,11 @@ def main() -> None:
             path = Path(tmp) / "models" / "large.onnx"
             large_matmul(path, int(args.size_mib * MIB), layers)
             size = path.stat().st_size
-            process, address = start_inference(Path(tmp), Path(tmp) / "models", env)
+            process, address = start_inference(
+                Path(tmp),
+                Path(tmp) / "models",
+                {"MODELHUB_INFERENCE_WATCH_DEPLOYMENTS": "false", **env},
+            )
             try:
                 rows = run(args, process.pid, address)
             finally:
