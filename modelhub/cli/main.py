@@ -31,7 +31,7 @@ from modelhub.api.common.v1 import types_pb2
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.cli import score as score_cli
 from modelhub.client import ClientError, RegistryClient
-from modelhub.common.errors import ModelHubError
+from modelhub.common.errors import FailedPreconditionError, ModelHubError
 from modelhub.common.status import status_code_for
 
 STATUS_NAMES = {pb.ModelVersion.READY: "READY", pb.ModelVersion.ARCHIVED: "ARCHIVED"}
@@ -154,15 +154,12 @@ async def _versions(client: RegistryClient, args: argparse.Namespace) -> str:
         head = f"registered {done.version.name} ({args.method} of {done.version.derivation.parent})"
         return "\n".join([head, *done.report.lines(), *done.notes])
     if args.action == "report":
-        import grpc
-
         from modelhub.cli.optimize import report_from_pb
 
         version = await client.resolve(args.reference)
         if not version.HasField("derivation"):
-            raise ClientError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{version.name} is not an optimized derivative: it has no report",
+            raise FailedPreconditionError(
+                f"{version.name} is not an optimized derivative: it has no report"
             )
         lines = [f"{version.name}: {version.derivation.method} of {version.derivation.parent}"]
         if version.HasField("evaluation"):

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 
 from modelhub.api.registry.v1 import registry_pb2 as pb
-from modelhub.client import ClientError, RegistryClient
+from modelhub.client import RegistryClient
+from modelhub.common.errors import FailedPreconditionError
 from modelhub.optimize import EvaluationReport, derive, evaluate, model_inputs, synthesise
 from modelhub.optimize.derive import STATIC_INT8
 from modelhub.optimize.inputs import load_arrays
@@ -100,9 +100,9 @@ async def optimize(
 ) -> Optimized:
     parent = await client.resolve(reference)
     if parent.status != pb.ModelVersion.READY:
-        raise ClientError(
-            grpc.StatusCode.FAILED_PRECONDITION,
+        raise FailedPreconditionError(
             f"{parent.name} is not READY: derivatives are built only from READY versions",
+            reason="PARENT_NOT_READY",
         )
     endpoint = await client.get_endpoint(shadow_on) if shadow_on else None
     notes: list[str] = []
