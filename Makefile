@@ -5,19 +5,25 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_INSTALL := $(VENV)/.installed
-STAMP_PROTO := modelhub/api/.generated
+STAMP_PROTO := services/common/modelhub/api/.generated
 PROTO_FILES := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
-EXTRAS ?= dev
+# The deployable units (services/<name>/, each its own package and image), the local stack,
+# and the inference unit's extras for development (`make install INFERENCE_EXTRAS=score,gpu`
+# adds the CUDA libraries).
+UNITS := services/common services/registry services/inference services/router services/monitor tools/devstack
+INFERENCE_EXTRAS ?= score
 
 .PHONY: install proto migrate test test-unit lint fmt up bench clean postgres
 
 install: $(STAMP_INSTALL)
 
-$(STAMP_INSTALL): pyproject.toml
+$(STAMP_INSTALL): pyproject.toml $(addsuffix /pyproject.toml,$(UNITS))
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	# Editable in "compat" mode (each unit's folder on sys.path): the `modelhub` namespace
+	# spans the units, and `make proto` adds modelhub.api after the install.
+	$(PY) -m pip install --quiet --group dev --config-settings editable_mode=compat $(foreach unit,$(UNITS),-e '$(unit)$(if $(filter services/inference,$(unit)),[$(INFERENCE_EXTRAS)])')
 	touch $@
 
 proto: $(STAMP_PROTO)
@@ -45,17 +51,17 @@ test-unit: proto
 lint: proto
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy modelhub
+	$(VENV)/bin/mypy
 
 fmt: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 up: proto
-	$(PY) -m modelhub.stack
+	$(PY) -m modelhub.devstack
 
 bench: proto
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) modelhub/api deploy/envoy/modelhub.pb build .pytest_cache
+	rm -rf $(VENV) services/common/modelhub/api deploy/envoy/modelhub.pb build .pytest_cache

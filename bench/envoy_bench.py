@@ -62,14 +62,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.models import build  # noqa: E402
-from modelhub import envoy  # noqa: E402
 from modelhub.api.monitor.v1 import monitor_pb2 as mpb  # noqa: E402
 from modelhub.api.monitor.v1 import monitor_pb2_grpc  # noqa: E402
 from modelhub.api.oip import grpc_predict_v2_pb2 as oip  # noqa: E402
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
 from modelhub.api.registry.v1 import registry_pb2 as rpb  # noqa: E402
 from modelhub.api.registry.v1 import registry_pb2_grpc  # noqa: E402
-from modelhub.stack import free_port  # noqa: E402
+from modelhub.devstack.stack import free_port  # noqa: E402
+from modelhub.router import envoy  # noqa: E402
 
 MODEL = "mlp"
 ENDPOINT = "mlp-ab"

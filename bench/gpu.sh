@@ -27,7 +27,7 @@ done
 
 PY=.venv/bin/python
 if [ "$INSTALL" = 1 ]; then
-  if [ "$CPU_ONLY" = 1 ]; then make proto >/dev/null; else make proto EXTRAS=dev,gpu >/dev/null; fi
+  if [ "$CPU_ONLY" = 1 ]; then make proto >/dev/null; else make proto INFERENCE_EXTRAS=score,gpu >/dev/null; fi
 fi
 
 DURATION=4 REPEAT=2 SECONDS_PER_BATCH=1.0

@@ -40,7 +40,7 @@ from bench.models import build  # noqa: E402
 from bench.procs import rss_mib  # noqa: E402
 from bench.procs import start_inference as launch_inference  # noqa: E402
 from modelhub.api.oip import grpc_predict_v2_pb2 as oip  # noqa: E402
-from modelhub.stack import free_port  # noqa: E402
+from modelhub.devstack.stack import free_port  # noqa: E402
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -87,7 +87,7 @@ def start_envoy(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The front door as `make up` renders it, routing to `inference` (seeded routes: plain
     model names go to the default pool; no router needed)."""
-    from modelhub import envoy
+    from modelhub.router import envoy
 
     params = replace(
         envoy.LOCAL,

@@ -1,7 +1,7 @@
 """Soak: the whole suite under mixed traffic for a long while, with failures injected.
 
 Starts the suite as `make up` does (registry, monitor, two inference processes, router and
-Envoy, modelhub/stack.py), registers the demo (endpoint `fraud`: champion v1 / challenger v2,
+Envoy, tools/devstack/modelhub/devstack/stack.py), registers the demo (endpoint `fraud`: champion v1 / challenger v2,
 sticky by `x-user-id`, version 2 mirrored as a 100% shadow) and, for --duration seconds,
 runs at once:
 
@@ -55,12 +55,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.procs import rss_kib  # noqa: E402
-from modelhub import demo  # noqa: E402
 from modelhub.api.monitor.v1 import monitor_pb2 as mpb  # noqa: E402
 from modelhub.api.monitor.v1 import monitor_pb2_grpc  # noqa: E402
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
 from modelhub.client import ClientError, RegistryClient  # noqa: E402
-from modelhub.stack import (  # noqa: E402
+from modelhub.devstack import demo  # noqa: E402
+from modelhub.devstack.stack import (  # noqa: E402
     DEMO_ENDPOINT,
     Ports,
     Running,

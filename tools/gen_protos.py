@@ -1,9 +1,9 @@
 """Generate Python stubs, .pyi type stubs and the Envoy descriptor set from protos/.
 
-Run through `make proto`. Output is a build artefact: `modelhub/api/` (one package holding
-every generated module, and `descriptors.pb`: every proto with its imports and comments, for
-server reflection) and `deploy/envoy/modelhub.pb` (the same descriptor set, for Envoy's
-gRPC-JSON transcoder).
+Run through `make proto`. Output is a build artefact: `services/common/modelhub/api/` (one
+package holding every generated module, and `descriptors.pb`: every proto with its imports
+and comments, for server reflection) and `deploy/envoy/modelhub.pb` (the same descriptor set,
+for Envoy's gRPC-JSON transcoder).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-OUT = ROOT
-API_PKG = ROOT / "modelhub" / "api"
+OUT = ROOT / "services" / "common"
+API_PKG = OUT / "modelhub" / "api"
 DESCRIPTOR_SET = ROOT / "deploy" / "envoy" / "modelhub.pb"
 REFLECTION_SET = API_PKG / "descriptors.pb"
 RPC_DETAIL_PROTOS = ["google/rpc/status.proto", "google/rpc/error_details.proto"]

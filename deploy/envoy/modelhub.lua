@@ -11,7 +11,7 @@
 --
 -- Everything else passes through untouched. Client-sent copies of the headers this filter
 -- and the route set are removed before it runs (a header_mutation filter in the bootstrap,
--- INTERNAL_HEADERS in modelhub/envoy.py), so a caller cannot pick a variant or a target.
+-- INTERNAL_HEADERS in modelhub.router.envoy), so a caller cannot pick a variant or a target.
 
 local bit = require("bit")
 local band, bxor, rshift, lshift, tobit = bit.band, bit.bxor, bit.rshift, bit.lshift, bit.tobit

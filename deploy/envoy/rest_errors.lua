@@ -21,7 +21,7 @@ function envoy_on_response(h)
   local headers = h:headers()
   local kind = headers:get("content-type") or ""
   -- A binary tensor answer names its JSON header's length in the content type
-  -- (modelhub/inference/rest_api.py): the protocol wants it as a header.
+  -- (modelhub.inference.rest_api): the protocol wants it as a header.
   local length = kind:match("^application/octet%-stream; inference%-header%-content%-length=(%d+)$")
   if length ~= nil then
     headers:replace("content-type", "application/octet-stream")

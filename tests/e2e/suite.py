@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelhub.stack import Ports, ServiceSpec, Stack, StackConfig, register_demo, start_suite
+from modelhub.devstack.stack import (
+    Ports,
+    ServiceSpec,
+    Stack,
+    StackConfig,
+    register_demo,
+    start_suite,
+)
 
 ADMIN_TOKEN = "e2e-admin-token"
 PUBLISHER_TOKEN = "e2e-publisher-token"

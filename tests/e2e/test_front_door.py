@@ -21,12 +21,12 @@ import onnxruntime as ort
 import pytest
 import pytest_asyncio
 
-from modelhub import demo
 from modelhub.api.oip import grpc_predict_v2_pb2 as oip
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc
-from modelhub.stack import demo_request, demo_traffic
+from modelhub.devstack import demo
+from modelhub.devstack.stack import demo_request, demo_traffic
 from tests.e2e.otlp import Receiver, start_receiver
 from tests.e2e.suite import ADMIN_TOKEN, Suite, running_suite
 

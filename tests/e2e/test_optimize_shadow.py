@@ -14,7 +14,7 @@ import pytest
 from modelhub.api.monitor.v1 import monitor_pb2 as mpb
 from modelhub.api.monitor.v1 import monitor_pb2_grpc
 from modelhub.client import RegistryClient
-from modelhub.stack import demo_traffic
+from modelhub.devstack.stack import demo_traffic
 from tests.e2e.suite import running_suite
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("optimize-shadow")]

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as oip_grpc
-from modelhub.stack import demo_request, demo_traffic
+from modelhub.devstack.stack import demo_request, demo_traffic
 from tests.e2e.suite import Suite, running_suite
 
 pytestmark = [

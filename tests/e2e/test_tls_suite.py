@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelhub.stack import demo_report, demo_traffic
+from modelhub.devstack.stack import demo_report, demo_traffic
 from tests.e2e.suite import running_suite
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("front-door")]

@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
-from modelhub import envoy
+from modelhub.router import envoy
 from modelhub.router.settings import split_addresses
 from modelhub.router.xds import CLUSTERS_FILE, DEFAULT_CLUSTER, ROUTES_FILE
 
@@ -87,7 +87,7 @@ def _xds_dirs(bootstrap: dict[str, Any]) -> set[str]:
 def test_committed_envoy_configs_are_rendered_from_the_template(variant: str) -> None:
     path = RENDERED[variant]
     assert path.read_text() == envoy.render(envoy.VARIANTS[variant]), (
-        f"{path.relative_to(ROOT)} drifted from the template: run `python -m modelhub.envoy "
+        f"{path.relative_to(ROOT)} drifted from the template: run `python -m modelhub.router.envoy "
         f"render --variant {variant} --out {path.relative_to(ROOT)}`"
     )
 
@@ -187,7 +187,10 @@ def test_compose_names_only_things_that_exist(compose: dict[str, Any]) -> None:
         command = service.get("command") or []
         if command[:2] == ["python", "-m"]:
             assert importlib.util.find_spec(command[2]) is not None, command
-        if "healthcheck" in service and "modelhub.healthcheck" in service["healthcheck"]["test"]:
+        if (
+            "healthcheck" in service
+            and "modelhub.common.healthcheck" in service["healthcheck"]["test"]
+        ):
             port = service["healthcheck"]["test"][-1].rsplit(":", 1)[1]
             assert port in [str(p) for p in service.get("expose", [])], name
     # Dependencies on health need a health check to wait for; one-shot steps do not restart.
@@ -242,8 +245,8 @@ def _compose_mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
 
 
 def _seed_variant(command: list[str]) -> str | None:
-    """The variant a `python -m modelhub.envoy seed` command seeds, if it is one."""
-    if command[:4] != ["python", "-m", "modelhub.envoy", "seed"]:
+    """The variant a `python -m modelhub.router.envoy seed` command seeds, if it is one."""
+    if command[:4] != ["python", "-m", "modelhub.router.envoy", "seed"]:
         return None
     assert "--xds-dir" not in command  # the variant's own directory, the bootstrap's
     return command[command.index("--variant") + 1]

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from modelhub import devcerts, envoy
 from modelhub.common.settings import TlsSettings
+from modelhub.devstack import devcerts
 from modelhub.inference.settings import InferenceSettings
-from modelhub.router import xds
+from modelhub.router import envoy, xds
 from modelhub.router.table import empty_table
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from modelhub import demo
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.api.registry.v1 import registry_pb2_grpc
+from modelhub.devstack import demo
 from modelhub.optimize import model_inputs, synthesise
 from modelhub.registry.convert import profile_from_dict
 from modelhub.registry.main import RegistryApp

@@ -16,7 +16,6 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from modelhub import envoy
 from modelhub.api.monitor.v1 import monitor_pb2_grpc
 from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as opb_grpc
@@ -26,11 +25,12 @@ from modelhub.api.router.v1 import router_pb2 as pb
 from modelhub.api.router.v1 import router_pb2_grpc
 from modelhub.common.errors import InvalidArgumentError
 from modelhub.common.status import STATUS_DETAILS_KEY, to_rpc_status
+from modelhub.devstack.stack import free_port
 from modelhub.inference.main import InferenceApp
 from modelhub.inference.settings import InferenceSettings
+from modelhub.router import envoy
 from modelhub.router.main import RouterApp
 from modelhub.router.settings import RouterSettings
-from modelhub.stack import free_port
 from tests.onnx_models import add_constant
 from tests.service.registry.helpers import upload
 

@@ -17,13 +17,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelhub import devcerts, healthcheck
 from modelhub.api.oip import grpc_predict_v2_pb2 as opb
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as opb_grpc
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.registry.v1 import registry_pb2_grpc
+from modelhub.common import healthcheck
 from modelhub.common.channels import service_channel
 from modelhub.common.settings import TlsSettings
+from modelhub.devstack import devcerts
 from modelhub.inference.main import InferenceApp
 from modelhub.registry.main import RegistryApp
 from modelhub.registry.migrate import upgrade

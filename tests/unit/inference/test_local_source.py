@@ -1,4 +1,4 @@
-"""The directory model source (modelhub/inference/local_source.py): a requested model name
+"""The directory model source (modelhub.inference.local_source): a requested model name
 only ever names an entry of its directory. Found by fuzzing (tests/fuzz): a 5,000-character
 name made ModelInfer answer INTERNAL (OSError: file name too long), and `../x` or an
 absolute path resolved ONNX files outside the directory."""

@@ -1,4 +1,4 @@
-"""The REST infer body parser (modelhub/inference/rest.py): regressions found by fuzzing
+"""The REST infer body parser (modelhub.inference.rest): regressions found by fuzzing
 (tests/fuzz) — each of these inputs made the parser raise something other than a domain
 error (the REST servicer answered INTERNAL)."""
 

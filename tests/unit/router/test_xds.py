@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelhub import envoy
-from modelhub.router import xds
+from modelhub.router import envoy, xds
 from modelhub.router.bucketing import TOTAL
 from modelhub.router.table import EndpointSpec, RoutingTable, Selector, ShadowSpec
 from tests.unit.router.helpers import (

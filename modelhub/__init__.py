@@ -1,3 +1,0 @@
-"""ModelHub: model registry, adaptive-batching inference, routing and monitoring."""
-
-__version__ = "0.1.0"
