@@ -28,8 +28,9 @@ $(STAMP_INSTALL): pyproject.toml $(addsuffix /pyproject.toml,$(UNITS))
 
 proto: $(STAMP_PROTO)
 
-$(STAMP_PROTO): $(STAMP_INSTALL) $(PROTO_FILES) tools/gen_protos.py
+$(STAMP_PROTO): $(STAMP_INSTALL) $(PROTO_FILES) tools/gen_protos.py tools/gen_openapi.py
 	$(PY) tools/gen_protos.py
+	$(PY) tools/gen_openapi.py
 	touch $@
 
 # Brings the registry and monitor databases to the newest schema (a deployment step; the
@@ -43,7 +44,7 @@ postgres:
 	@tools/ensure_postgres.sh || echo "PostgreSQL not available: PostgreSQL tests will be skipped"
 
 test: proto postgres
-	$(PY) -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 test-unit: proto
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
@@ -64,4 +65,4 @@ bench: proto
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) services/common/modelhub/api deploy/envoy/modelhub.pb build .pytest_cache
+	rm -rf $(VENV) services/common/modelhub/api deploy/envoy/modelhub.pb deploy/envoy/openapi.json build .pytest_cache
