@@ -20,6 +20,7 @@ from modelhub.common.events import (
     event_bytes,
 )
 from modelhub.common.monitor_sink import event_to_pb, events_to_pb
+from tests.polling import wait_for
 
 
 class _SlowSink:
@@ -77,9 +78,10 @@ async def test_a_full_batch_is_sent_without_waiting_for_the_interval() -> None:
             while pipeline.sent < 3:
                 await asyncio.sleep(0.01)
         pipeline.emit(_event(3))
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: pipeline.buffered == 1)
+        # A partial batch waits for the interval: nothing more was sent.
         assert sink.batches == [["r0", "r1", "r2"]]
-        assert pipeline.buffered == 1  # a partial batch waits for the interval
+        assert pipeline.sent == 3
     finally:
         await pipeline.close()
     assert pipeline.sent == 4 and sink.batches[-1] == ["r3"]

@@ -23,6 +23,7 @@ from modelhub.inference.repository import ServedVersion, VersionState
 from modelhub.inference.request import InputTensor
 from modelhub.inference.spec import BatchingOverrides, LoadOverrides
 from tests.onnx_models import large_matmul
+from tests.polling import wait_for
 from tests.unit.inference.conftest import RepositoryFactory
 from tests.unit.inference.helpers import MemorySource, mlp_model
 
@@ -248,8 +249,7 @@ async def test_loading_with_other_settings_swaps_in_a_new_copy(
     x = np.ones((1, 8), np.float32)
     np.testing.assert_allclose(await _infer(old, x), await _infer(new, x))
     old.leave()
-    await asyncio.sleep(0.05)
-    assert old.state is VersionState.UNLOADING or old not in repository.served()
+    await wait_for(lambda: old.state is VersionState.UNLOADING or old not in repository.served())
 
 
 async def test_a_broken_artifact_fails_the_load(

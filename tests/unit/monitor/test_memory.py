@@ -1,10 +1,10 @@
 """Memory stays bounded: series, samples, request ids and shadows all have caps; what does
-not fit is dropped and counted. (bench/monitor_memory.py runs the same at 1M events.)"""
+not fit is dropped and counted. How much memory that is, and that it plateaus, is measured
+by `bench/monitor_memory.py --traced` (1M events), not asserted here."""
 
 from __future__ import annotations
 
 import random
-import tracemalloc
 
 from modelhub.monitor.clock import ManualClock
 from modelhub.monitor.events import Event, ShadowResult
@@ -48,8 +48,6 @@ async def test_caps_hold_under_sustained_load(store: MonitorStore) -> None:
     clock = ManualClock()
     rng = random.Random(0)
     monitor = Monitor(settings, store, clock=clock, rng=rng)
-    tracemalloc.start()
-    peaks = []
     total = accepted = dropped = 0
     # 24 rounds of 1 000 events, 5 simulated minutes apart: two hours, so every time ring
     # fills up and starts recycling its buckets after the first hour.
@@ -60,9 +58,6 @@ async def test_caps_hold_under_sustained_load(store: MonitorStore) -> None:
         accepted += result.accepted
         dropped += result.dropped
         clock.advance(300)
-        current, _ = tracemalloc.get_traced_memory()
-        peaks.append(current)
-    tracemalloc.stop()
     assert total == 24_000 and accepted + dropped == total
     assert dropped > 0 and monitor.counters.dropped["series_limit"] == dropped
     assert len(monitor.series) == 40
@@ -72,6 +67,3 @@ async def test_caps_hold_under_sustained_load(store: MonitorStore) -> None:
     # Samples: at most versions × names × buckets × reservoir size.
     assert monitor.samples.value_count() <= 10 * 16 * 61 * 32
     assert monitor.samples.refused_values > 0
-    # After the first hour (12 rounds) memory stops growing: the second hour's events
-    # only replace recycled buckets and reservoir entries.
-    assert max(peaks[12:]) < peaks[12] * 1.1
