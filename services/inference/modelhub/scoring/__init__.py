@@ -6,5 +6,5 @@ for resuming), `engine` (one ONNX Runtime session scoring a partition), `job` (p
 run, assemble), `distributed` (the same job on a Dask cluster). The CLI
 (`modelhub score`) resolves and downloads the version and calls `job.score`.
 
-Needs the `score` extra (`pip install 'modelhub[score]'`: pyarrow, dask[distributed]).
+Needs the `score` extra (`pip install 'modelhub-inference[score]'`: pyarrow, dask[distributed]).
 """

@@ -1,6 +1,8 @@
 """The monitor service: the observability plane.
 
-Router and inference stream `InferenceEvent`s to it. It keeps per-series statistics over
+Every inference replica reports the requests it serves to it (`InferenceEvent`s, direct
+calls and those Envoy routed to an endpoint variant alike; the router only forwards
+outcomes, since no request passes through it). It keeps per-series statistics over
 sliding windows in bounded memory (`series`, `windows`, `sketch`), compares live feature
 samples with each version's baseline (`samples`, `profile`, `drift`), joins outcomes to the
 requests that earned them (`outcomes`) for experiment reports (`experiments`), compares
