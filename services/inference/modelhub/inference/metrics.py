@@ -136,8 +136,8 @@ class InferenceMetrics:
         self.memory_bytes = Gauge(
             "modelhub_inference_memory_bytes",
             "Memory the memory budget counts: what loaded versions took when they loaded "
-            "(measured resident memory, at least artifact size × instances), plus the "
-            "estimates of versions being loaded.",
+            "(measured: C heap in use after warm-up, at least artifact size × instances), plus "
+            "the estimates of versions being loaded.",
             registry=registry,
         )
         self.memory_budget_bytes = Gauge(

@@ -45,8 +45,17 @@ def _child_env(settings: InferenceSettings, index: int, port: int) -> dict[str, 
     return env
 
 
+def _exit_status(returncode: int | None) -> int:
+    """A child's status as a shell reports it: killed by signal N is 128 + N; never 0 for a
+    worker that stopped on its own (the process manager must see the failure)."""
+    if returncode is None or returncode == 0:
+        return 1
+    return 128 - returncode if returncode < 0 else returncode
+
+
 def supervise(settings: InferenceSettings) -> int:
-    """Run `settings.workers` server processes until a signal or a child's exit."""
+    """Run `settings.workers` server processes until a signal or a child's exit. A worker
+    that exits unasked stops the others, and the supervisor exits with its status."""
     reserved = _reserve_port(settings.host) if settings.port == 0 else None
     port = reserved.getsockname()[1] if reserved is not None else settings.port
     children = [
@@ -56,6 +65,7 @@ def supervise(settings: InferenceSettings) -> int:
         for i in range(settings.workers)
     ]
     stopping = False
+    failure = 0
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -76,6 +86,7 @@ def supervise(settings: InferenceSettings) -> int:
             if len(exited) == len(children):
                 break
             if exited and not stopping:
+                failure = _exit_status(exited[0].returncode)
                 log.error(
                     "worker %d exited with %s: stopping the others",
                     exited[0].pid,
@@ -86,7 +97,7 @@ def supervise(settings: InferenceSettings) -> int:
     finally:
         if reserved is not None:
             reserved.close()
-    return max((c.returncode or 0 for c in children), default=0) if not stopping else 0
+    return failure
 
 
 def _write_ready(settings: InferenceSettings, port: int, children: list[subprocess.Popen]) -> bool:
