@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from modelhub.common.db import create_engine
 from modelhub.common.errors import SchemaOutdatedError
-from modelhub.registry.migrate import downgrade, upgrade
-from modelhub.registry.store.db import alembic_head, check_schema, create_engine
+from modelhub.registry.migrate import MIGRATIONS, check_schema, downgrade, upgrade
 from modelhub.registry.store.tables import metadata
 
 
@@ -23,7 +23,7 @@ async def test_migrations_match_the_tables(database_url: str) -> None:
     try:
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
-        await check_schema(engine, "make migrate")
+        await check_schema(engine)
     finally:
         await engine.dispose()
 
@@ -35,8 +35,9 @@ async def test_schema_check_refuses_old_schema(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         with pytest.raises(SchemaOutdatedError, match="make migrate") as info:
-            await check_schema(engine, "make migrate")
-        assert info.value.metadata["required"] == alembic_head()
+            await check_schema(engine)
+        assert info.value.metadata["required"] == MIGRATIONS.head()
+        assert "python -m modelhub.registry.migrate upgrade" in info.value.message
     finally:
         await engine.dispose()
     await asyncio.to_thread(upgrade, database_url)

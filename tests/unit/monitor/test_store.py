@@ -14,13 +14,14 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from modelhub.common.db import create_engine
 from modelhub.common.errors import SchemaOutdatedError
 from modelhub.monitor import migrate
 from modelhub.monitor.drift import DriftConfig, PartialThresholds
 from modelhub.monitor.profile import Baseline, DataProfile, FeatureProfile
 from modelhub.monitor.rules import AlertRule, Comparator
 from modelhub.monitor.series import SeriesKey
-from modelhub.monitor.store import Base, MonitorStore, engine_for
+from modelhub.monitor.store import Base, MonitorStore
 
 POSTGRES_URL = os.environ.get(
     "MODELHUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -28,7 +29,7 @@ POSTGRES_URL = os.environ.get(
 
 
 async def _postgres_reachable() -> bool:
-    engine = engine_for(POSTGRES_URL)
+    engine = create_engine(POSTGRES_URL)
     try:
         async with asyncio.timeout(3), engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
@@ -50,7 +51,7 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[s
         pytest.skip("PostgreSQL not reachable")
     # A schema of its own: parallel tests and other services share the database.
     schema = f"monitor_test_{uuid.uuid4().hex[:10]}"
-    admin = engine_for(POSTGRES_URL)
+    admin = create_engine(POSTGRES_URL)
     async with admin.begin() as conn:
         await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
@@ -70,7 +71,7 @@ def _diff(connection: sa.Connection) -> list[object]:
 
 async def test_migrations_match_the_orm_models(url: str) -> None:
     await migrate.upgrade(url)
-    engine = engine_for(url)
+    engine = create_engine(url)
     try:
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []

@@ -31,8 +31,16 @@ def encode_token(position: Any, filters: Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+def _invalid() -> InvalidArgumentError:
+    return InvalidArgumentError(
+        "page_token is not valid: pass the next_page_token of the previous response unchanged",
+        field="page_token",
+    )
+
+
 def decode_token(token: str, filters: Mapping[str, Any]) -> Any:
-    """The position in `token`, or None for an empty token."""
+    """The position in `token` (any JSON value: prefer the typed `decode_str`,
+    `decode_int` and `decode_ints`), or None for an empty token."""
     if not token:
         return None
     try:
@@ -40,10 +48,7 @@ def decode_token(token: str, filters: Mapping[str, Any]) -> Any:
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         position, fingerprint = data["p"], data["f"]
     except (ValueError, KeyError, TypeError):
-        raise InvalidArgumentError(
-            "page_token is not valid: pass the next_page_token of the previous response unchanged",
-            field="page_token",
-        ) from None
+        raise _invalid() from None
     if fingerprint != _fingerprint(filters):
         raise InvalidArgumentError(
             "page_token was issued for a listing with other filters: repeat the same filters, "
@@ -51,3 +56,37 @@ def decode_token(token: str, filters: Mapping[str, Any]) -> Any:
             field="page_token",
         )
     return position
+
+
+# The fingerprint only binds a token to its filters; anyone can build one. A position of the
+# wrong type would reach the query: the typed decoders refuse it like any invalid token.
+
+
+def decode_str(token: str, filters: Mapping[str, Any]) -> str | None:
+    """A text position (e.g. the last name of a page), or None for an empty token."""
+    position: object = decode_token(token, filters)
+    if position is None or isinstance(position, str):
+        return position
+    raise _invalid()
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid()
+    return value
+
+
+def decode_int(token: str, filters: Mapping[str, Any]) -> int | None:
+    """An integer position (e.g. the last version number of a page), or None."""
+    position: object = decode_token(token, filters)
+    return None if position is None else _int(position)
+
+
+def decode_ints(token: str, filters: Mapping[str, Any], count: int) -> tuple[int, ...] | None:
+    """A position of `count` integers (e.g. a time and a row id), or None."""
+    position: object = decode_token(token, filters)
+    if position is None:
+        return None
+    if not isinstance(position, list) or len(position) != count:
+        raise _invalid()
+    return tuple(_int(value) for value in position)

@@ -3,41 +3,28 @@ monitor, and per-model drift thresholds (SQLAlchemy 2 async; SQLite by default,
 PostgreSQL in production), and the payload audit log's records. Live statistics are never
 stored: they are rebuilt from the event stream.
 
-Every operation runs in one managed session that commits, or rolls back and translates
-database errors into domain errors. The schema belongs to the Alembic migrations in
-`migrations/`; the store only checks that the database is at their head.
+Every operation runs in one ORM session inside a transaction of `modelhub.common.db.Database`
+(committed, or rolled back with database errors translated into domain errors). The schema
+belongs to the Alembic migrations in `migrations/`; the store only checks that the database
+is at their head.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from modelhub.common import paging
+from modelhub.common.db import Database
 from modelhub.common.errors import (
     AlreadyExistsError,
     ConflictError,
-    InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
-    SchemaOutdatedError,
-    UnavailableError,
 )
 from modelhub.monitor import migrate
 from modelhub.monitor.audit import AuditEntry
@@ -235,95 +222,49 @@ def new_etag() -> str:
     return uuid.uuid4().hex
 
 
-_TOKEN_PREFIX = "rules-after:"
+# Rule listings' page tokens (`modelhub.common.paging`) carry the last rule id of a page.
+_RULE_LISTING = {"listing": "alert_rules"}
 
 
 def encode_page_token(last_rule_id: str) -> str:
     """An opaque token continuing a rule listing after `last_rule_id`."""
-    return base64.urlsafe_b64encode((_TOKEN_PREFIX + last_rule_id).encode()).decode()
+    return paging.encode_token(last_rule_id, _RULE_LISTING)
 
 
 def decode_page_token(token: str) -> str:
-    """The rule id a token continues after; INVALID_ARGUMENT for a token not from us."""
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    if not text.startswith(_TOKEN_PREFIX):
-        raise InvalidArgumentError(
-            "page_token is not a token returned by ListAlertRules; start again without it",
-            field="page_token",
-        )
-    return text[len(_TOKEN_PREFIX) :]
-
-
-def engine_for(url: str) -> AsyncEngine:
-    """An async engine for `url`; a SQLite file's directory is created if missing."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
-    return create_async_engine(url, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+    """The rule id a token continues after ("" for no token); INVALID_ARGUMENT for a token
+    not from a rule listing."""
+    return paging.decode_str(token, _RULE_LISTING) or ""
 
 
 class MonitorStore:
-    """Rules, baselines and drift configs in one database."""
+    """Rules, baselines, drift configs and audit records in one database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     @classmethod
     def from_url(cls, url: str) -> MonitorStore:
-        return cls(engine_for(url))
+        return cls(Database.from_url(url, "monitor"))
 
     async def close(self) -> None:
-        await self.engine.dispose()
-
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
-        session = self._sessions()
-        try:
-            yield session
-            await session.commit()
-        except sa_exc.IntegrityError as exc:
-            await session.rollback()
-            raise AlreadyExistsError(f"conflicting row: {exc.orig}") from exc
-        except sa_exc.OperationalError as exc:
-            await session.rollback()
-            raise UnavailableError(f"monitor database unavailable: {exc.orig}") from exc
-        except BaseException:
-            await session.rollback()
-            raise
-        finally:
-            await session.close()
+        await self.db.close()
 
     async def check_schema(self) -> None:
         """Raise SchemaOutdatedError unless the database is at the migrations' head."""
-        try:
-            async with self.engine.connect() as conn:
-                current = await conn.run_sync(migrate.current_revision)
-        except sa_exc.OperationalError as exc:
-            raise UnavailableError(f"monitor database unavailable: {exc.orig}") from exc
-        head = migrate.head_revision()
-        if current != head:
-            raise SchemaOutdatedError(
-                f"monitor database schema is at revision {current or 'none (empty database)'}"
-                f", this code needs {head}: run `python -m modelhub.monitor.migrate upgrade` "
-                f"(or `make migrate`) with the same MODELHUB_MONITOR_DATABASE_URL",
-                metadata={"current": current or "", "head": head},
-            )
+        await migrate.MIGRATIONS.check(self.db.engine)
 
     # ------------------------------------------------------------------ rules
 
     async def list_rules(self) -> list[AlertRule]:
         """Every rule, by id (for loading the evaluator)."""
-        async with self._session() as session:
+        async with self.db.session(write=False) as session:
             rows = await session.scalars(sa.select(RuleRow).order_by(RuleRow.rule_id))
             return [_rule_from_row(row) for row in rows]
 
     async def list_rules_page(self, after: str, page_size: int) -> tuple[list[AlertRule], str]:
         """Rules after id `after`, at most `page_size`, and the next page's token."""
-        async with self._session() as session:
+        async with self.db.session(write=False) as session:
             query = sa.select(RuleRow).order_by(RuleRow.rule_id).limit(page_size + 1)
             if after:
                 query = query.where(RuleRow.rule_id > after)
@@ -333,7 +274,7 @@ class MonitorStore:
         return rules, token
 
     async def get_rule(self, rule_id: str) -> AlertRule:
-        async with self._session() as session:
+        async with self.db.session(write=False) as session:
             row = await session.get(RuleRow, rule_id)
             if row is None:
                 raise NotFoundError(
@@ -343,7 +284,7 @@ class MonitorStore:
 
     async def create_rule(self, rule: AlertRule, max_rules: int) -> AlertRule:
         """Store a new (validated) rule; ALREADY_EXISTS for a taken id."""
-        async with self._session() as session:
+        async with self.db.session() as session:
             count = await session.scalar(sa.select(sa.func.count()).select_from(RuleRow))
             if (count or 0) >= max_rules:
                 raise ResourceExhaustedError(
@@ -365,7 +306,7 @@ class MonitorStore:
 
     async def update_rule(self, rule: AlertRule, expected_etag: str) -> AlertRule:
         """Replace a rule if its stored etag is still `expected_etag` (else ABORTED)."""
-        async with self._session() as session:
+        async with self.db.session() as session:
             result = await session.execute(
                 sa.update(RuleRow)
                 .where(RuleRow.rule_id == rule.rule_id, RuleRow.etag == expected_etag)
@@ -382,7 +323,7 @@ class MonitorStore:
         return rule
 
     async def delete_rule(self, rule_id: str, etag: str = "") -> None:
-        async with self._session() as session:
+        async with self.db.session() as session:
             row = await session.get(RuleRow, rule_id)
             if row is None:
                 raise NotFoundError(
@@ -398,7 +339,7 @@ class MonitorStore:
     # -------------------------------------------------------------- baselines
 
     async def put_baseline(self, baseline: Baseline) -> Baseline:
-        async with self._session() as session:
+        async with self.db.session() as session:
             row = await session.get(BaselineRow, (baseline.model, baseline.version))
             if row is None:
                 row = BaselineRow(model=baseline.model, version=baseline.version)
@@ -409,7 +350,7 @@ class MonitorStore:
         return baseline
 
     async def get_baseline(self, model: str, version: int) -> Baseline | None:
-        async with self._session() as session:
+        async with self.db.session(write=False) as session:
             row = await session.get(BaselineRow, (model, version))
             if row is None:
                 return None
@@ -424,7 +365,7 @@ class MonitorStore:
     # ---------------------------------------------------------- drift configs
 
     async def put_drift_config(self, config: DriftConfig) -> DriftConfig:
-        async with self._session() as session:
+        async with self.db.session() as session:
             row = await session.get(DriftConfigRow, config.model)
             if row is None:
                 row = DriftConfigRow(model=config.model)
@@ -436,7 +377,7 @@ class MonitorStore:
         return config
 
     async def get_drift_config(self, model: str) -> DriftConfig | None:
-        async with self._session() as session:
+        async with self.db.session(write=False) as session:
             row = await session.get(DriftConfigRow, model)
             if row is None:
                 return None
@@ -455,12 +396,12 @@ class MonitorStore:
     # ------------------------------------------------------------- audit records
 
     async def add_audit(self, entries: list[AuditEntry]) -> None:
-        async with self._session() as session:
+        async with self.db.session() as session:
             await session.execute(sa.insert(AuditRow), [_audit_values(e) for e in entries])
 
     async def audit_bytes(self) -> int:
         """Total `size_bytes` of the stored audit records."""
-        async with self._session() as session:
+        async with self.db.session(write=False) as session:
             total = await session.scalar(sa.select(sa.func.sum(AuditRow.size_bytes)))
         return int(total or 0)
 
@@ -491,7 +432,7 @@ class MonitorStore:
                     sa.and_(AuditRow.time_us == time_us, AuditRow.id < row_id),
                 )
             )
-        async with self._session() as session:
+        async with self.db.session(write=False) as session:
             rows = (await session.execute(query.limit(limit))).all()
         return [((row.time_us, row.id), _audit_entry(row)) for row in rows]
 
@@ -503,14 +444,14 @@ class MonitorStore:
             .order_by(AuditRow.time_us.desc(), AuditRow.id.desc())
             .limit(1)
         )
-        async with self._session() as session:
+        async with self.db.session(write=False) as session:
             row = (await session.execute(query)).first()
         return None if row is None else _audit_entry(row)
 
     async def delete_audit_before(self, time_us: int) -> tuple[int, int]:
         """Delete the records of requests before `time_us`; (records, bytes) deleted."""
         old = AuditRow.time_us < time_us
-        async with self._session() as session:
+        async with self.db.session() as session:
             count, total = (
                 await session.execute(
                     sa.select(sa.func.count(), sa.func.sum(AuditRow.size_bytes)).where(old)
@@ -524,7 +465,7 @@ class MonitorStore:
         """Delete the oldest records until at least `excess` bytes are freed (or none is
         left); (records, bytes) deleted."""
         count = freed = 0
-        async with self._session() as session:
+        async with self.db.session() as session:
             while freed < excess:
                 rows = (
                     await session.execute(

@@ -1,1 +1,2 @@
-"""Registry persistence: SQLAlchemy tables, the database handle and the store."""
+"""Registry persistence: SQLAlchemy Core tables and `RegistryStore` (store.py lists its
+parts). The engine, transactions and schema check are `modelhub.common.db`."""
