@@ -11,8 +11,14 @@ from google.rpc import error_details_pb2, status_pb2
 from modelhub.common import errors
 from modelhub.common.status import (
     MAX_MESSAGE_BYTES,
+    STATUS_DETAILS_KEY,
     STATUS_TABLE,
+    bad_request,
+    domain_error,
+    error_info,
+    rich_status,
     status_code_for,
+    to_grpc_status,
     to_rpc_status,
 )
 
@@ -108,3 +114,71 @@ def test_a_status_echoing_huge_input_fits_in_a_clients_trailers() -> None:
     assert to_rpc_status(errors.NotFoundError("model 'é' not found"))[1].message == (
         "model 'é' not found"
     )
+
+
+class _FailedCall:
+    """What a client sees of a failed call: code, message and trailers."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        trailing_metadata: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:
+        self._code, self._details, self._trailers = code, details, tuple(trailing_metadata)
+
+    @classmethod
+    def of(cls, status: grpc.Status) -> _FailedCall:
+        return cls(status.code, status.details, status.trailing_metadata)
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return self._trailers
+
+
+def test_details_round_trip_through_grpc_status() -> None:
+    error = errors.InvalidArgumentError(
+        "input 'x' has shape [1, 4]", field="inputs[0].shape", reason="SHAPE_MISMATCH"
+    )
+    status = to_grpc_status(error)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert status.details == error.message
+    [(key, _)] = status.trailing_metadata
+    assert key == STATUS_DETAILS_KEY
+    call = _FailedCall.of(status)
+    info = error_info(call)
+    assert info is not None and (info.reason, info.domain) == ("SHAPE_MISMATCH", "modelhub.dev")
+    bad = bad_request(call)
+    assert bad is not None and [v.field for v in bad.field_violations] == ["inputs[0].shape"]
+    # The serialized trailer alone reads the same.
+    assert error_info(dict(status.trailing_metadata)[STATUS_DETAILS_KEY]) == info
+    # No BadRequest where there are no violations; nothing where there are no details.
+    assert bad_request(_FailedCall.of(to_grpc_status(errors.NotFoundError("gone")))) is None
+    bare = _FailedCall(grpc.StatusCode.NOT_FOUND, "gone")
+    assert rich_status(bare) is None and error_info(bare) is None
+
+
+def test_details_of_another_status_or_garbage_are_ignored() -> None:
+    status = to_grpc_status(errors.NotFoundError("model 'm' not found"))
+    # A proxy that rewrote the message but passed the old details on.
+    rewritten = _FailedCall(status.code, "something else", status.trailing_metadata)
+    assert rich_status(rewritten) is None
+    garbage = _FailedCall(status.code, status.details, ((STATUS_DETAILS_KEY, b"\xff\x00"),))
+    assert error_info(garbage) is None
+    assert error_info(b"\xff\x00") is None
+
+
+def test_domain_error_keeps_code_reason_and_metadata() -> None:
+    error = errors.ResourceExhaustedError(
+        "the store is full", reason="STORAGE_FULL", metadata={"errno": "ENOSPC"}
+    )
+    call = _FailedCall.of(to_grpc_status(error))
+    mapped = domain_error(call, "uploading")  # type: ignore[arg-type]
+    assert isinstance(mapped, errors.ResourceExhaustedError)
+    assert mapped.message == "uploading: the store is full"
+    assert (mapped.reason, mapped.metadata) == ("STORAGE_FULL", {"errno": "ENOSPC"})

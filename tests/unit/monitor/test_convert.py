@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.monitor.v1 import monitor_pb2 as pb
-from modelhub.common.errors import InvalidArgumentError
 from modelhub.monitor import convert
 from modelhub.monitor.profile import CATEGORICAL, NUMERIC
 
@@ -35,15 +33,10 @@ def test_event_conversion_and_unknown_fields() -> None:
     assert event.features == [("x", 1.5), ("c", "a")]
     assert event.source == "unknown"
     assert [p.field for p in problems] == ["predictions[0]"]
-    _, problems = convert.event_from_proto(_with_unknown_field(pb.InferenceEvent(model="m")))
-    assert "unknown field number 99" in problems[0].description
-    # Nested messages are checked too.
-    nested = pb.IngestEventsRequest(events=[_with_unknown_field(pb.InferenceEvent())])
-    reparsed = pb.IngestEventsRequest.FromString(nested.SerializeToString())
-    assert [v.field for v in convert.unknown_field_violations(reparsed)] == ["events[0]"]
-    assert convert.unknown_field_violations(reparsed, recursive=False) == []
-    with pytest.raises(InvalidArgumentError, match="fields this server does not know"):
-        convert.reject_unknown_fields(reparsed)
+    # A newer sender's field is ignored; the known ones are read (and checked) as usual.
+    newer, problems = convert.event_from_proto(_with_unknown_field(message))
+    assert newer == event
+    assert [p.field for p in problems] == ["predictions[0]"]
 
 
 def test_profile_round_trip_and_unknown_kind() -> None:
@@ -98,7 +91,7 @@ def test_timestamps() -> None:
     assert convert.to_timestamp(math.nan).seconds == 0
 
 
-def test_batch_conversion_flags_exactly_the_events_with_unknown_fields() -> None:
+def test_batch_conversion_ignores_unknown_fields_at_every_depth() -> None:
     good = pb.InferenceEvent(model="models/fraud", features=[pb.FeatureValue(name="x", number=1.0)])
     nested = pb.InferenceEvent(model="models/fraud")
     nested.features.append(
@@ -106,18 +99,24 @@ def test_batch_conversion_flags_exactly_the_events_with_unknown_fields() -> None
             pb.FeatureValue(name="x", number=2.0).SerializeToString() + bytes([0x98, 0x06, 0x01])
         )
     )
+    unset = pb.InferenceEvent(model="models/fraud", features=[pb.FeatureValue(name="y")])
     wire = pb.IngestEventsRequest(
-        events=[good, _with_unknown_field(pb.InferenceEvent(model="models/a")), good, nested]
+        events=[good, _with_unknown_field(pb.InferenceEvent(model="models/a")), nested, unset]
     ).SerializeToString()
-    request = pb.IngestEventsRequest.FromString(wire)
-    assert convert.events_with_unknown_fields(request) == {1, 3}
+    # Unknown fields on the batch itself, too.
+    request = pb.IngestEventsRequest.FromString(wire + bytes([0x98, 0x06, 0x01]))
     events, problems = convert.events_from_proto(request)
-    assert len(events) == 4
-    assert {i: [v.field for v in found] for i, found in problems.items()} == {
-        1: [""],
-        3: ["features[0]"],
-    }
-    clean = pb.IngestEventsRequest.FromString(
-        pb.IngestEventsRequest(events=[good]).SerializeToString()
+    assert [e.model for e in events] == ["models/fraud", "models/a", "models/fraud", "models/fraud"]
+    assert events[2].features == [("x", 2.0)]
+    assert {i: [v.field for v in found] for i, found in problems.items()} == {3: ["features[0]"]}
+
+
+def test_audit_records_with_unknown_fields_keep_them_in_the_payload() -> None:
+    record = pb.AuditRecord(request_id="r1", model="models/fraud", version=1)
+    newer = pb.AuditRecord.FromString(record.SerializeToString() + bytes([0x98, 0x06, 0x01]))
+    entries, problems = convert.audit_entries_from_proto(
+        pb.IngestAuditRecordsRequest(records=[newer])
     )
-    assert convert.events_with_unknown_fields(clean) == set()
+    assert problems == {}
+    assert (entries[0].request_id, entries[0].model) == ("r1", "models/fraud")
+    assert entries[0].payload == newer.SerializeToString()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from modelhub.common.status import STATUS_DETAILS_KEY, error_info
+from modelhub.common.status import error_info
 
 
 class ClientError(Exception):
@@ -18,9 +18,5 @@ class ClientError(Exception):
 
     @classmethod
     def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> ClientError:
-        reason = ""
-        for key, value in error.trailing_metadata() or ():
-            if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-                info = error_info(value)
-                reason = info.reason if info else ""
-        return cls(error.code(), error.details() or "", reason)
+        info = error_info(error)
+        return cls(error.code(), error.details() or "", info.reason if info else "")

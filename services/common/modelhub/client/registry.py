@@ -16,20 +16,13 @@ from modelhub.api.common.v1 import types_pb2
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.client.errors import ClientError
-from modelhub.common.channels import service_channel
+from modelhub.common.channels import bearer, service_channel
+from modelhub.common.filestore import file_digest
 from modelhub.common.settings import TlsSettings
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
 CHUNK = 1024 * 1024
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_name(model: str) -> str:
@@ -49,7 +42,7 @@ class RegistryClient:
         """`tls`: mutual TLS with the suite's files (MODELHUB_TLS_*) for a registry that
         requires it; None or off: plaintext."""
         self.address = address
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = bearer(token)
         self._timeout = timeout
         self._channel = service_channel(address, 64 * 1024 * 1024, tls or TlsSettings.off())
         self.stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
@@ -128,8 +121,7 @@ class RegistryClient:
         """Upload an ONNX file as a new version (streamed in chunks, digest declared); an
         optimized derivative names its parent and method (`derivation`) and its report."""
         file = Path(path)
-        size = (await asyncio.to_thread(file.stat)).st_size
-        digest = await asyncio.to_thread(_sha256, file)
+        digest, size = await asyncio.to_thread(file_digest, file)
         header = pb.UploadMetadata(
             parent=model_name(model),
             create_model=create_model,
@@ -298,6 +290,12 @@ class RegistryClient:
             )
         )
 
+    async def get_deployment(self, deployment: str) -> pb.Deployment:
+        name = deployment if deployment.startswith("deployments/") else f"deployments/{deployment}"
+        return await self._call(
+            self.stub.GetDeployment(pb.GetDeploymentRequest(name=name), **self._kw())
+        )
+
     async def list_deployments(self) -> list[pb.Deployment]:
         request = pb.ListDeploymentsRequest(page_size=1000)
         return list(
@@ -342,10 +340,13 @@ class RegistryClient:
             self.stub.DeleteDeployment(pb.DeleteDeploymentRequest(name=name), **self._kw())
         )
 
-    async def watch(self, start_revision: int = 0) -> AsyncIterator[pb.WatchEvent]:
-        stream = self.stub.Watch(
-            pb.WatchRequest(start_revision=start_revision), **self._kw(streaming=True)
-        )
+    async def watch(
+        self, start_revision: int = 0, kinds: Sequence[pb.ResourceKind] = ()
+    ) -> AsyncIterator[pb.WatchEvent]:
+        """The change feed from `start_revision` (0: the current state first), of `kinds`
+        only when given."""
+        request = pb.WatchRequest(start_revision=start_revision, kinds=list(kinds))
+        stream = self.stub.Watch(request, **self._kw(streaming=True))
         try:
             async for event in stream:
                 yield event

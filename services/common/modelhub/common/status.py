@@ -1,19 +1,27 @@
-"""The one place where domain exceptions become gRPC status codes.
+"""The one place where domain exceptions become gRPC status codes, and back.
 
 Every `ModelHubError` subclass resolves, through its MRO, to an entry of `STATUS_TABLE`.
 The status carries `google.rpc.Status` details: an `ErrorInfo` with the error's reason and
-metadata, and a `BadRequest` listing field violations for invalid arguments.
+metadata, and a `BadRequest` listing field violations for invalid arguments. The status
+travels in the `grpc-status-details-bin` trailer through `grpc_status.rpc_status`
+(`to_status` on the server, `from_call` on the client): use `abort` to fail an RPC with a
+domain error, and `rich_status` / `error_info` / `bad_request` / `domain_error` to read a
+failed call's.
 """
 
 from __future__ import annotations
 
-import contextlib
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from modelhub.common import errors
+
+M = TypeVar("M", bound=Message)
 
 ERROR_DOMAIN = "modelhub.dev"
 
@@ -46,10 +54,15 @@ STATUS_TABLE: dict[type[errors.ModelHubError], grpc.StatusCode] = {
 def status_code_for(error_class: type[errors.ModelHubError]) -> grpc.StatusCode | None:
     """The status code of an error class: its own entry or its nearest mapped ancestor's."""
     for cls in error_class.__mro__:
-        code = STATUS_TABLE.get(cls)  # type: ignore[call-overload]
+        code = STATUS_TABLE.get(cls)
         if code is not None:
             return code
     return None
+
+
+def code_of(error: errors.ModelHubError) -> grpc.StatusCode:
+    """The status code `error` is reported with (INTERNAL for an unmapped class)."""
+    return status_code_for(type(error)) or grpc.StatusCode.INTERNAL
 
 
 # A status travels in the answer's trailers, which gRPC clients refuse past 8 KiB by default
@@ -72,16 +85,16 @@ def bounded(text: str, limit: int) -> str:
     return data[: limit - 3].decode("utf-8", "ignore") + "…"
 
 
-def _pack(message: object) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
+    packed.Pack(message)
     return packed
 
 
 def to_rpc_status(error: errors.ModelHubError) -> tuple[grpc.StatusCode, status_pb2.Status]:
     """The gRPC code and the rich `google.rpc.Status` for a domain error (messages, field
     violations and metadata values bounded: see MAX_MESSAGE_BYTES)."""
-    code = status_code_for(type(error)) or grpc.StatusCode.INTERNAL
+    code = code_of(error)
     status = status_pb2.Status(
         code=getattr(code_pb2, code.name), message=bounded(error.message, MAX_MESSAGE_BYTES)
     )
@@ -94,7 +107,7 @@ def to_rpc_status(error: errors.ModelHubError) -> tuple[grpc.StatusCode, status_
     )
     status.details.append(_pack(info))
     if isinstance(error, errors.InvalidArgumentError) and error.violations:
-        bad_request = error_details_pb2.BadRequest(
+        violations = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
                     field=bounded(v.field, MAX_FIELD_BYTES),
@@ -103,22 +116,67 @@ def to_rpc_status(error: errors.ModelHubError) -> tuple[grpc.StatusCode, status_
                 for v in error.violations[:MAX_VIOLATIONS]
             ]
         )
-        status.details.append(_pack(bad_request))
+        status.details.append(_pack(violations))
     return code, status
 
 
+def to_grpc_status(error: errors.ModelHubError) -> grpc.Status:
+    """The `grpc.Status` (code, message, details trailer) that reports `error`."""
+    return rpc_status.to_status(to_rpc_status(error)[1])
+
+
+async def abort(context: grpc.aio.ServicerContext, error: errors.ModelHubError) -> NoReturn:
+    """Fail the RPC of `context` with `error`'s status and details."""
+    status = to_grpc_status(error)
+    # `abort`, not `abort_with_status`: the OpenTelemetry servicer context records the
+    # span's status only in the former (the latter bypasses its wrapper).
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+# The trailer the rich status travels in (grpc_status's key; tests read it raw).
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
-def error_info(status_details: bytes) -> error_details_pb2.ErrorInfo | None:
-    """Extract the ErrorInfo from serialized `grpc-status-details-bin` trailing metadata."""
-    status = status_pb2.Status.FromString(status_details)
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
+def rich_status(
+    source: grpc.Call | grpc.aio.AioRpcError | bytes | None,
+) -> status_pb2.Status | None:
+    """The `google.rpc.Status` of a failed call (or of a serialized details trailer); None
+    when it carries none, or one that does not parse or disagrees with the call's code and
+    message."""
+    if source is None:
+        return None
+    try:
+        if isinstance(source, bytes):
+            return status_pb2.Status.FromString(source)
+        status: status_pb2.Status | None = rpc_status.from_call(source)
+    except (DecodeError, ValueError):  # malformed, or disagrees with the call's status
+        return None
+    return status
+
+
+def detail(status: status_pb2.Status | None, kind: type[M]) -> M | None:
+    """The first detail of type `kind` in `status`, unpacked."""
+    for packed in status.details if status is not None else ():
+        if packed.Is(kind.DESCRIPTOR):
+            message = kind()
+            packed.Unpack(message)
+            return message
     return None
+
+
+def error_info(
+    source: grpc.Call | grpc.aio.AioRpcError | bytes | None,
+) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo of a failed call (or of a serialized `grpc-status-details-bin`)."""
+    return detail(rich_status(source), error_details_pb2.ErrorInfo)
+
+
+def bad_request(
+    source: grpc.Call | grpc.aio.AioRpcError | bytes | None,
+) -> error_details_pb2.BadRequest | None:
+    """The BadRequest (field violations) of a failed call, when it has one."""
+    return detail(rich_status(source), error_details_pb2.BadRequest)
 
 
 # The most general domain error of each status code (the inverse of STATUS_TABLE), for
@@ -143,13 +201,9 @@ def domain_error(exc: grpc.aio.AioRpcError, what: str) -> errors.ModelHubError:
     """The domain error for a failed call to another service, `what` naming the call: the
     same status code, and the service's reason and metadata when it sent them."""
     code = exc.code()
-    reason, metadata = None, None
-    for key, value in exc.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            with contextlib.suppress(Exception):
-                info = error_info(value)
-                if info is not None:
-                    reason, metadata = info.reason or None, dict(info.metadata)
+    info = error_info(exc)
+    reason = (info.reason or None) if info is not None else None
+    metadata = dict(info.metadata) if info is not None else None
     cls = _BY_CODE.get(code)
     message = f"{what}: {exc.details() or code.name}"
     if cls is None:  # UNKNOWN, INTERNAL, UNIMPLEMENTED, DATA_LOSS

@@ -1,9 +1,10 @@
-"""The local artifact cache: ONNX files by sha256 under `root/sha256/ab/abcdef…`.
+"""The local artifact cache: ONNX files by sha256 in a `modelhub.common.filestore`
+(`root/sha256/ab/abcdef…`; downloads hashed as they arrive, fsynced and renamed into
+place, so a crash never leaves a half-written entry under a valid name).
 
 An entry is verified (size and digest) each time a version loads; a corrupt or truncated
-one is deleted and fetched again. Downloads go to a temporary file in the same folder,
-are hashed as they arrive, fsynced and renamed into place, so a crash never leaves a
-half-written entry under a valid name.
+one is deleted and fetched again. A download is refused as soon as it passes the size the
+registry declared.
 
 With `max_bytes` set, the cache keeps at most that much on disk: after each download the
 least recently used entries (by modification time, refreshed on every hit) are removed.
@@ -15,30 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
-import uuid
 from pathlib import Path
-from typing import BinaryIO
 
-from modelhub.common.errors import UnavailableError
+from modelhub.common.errors import PayloadTooLargeError, UnavailableError
+from modelhub.common.filestore import FileStore, file_digest
 from modelhub.inference.source import ModelSource
 from modelhub.inference.spec import VersionInfo
 
 log = logging.getLogger("modelhub.inference.cache")
 
-_READ_CHUNK = 1 << 20
-
-
-def _file_digest(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+# Temp files of a crashed download are removed at start-up; on a file system without
+# locks (shared by several replicas) only those untouched for this long.
+_TEMP_GRACE_S = 3600.0
 
 
 class ArtifactCache:
@@ -46,12 +37,16 @@ class ArtifactCache:
 
     def __init__(self, root: Path, source: ModelSource, max_bytes: int = 0) -> None:
         self.root = Path(root)
+        self._files = FileStore(self.root)
         self._source = source
         self.max_bytes = max_bytes  # 0: unlimited
         self._locks: dict[str, asyncio.Lock] = {}
+        removed = self._files.cleanup_temps(_TEMP_GRACE_S)
+        if removed:
+            log.warning("removed %d unfinished downloads from the artifact cache", removed)
 
     def path_of(self, sha256: str) -> Path:
-        return self.root / "sha256" / sha256[:2] / sha256
+        return self._files.path(sha256)
 
     async def get(self, info: VersionInfo) -> Path:
         """The local path of `info`'s artifact, fetched (again) if missing or corrupt."""
@@ -59,7 +54,7 @@ class ArtifactCache:
         async with lock:
             path = self.path_of(info.sha256)
             if path.exists():
-                digest, size = await asyncio.to_thread(_file_digest, path)
+                digest, size = await asyncio.to_thread(file_digest, path)
                 if digest == info.sha256 and (info.size_bytes <= 0 or size == info.size_bytes):
                     await asyncio.to_thread(os.utime, path)  # most recently used
                     return path
@@ -70,7 +65,7 @@ class ArtifactCache:
                     size,
                 )
                 path.unlink(missing_ok=True)
-            await self._fetch(info, path)
+            path = await self._fetch(info)
             if self.max_bytes > 0:
                 await asyncio.to_thread(self._trim, path)
             return path
@@ -78,9 +73,10 @@ class ArtifactCache:
     def _trim(self, keep: Path) -> None:
         """Remove least recently used entries until the cache fits `max_bytes` (blocking)."""
         entries = []
-        for path in (self.root / "sha256").glob("*/*"):
-            if path.name.startswith(".") or path == keep:
-                continue  # downloads in progress, and the entry just fetched
+        for digest in self._files.digests():
+            path = self._files.path(digest)
+            if path == keep:
+                continue  # the entry just fetched
             with contextlib.suppress(FileNotFoundError):
                 stat = path.stat()
                 entries.append((stat.st_mtime, stat.st_size, path))
@@ -92,38 +88,32 @@ class ArtifactCache:
             total -= size
             log.info("evicted %s from the artifact cache (%d bytes)", path.name, size)
 
-    async def _fetch(self, info: VersionInfo, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{info.sha256}.{uuid.uuid4().hex}.part")
-        digest = hashlib.sha256()
-        size = 0
-        fh: BinaryIO = await asyncio.to_thread(tmp.open, "wb")
+    async def _fetch(self, info: VersionInfo) -> Path:
+        """Download `info`'s artifact into the store, checked against its digest and size."""
+        writer = await asyncio.to_thread(self._files.writer, max(info.size_bytes, 0))
+        committed = False
         try:
             async for chunk in self._source.download(info):
-                await asyncio.to_thread(_write, fh, digest, chunk)
-                size += len(chunk)
-            await asyncio.to_thread(_sync_close, fh)
-            if digest.hexdigest() != info.sha256 or (
-                info.size_bytes > 0 and size != info.size_bytes
+                try:
+                    await asyncio.to_thread(writer.write, chunk)
+                except PayloadTooLargeError:
+                    raise _mismatch(info, f"more than {info.size_bytes} bytes") from None
+            await asyncio.to_thread(writer.finish)
+            if writer.sha256 != info.sha256 or (
+                info.size_bytes > 0 and writer.size != info.size_bytes
             ):
-                raise UnavailableError(
-                    f"the artifact of {info.key} arrived with sha256 {digest.hexdigest()} "
-                    f"({size} bytes); expected {info.sha256} ({info.size_bytes} bytes)",
-                    reason="ARTIFACT_DIGEST_MISMATCH",
-                )
-            os.replace(tmp, path)
+                raise _mismatch(info, f"sha256 {writer.sha256} ({writer.size} bytes)")
+            path = await asyncio.to_thread(self._files.commit, writer)
+            committed = True
+            return path
         finally:
-            if not fh.closed:
-                fh.close()
-            tmp.unlink(missing_ok=True)
+            if not committed:
+                writer.discard()
 
 
-def _write(fh: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
-    digest.update(chunk)
-    fh.write(chunk)
-
-
-def _sync_close(fh: BinaryIO) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
-    fh.close()
+def _mismatch(info: VersionInfo, received: str) -> UnavailableError:
+    return UnavailableError(
+        f"the artifact of {info.key} arrived with {received}; expected {info.sha256} "
+        f"({info.size_bytes} bytes)",
+        reason="ARTIFACT_DIGEST_MISMATCH",
+    )

@@ -6,13 +6,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.monitor.v1 import monitor_pb2 as pb
-from modelhub.common.errors import FieldViolation, InvalidArgumentError
+from modelhub.common.errors import FieldViolation
 from modelhub.monitor.alerts import Alert, AlertEvent, AlertState
 from modelhub.monitor.audit import AuditEntry, AuditIngestResult
 from modelhub.monitor.drift import (
@@ -73,51 +72,6 @@ def to_timestamp(t: float) -> Timestamp:
             seconds, nanos = seconds + 1, nanos - 1_000_000_000
         ts.seconds, ts.nanos = seconds, nanos
     return ts
-
-
-def unknown_field_violations(
-    message: Message, path: str = "", *, recursive: bool = True
-) -> list[FieldViolation]:
-    """Fields the sender set that this schema does not know, in `message` (and, with
-    `recursive`, every message nested in it): a sender built against another schema,
-    whose data would be misread."""
-    out: list[FieldViolation] = []
-    unknown = unknown_fields.UnknownFieldSet(message)
-    for i in range(len(unknown)):
-        number = unknown[i].field_number
-        out.append(
-            FieldViolation(
-                path,
-                f"unknown field number {number} in {message.DESCRIPTOR.full_name}: the "
-                "sender uses a schema this server does not know",
-            )
-        )
-    if not recursive:
-        return out
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
-            continue
-        child = f"{path}.{descriptor.name}" if path else descriptor.name
-        if descriptor.is_repeated:
-            for i, item in enumerate(value):
-                out.extend(unknown_field_violations(item, f"{child}[{i}]"))
-        else:
-            out.extend(unknown_field_violations(value, child))
-    return out
-
-
-def reject_unknown_fields(message: Message, *, recursive: bool = True) -> None:
-    """INVALID_ARGUMENT when a request carries fields unknown to this schema."""
-    violations = [
-        FieldViolation(v.field or "request", v.description)
-        for v in unknown_field_violations(message, recursive=recursive)
-    ]
-    if violations:
-        raise InvalidArgumentError(
-            f"request has fields this server does not know ({violations[0].description}); "
-            "nothing was stored",
-            violations=violations,
-        )
 
 
 # ------------------------------------------------------------------ events
@@ -186,46 +140,24 @@ def _event(message: pb.InferenceEvent, problems: list[FieldViolation]) -> Event:
     )
 
 
-def event_from_proto(
-    message: pb.InferenceEvent, *, check_unknown: bool = True
-) -> tuple[Event, list[FieldViolation]]:
-    """The domain event, and the problems only the wire form shows (unknown fields, values
-    without a number or category). `check_unknown=False` skips the unknown-field walk when
-    the caller already knows there are none."""
-    problems = unknown_field_violations(message) if check_unknown else []
+def event_from_proto(message: pb.InferenceEvent) -> tuple[Event, list[FieldViolation]]:
+    """The domain event, and the problems only the wire form shows (values without a
+    number or category). Fields this schema does not know (a newer sender's) are ignored."""
+    problems: list[FieldViolation] = []
     return _event(message, problems), problems
-
-
-def events_with_unknown_fields(request: pb.IngestEventsRequest) -> set[int]:
-    """Indexes of the events that carry unknown fields anywhere inside them.
-
-    Walking every nested message in Python costs more than ingesting the event; a copy
-    without unknown fields, made and sized in C, shows the same thing at a fraction of the
-    cost, and only the events it flags are walked for the exact fields."""
-    clean = pb.IngestEventsRequest()
-    clean.CopyFrom(request)
-    clean.DiscardUnknownFields()
-    if clean.ByteSize() == request.ByteSize():
-        return set()
-    return {
-        i
-        for i, (original, stripped) in enumerate(zip(request.events, clean.events, strict=True))
-        if original.ByteSize() != stripped.ByteSize()
-    }
 
 
 def events_from_proto(
     request: pb.IngestEventsRequest,
 ) -> tuple[list[Event], dict[int, list[FieldViolation]]]:
-    """The batch's events, and the wire-level problems of each (by index)."""
-    flagged = events_with_unknown_fields(request)
+    """The batch's events, and the wire-level problems of each (by index). Fields this
+    schema does not know are ignored: a newer sender's events are read by their known
+    fields, which are validated as usual."""
     events: list[Event] = []
     append = events.append
     problems: dict[int, list[FieldViolation]] = {}
     found: list[FieldViolation] = []  # reused until an event has problems
     for i, message in enumerate(request.events):
-        if i in flagged:
-            found.extend(unknown_field_violations(message))
         append(_event(message, found))
         if found:
             problems[i] = found
@@ -589,16 +521,11 @@ def audit_entries_from_proto(
     request: pb.IngestAuditRecordsRequest,
 ) -> tuple[list[AuditEntry], dict[int, list[FieldViolation]]]:
     """The records of a batch as entries (each serialized whole as its payload, for its
-    tensors), and the problems only the wire form shows, by record index."""
+    tensors), and the problems only the wire form shows, by record index (none today:
+    fields this schema does not know are ignored, and kept in the stored payload)."""
     entries: list[AuditEntry] = []
     problems: dict[int, list[FieldViolation]] = {}
-    for index, record in enumerate(request.records):
-        found = [
-            FieldViolation(v.field or "record", v.description)
-            for v in unknown_field_violations(record, recursive=False)
-        ]
-        if found:
-            problems[index] = found
+    for record in request.records:
         entries.append(
             AuditEntry(
                 request_id=record.request_id,

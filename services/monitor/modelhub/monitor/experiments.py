@@ -8,21 +8,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelhub.monitor.probability import Z_95, normal_two_sided_p
+from scipy import stats
+
+from modelhub.monitor.probability import normal_two_sided_p
 from modelhub.monitor.stats import LatencySummary, WindowStats
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion: unlike the normal (Wald) interval it stays
     inside [0, 1] and keeps its coverage at rates near 0 or 1 and at small n."""
     if n <= 0:
         return 0.0, 1.0
-    p = successes / n
-    z2 = z * z
-    denominator = 1.0 + z2 / n
-    center = (p + z2 / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n)) / denominator
-    return max(0.0, center - half), min(1.0, center + half)
+    test = stats.binomtest(min(max(successes, 0), n), n)
+    interval = test.proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def two_proportion_z_test(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float]:
