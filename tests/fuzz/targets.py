@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from modelhub.api.oip import grpc_predict_v2_pb2 as pb
 from modelhub.api.registry.v1 import registry_pb2 as rpb
+from modelhub.common import registry_view
 from modelhub.common.dtypes import OIP_TO_NUMPY
 from modelhub.common.errors import InvalidArgumentError
 from modelhub.common.names import is_resource_id
@@ -31,7 +32,6 @@ from modelhub.inference import convert, rest, routing
 from modelhub.registry import convert as registry_convert
 from modelhub.registry import names
 from modelhub.registry.validation import validate_endpoint
-from modelhub.router import convert as router_convert
 from modelhub.router import xds
 from modelhub.router.table import RegistryState, build_table
 from tests.fuzz import strategies as fs
@@ -183,7 +183,7 @@ def _well_formed(ref: names.VersionRef) -> None:
 def routable(endpoint: rpb.Endpoint) -> None:
     """An accepted endpoint programs the router: it has a route, and Envoy's
     configuration can be built from it."""
-    spec = router_convert.endpoint_from_pb(endpoint)
+    spec = registry_view.endpoint_from_pb(endpoint)
     state = RegistryState()
     for version in (1, 2, 3):
         state.put_version(REGISTRY_MODEL, version, True)

@@ -29,7 +29,6 @@ from modelhub.inference.source import (
     VersionInfo,
     VersionSelector,
 )
-from modelhub.inference.spec import LoadOverrides
 from modelhub.registry.main import RegistryApp
 from modelhub.registry.migrate import upgrade
 from tests.conftest import registry_settings
@@ -340,9 +339,7 @@ def _held_source(corrupt: bool = False) -> _HeldSource:
     source = _HeldSource()
     source.add("fraud", 1, mlp_model(1))
     source.corrupt_next_download = corrupt
-    spec = DeploymentSpec(
-        "deployments/fraud", "fraud", (VersionSelector(version=1),), LoadOverrides()
-    )
+    spec = DeploymentSpec("fraud", "fraud", (VersionSelector(version=1),))
     source.snapshot = [
         SourceEvent(EventType.PUT, 3, ResourceKind.DEPLOYMENT, spec.name, spec.model, spec)
     ]

@@ -18,8 +18,9 @@ from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.common.audit import NUMBER_WIRE_BYTES, AuditRecord, head, record_bytes
 from modelhub.common.events import DROP_BUFFER_BYTES, DROP_BUFFER_FULL, EventPipeline, SendResult
 from modelhub.common.monitor_sink import audit_record_to_pb, audit_records_request
+from modelhub.common.registry_view import endpoint_from_pb
 from modelhub.inference.audit import AuditPolicies, AuditPolicy, RequestAuditor
-from modelhub.inference.registry_source import audit_policy
+from modelhub.inference.deployments import audit_policy
 from modelhub.inference.request import InputTensor, OutputTensor
 from modelhub.inference.routing import Route
 
@@ -327,11 +328,11 @@ def test_policies_follow_puts_deletes_and_snapshots() -> None:
 @pytest.mark.parametrize("rate", [0.0, -1.0, math.nan])
 def test_a_watched_endpoint_that_records_nothing_has_no_policy(rate: float) -> None:
     endpoint = rpb.Endpoint(name="endpoints/e", audit=rpb.AuditPolicy(sample_rate=rate))
-    assert audit_policy(endpoint) is None
-    assert audit_policy(rpb.Endpoint(name="endpoints/e")) is None
+    assert audit_policy(endpoint_from_pb(endpoint)) is None
+    assert audit_policy(endpoint_from_pb(rpb.Endpoint(name="endpoints/e"))) is None
     endpoint.audit.sample_rate = 1.0
     endpoint.audit.redact_inputs.append("ssn")
-    assert audit_policy(endpoint) == AuditPolicy(1.0, frozenset({"ssn"}))
+    assert audit_policy(endpoint_from_pb(endpoint)) == AuditPolicy(1.0, frozenset({"ssn"}))
 
 
 def test_a_request_without_any_id_gets_one() -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from modelhub.common.contract import EndpointAudit, EndpointSpec
 from modelhub.common.errors import UnavailableError
 from modelhub.inference.audit import AuditPolicies, AuditPolicy
 from modelhub.inference.deployments import DeploymentWatcher
@@ -18,13 +19,12 @@ from modelhub.inference.source import (
     SourceEvent,
     VersionSelector,
 )
-from modelhub.inference.spec import LoadOverrides
 from tests.unit.inference.conftest import RepositoryFactory
 from tests.unit.inference.helpers import CompactingSource, MemorySource, mlp_model
 
 
 def _deployment(name: str, model: str, *selectors: VersionSelector) -> DeploymentSpec:
-    return DeploymentSpec(f"deployments/{name}", model, selectors, LoadOverrides())
+    return DeploymentSpec(name, model, selectors)
 
 
 def _put(revision: int, spec: DeploymentSpec) -> SourceEvent:
@@ -159,17 +159,19 @@ async def test_a_version_that_fails_to_load_keeps_the_old_route(watching, source
     assert repository.lookup("fraud", "").info.version == 1
 
 
-def _endpoint(revision: int, name: str, policy: AuditPolicy | None) -> SourceEvent:
-    return SourceEvent(
-        EventType.PUT, revision, ResourceKind.ENDPOINT, f"endpoints/{name}", audit=policy
-    )
+def _endpoint(revision: int, name: str, audit: EndpointAudit | None) -> SourceEvent:
+    spec = EndpointSpec(name, (), audit=audit)
+    return SourceEvent(EventType.PUT, revision, ResourceKind.ENDPOINT, spec.name, endpoint=spec)
 
 
 async def test_endpoint_audit_policies_follow_the_feed_and_relists(
     make_repository: RepositoryFactory,
 ) -> None:
     source = CompactingSource()
-    source.snapshot = [_endpoint(2, "a", AuditPolicy(1.0)), _endpoint(3, "b", AuditPolicy(0.5))]
+    source.snapshot = [
+        _endpoint(2, "a", EndpointAudit(1.0)),
+        _endpoint(3, "b", EndpointAudit(0.5)),
+    ]
     policies = AuditPolicies()
     watcher = DeploymentWatcher(
         source, make_repository(model_source=source), backoff_initial_s=0.01, audit=policies
@@ -180,13 +182,13 @@ async def test_endpoint_audit_policies_follow_the_feed_and_relists(
         assert policies.get("endpoints/a") == AuditPolicy(1.0)
         assert policies.get("endpoints/b") == AuditPolicy(0.5)
         # Live: a changed policy, a deleted endpoint.
-        source.emit(_endpoint(4, "a", AuditPolicy(0.25, frozenset({"ssn"}))))
+        source.emit(_endpoint(4, "a", EndpointAudit(0.25, ("ssn",))))
         source.emit(SourceEvent(EventType.DELETE, 5, ResourceKind.ENDPOINT, "endpoints/b"))
         await _until(lambda: policies.get("endpoints/b") is None)
         assert policies.get("endpoints/a") == AuditPolicy(0.25, frozenset({"ssn"}))
         # A re-list (history compacted) replaces every policy with the snapshot's.
         source.floor = 100
-        source.snapshot = [_endpoint(100, "c", AuditPolicy(1.0))]
+        source.snapshot = [_endpoint(100, "c", EndpointAudit(1.0))]
         source.break_streams(UnavailableError("gone"))
         await _until(lambda: policies.get("endpoints/c") is not None)
         assert policies.get("endpoints/a") is None and len(policies) == 1

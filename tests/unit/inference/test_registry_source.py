@@ -1,24 +1,29 @@
-"""Registry protobufs → the inference domain (the registry client's conversions)."""
+"""Registry protobufs → the inference domain, through the contract's one view
+(`modelhub.common.registry_view`)."""
 
 from __future__ import annotations
 
+import pytest
+
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.registry.v1 import registry_pb2 as rpb
-from modelhub.inference.registry_source import (
-    model_id,
-    source_event,
-    version_info,
-)
+from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.names import model_of
+from modelhub.common.registry_view import event_from_pb as source_event
+from modelhub.inference.registry_source import version_info
 from modelhub.inference.source import EventType, ResourceKind, VersionSelector
-from modelhub.inference.spec import Device
+from modelhub.inference.spec import Device, LoadOverrides
 
 
-def test_model_id_from_resource_names() -> None:
-    assert model_id("models/fraud") == "fraud"
-    assert model_id("models/fraud/versions/3") == "fraud"
-    assert model_id("models/fraud@champion") == "fraud"
-    assert model_id("models/fraud/aliases/champion") == "fraud"
-    assert model_id("deployments/x") == ""
+def test_model_of_resource_names() -> None:
+    # The registry's rules, whole: an alias reference is a version name, not a model id.
+    assert model_of("models/fraud") == "fraud"
+    assert model_of("models/fraud/versions/3") == "fraud"
+    assert model_of("models/fraud@champion") == "fraud"
+    assert model_of("models/fraud/aliases/champion") == "fraud"
+    for bad in ("deployments/x", "models/Fraud", "models/fraud@", "models/fraud/versions/0"):
+        with pytest.raises(InvalidArgumentError):
+            model_of(bad)
 
 
 def test_version_info() -> None:
@@ -70,18 +75,19 @@ def test_deployment_event() -> None:
         "fraud",
     )
     spec = event.deployment
-    assert spec is not None
+    assert spec is not None and spec.name == "deployments/fraud"
     assert spec.selectors == (
         VersionSelector(alias="champion"),
         VersionSelector(version=2),
         VersionSelector(),
     )
-    assert spec.overrides.batching.max_batch_size == 16
-    assert spec.overrides.batching.max_queue_delay_s == 0.0005
-    assert spec.overrides.batching.max_queue_size is None  # 0: the server default
-    assert spec.overrides.runtime.instance_count == 2
-    assert spec.overrides.runtime.device is Device.CPU
-    assert spec.overrides.runtime.intra_op_threads == 2
+    overrides = LoadOverrides.of_deployment(spec)
+    assert overrides.batching.max_batch_size == 16
+    assert overrides.batching.max_queue_delay_s == 0.0005
+    assert overrides.batching.max_queue_size is None  # 0: the server default
+    assert overrides.runtime.instance_count == 2
+    assert overrides.runtime.device is Device.CPU
+    assert overrides.runtime.intra_op_threads == 2
 
 
 def test_other_events() -> None:

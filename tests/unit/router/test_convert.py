@@ -1,9 +1,11 @@
-"""Registry watch events become state changes; routing tables and explanations convert
-faithfully into `modelhub.router.v1` messages."""
+"""Registry watch events (read through the contract's one view, `registry_view`) become
+state changes; routing tables and explanations convert faithfully into
+`modelhub.router.v1` messages."""
 
 from __future__ import annotations
 
 from modelhub.api.registry.v1 import registry_pb2 as rpb
+from modelhub.common import registry_view
 from modelhub.router import convert
 from modelhub.router.bucketing import TOTAL, bucket
 from modelhub.router.routing import Router
@@ -76,7 +78,7 @@ def test_apply_events_of_every_kind() -> None:
             deployment=rpb.Deployment(name="deployments/d", model="models/m"),
         ),
     ]
-    assert all(convert.apply_event(state, e) for e in events)
+    assert all(state.apply(registry_view.event_from_pb(e)) for e in events)
     assert state.versions == {"m": {1: True, 2: False}}
     assert state.aliases == {"m": {"champion": 1}}
     endpoint = state.endpoints["e"]
@@ -93,24 +95,22 @@ def test_apply_events_of_every_kind() -> None:
         rpb.WatchEvent(type=DELETE, kind=rpb.ENDPOINT, name="endpoints/e"),
         rpb.WatchEvent(type=DELETE, kind=rpb.DEPLOYMENT, name="deployments/d"),
     ]
-    assert all(convert.apply_event(state, e) for e in deletes)
+    assert all(state.apply(registry_view.event_from_pb(e)) for e in deletes)
     assert state.aliases == {"m": {}} and state.versions == {"m": {2: False}}
     assert not state.endpoints and not state.deployments
     progress = rpb.WatchEvent(type=rpb.WatchEvent.PROGRESS, revision=9)
-    assert not convert.apply_event(state, progress)
+    assert not state.apply(registry_view.event_from_pb(progress))
 
 
-def test_model_ids_and_selectors() -> None:
-    assert convert.model_id("models/fraud") == "fraud"
-    assert convert.model_id("models/fraud/versions/3") == "fraud"
-    assert convert.model_id("endpoints/x") == ""
-    assert convert.selector_from_pb(rpb.VersionSelector(version=3)) == Selector(version=3)
-    assert convert.selector_from_pb(rpb.VersionSelector(alias="a")) == Selector(alias="a")
-    assert convert.selector_from_pb(rpb.VersionSelector()) == Selector()
+def test_selectors() -> None:
+    from_pb = registry_view.selector_from_pb
+    assert from_pb(rpb.VersionSelector(version=3)) == Selector(version=3)
+    assert from_pb(rpb.VersionSelector(alias="a")) == Selector(alias="a")
+    assert from_pb(rpb.VersionSelector()) == Selector()
 
 
 def test_parameter_key_keeps_its_case_and_an_empty_key_is_no_key() -> None:
-    by_parameter = convert.endpoint_from_pb(
+    by_parameter = registry_view.endpoint_from_pb(
         rpb.Endpoint(
             name="endpoints/e",
             sticky_key=rpb.StickyKey(source=rpb.StickyKey.PARAMETER, name="UserId"),
@@ -118,7 +118,7 @@ def test_parameter_key_keeps_its_case_and_an_empty_key_is_no_key() -> None:
         )
     )
     assert by_parameter.sticky_key == StickyKey(KeySource.PARAMETER, "UserId")
-    unnamed = convert.endpoint_from_pb(
+    unnamed = registry_view.endpoint_from_pb(
         rpb.Endpoint(
             name="endpoints/e",
             sticky_key=rpb.StickyKey(source=rpb.StickyKey.METADATA, name=""),

@@ -12,7 +12,8 @@ def test_defaults() -> None:
     settings = RouterSettings()
     assert settings.port == 50053
     assert settings.backend_addresses == ["127.0.0.1:50052"]
-    assert settings.monitor_address == ""  # RecordOutcome refuses unless configured
+    assert settings.monitor.address == ""  # RecordOutcome refuses unless configured
+    assert settings.registry.address == "127.0.0.1:50051"
     assert settings.default_alias == "champion"
     assert settings.envoy_config_dir == "var/envoy-xds"
     assert settings.config_warm_s == 0.5
@@ -30,10 +31,35 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELHUB_ROUTER_DEFAULT_ALIAS", "")
     settings = RouterSettings()
     assert settings.backend_addresses == ["a:1", "b:2", "c:3"]
-    assert settings.monitor_address == "m:50054"
+    assert settings.monitor.address == "m:50054"
     assert settings.envoy_config_dir == "/var/run/modelhub/xds"
     assert settings.config_warm_s == 0 and settings.retries == 0
     assert settings.default_alias == ""
+
+
+def test_client_settings_are_nested_and_keep_their_flat_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The flat variables deploy/compose, deploy/k8s and the dev stack set still work …
+    monkeypatch.setenv("MODELHUB_ROUTER_REGISTRY_ADDRESS", "registry:50051")
+    monkeypatch.setenv("MODELHUB_ROUTER_REGISTRY_TOKEN", "r34d")
+    monkeypatch.setenv("MODELHUB_ROUTER_MONITOR_TOKEN", "pub")
+    monkeypatch.setenv("MODELHUB_ROUTER_MONITOR_TIMEOUT_S", "2.5")
+    settings = RouterSettings()
+    assert (settings.registry.address, settings.registry.token) == ("registry:50051", "r34d")
+    assert (settings.monitor.token, settings.monitor.timeout_s) == ("pub", 2.5)
+    # … the nested ones win over them …
+    monkeypatch.setenv("MODELHUB_ROUTER_REGISTRY__ADDRESS", "other:1")
+    monkeypatch.setenv("MODELHUB_ROUTER_MONITOR__ADDRESS", "monitor:50054")
+    settings = RouterSettings()
+    assert settings.registry.address == "other:1" and settings.registry.token == "r34d"
+    assert settings.monitor.address == "monitor:50054"
+    # … and a keyword (either form) wins over both.
+    assert RouterSettings(registry_address="kw:1").registry.address == "kw:1"
+    assert RouterSettings(monitor={"address": "kw:2"}).monitor.address == "kw:2"
+    monkeypatch.setenv("MODELHUB_ROUTER_MONITOR__TIMEOUT_S", "0")
+    with pytest.raises(ValidationError, match="timeout_s"):
+        RouterSettings()
 
 
 @pytest.mark.parametrize(

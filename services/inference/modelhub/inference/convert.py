@@ -14,6 +14,7 @@ from modelhub.api.oip import grpc_predict_v2_pb2 as pb
 from modelhub.api.oip import model_config_pb2 as mpb
 from modelhub.common.dtypes import TYPED_CONTENTS_FIELD
 from modelhub.common.errors import InvalidArgumentError, PayloadTooLargeError
+from modelhub.common.registry_view import batching_from_pb, device_from_pb, runtime_from_pb
 from modelhub.inference.codec import (
     BYTES,
     bytes_payload_size,
@@ -27,11 +28,9 @@ from modelhub.inference.repository import IndexEntry, ServedVersion, VersionStat
 from modelhub.inference.request import InferRequest, InferResult, InputTensor
 from modelhub.inference.service import ModelConfiguration, ModelDescription
 from modelhub.inference.spec import (
-    BatchingOverrides,
     BatchingPolicy,
     Device,
     LoadOverrides,
-    RuntimeOverrides,
     TensorSpec,
 )
 from modelhub.inference.stats import Duration, VersionStats
@@ -239,12 +238,6 @@ def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
 
 # ---------------------------------------------------------------------- repository API
 
-_DEVICES = {
-    types_pb2.AUTO: Device.AUTO,
-    types_pb2.CPU: Device.CPU,
-    types_pb2.GPU: Device.GPU,
-}
-
 _STATES = {
     VersionState.UNAVAILABLE: ipb.UNAVAILABLE,
     VersionState.LOADING: ipb.LOADING,
@@ -254,59 +247,14 @@ _STATES = {
 }
 
 
-def _positive(value: int) -> int | None:
-    return value if value > 0 else None
-
-
-def batching_overrides(config: types_pb2.BatchingConfig) -> BatchingOverrides:
-    """A BatchingConfig (zero = server default) as overrides; negative values refused."""
-    for field in (
-        "max_batch_size",
-        "max_queue_delay_us",
-        "max_queue_size",
-        "priority_levels",
-        "default_timeout_us",
-    ):
-        if getattr(config, field) < 0:
-            raise InvalidArgumentError(
-                f"batching.{field} must not be negative", field=f"batching.{field}"
-            )
-    return BatchingOverrides(
-        max_batch_size=_positive(config.max_batch_size),
-        max_queue_delay_s=config.max_queue_delay_us / 1e6 if config.max_queue_delay_us else None,
-        max_queue_size=_positive(config.max_queue_size),
-        priority_levels=_positive(config.priority_levels),
-        default_timeout_s=config.default_timeout_us / 1e6 if config.default_timeout_us else None,
-    )
-
-
-def runtime_overrides(
-    config: types_pb2.RuntimeConfig, instance_count: int, device: int
-) -> RuntimeOverrides:
-    optimization = config.graph_optimization or None
-    if optimization is not None and optimization not in ("disable", "basic", "extended", "all"):
-        raise InvalidArgumentError(
-            f"runtime.graph_optimization {optimization!r} is not one of disable, basic, "
-            "extended, all",
-            field="runtime.graph_optimization",
-        )
-    if config.intra_op_threads < 0 or config.inter_op_threads < 0 or instance_count < 0:
-        raise InvalidArgumentError(
-            "thread and instance counts must not be negative", field="runtime"
-        )
-    return RuntimeOverrides(
-        device=_DEVICES.get(device),  # type: ignore[call-overload]
-        intra_op_threads=_positive(config.intra_op_threads),
-        inter_op_threads=_positive(config.inter_op_threads),
-        graph_optimization=optimization,
-        instance_count=_positive(instance_count),
-    )
-
-
 def load_overrides(request: ipb.LoadModelRequest) -> LoadOverrides:
-    return LoadOverrides(
-        batching_overrides(request.batching),
-        runtime_overrides(request.runtime, request.instance_count, request.device),
+    """A LoadModel request's settings, read like a deployment's (the registry contract's
+    batching, runtime and device)."""
+    return LoadOverrides.of(
+        batching_from_pb(request.batching),
+        runtime_from_pb(request.runtime),
+        request.instance_count,
+        device_from_pb(request.device),
     )
 
 

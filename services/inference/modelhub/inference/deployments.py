@@ -1,10 +1,11 @@
 """Keeps this server in line with the registry's deployments, through its watch feed.
 
-The watcher follows `ModelSource.watch` from the last revision it saw, so a reconnect
-replays only what it missed; a compacted revision (history no longer kept) or one past the
-registry's head (its database restored from a backup) restarts from 0, whose snapshot then
-replaces the known state. Alias and version changes invalidate
-cached resolutions and re-evaluate the deployments that select by alias or latest.
+The watcher follows `ModelSource.watch` with the suite's one Watch follower
+(`modelhub.common.watch`): from the last revision it saw, so a reconnect replays only what
+it missed; a compacted revision (history no longer kept) or one past the registry's head
+(its database restored from a backup) restarts from 0, whose snapshot then replaces the
+known state. Alias and version changes invalidate cached resolutions and re-evaluate the
+deployments that select by alias or latest.
 
 Reconciling is ordered for zero downtime: first every desired version is loaded and warm
 (old versions stay pinned meanwhile), then each model's default route moves to its
@@ -21,26 +22,84 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
-from modelhub.common.errors import ModelHubError, NotFoundError, RevisionCompactedError
-from modelhub.inference.audit import AuditPolicies
-from modelhub.inference.endpoints import RoutesTable
-from modelhub.inference.repository import Key, ModelRepository
-from modelhub.inference.source import (
-    DEFAULT_REFERENCE,
-    DeploymentSpec,
+from modelhub.common.contract import (
+    EndpointSpec,
     EventType,
-    ModelSource,
     ResourceKind,
-    SourceEvent,
+    ShadowSpec,
+    VariantSpec,
+    WatchEvent,
 )
+from modelhub.common.errors import InvalidArgumentError, ModelHubError, NotFoundError
+from modelhub.common.watch import WatchFollower
+from modelhub.inference.audit import AuditPolicies, AuditPolicy
+from modelhub.inference.endpoints import EndpointRoutes, RoutesTable
+from modelhub.inference.repository import Key, ModelRepository
+from modelhub.inference.source import DEFAULT_REFERENCE, DeploymentSpec, ModelSource
 from modelhub.inference.spec import LoadOverrides
 
 log = logging.getLogger("modelhub.inference.deployments")
 
+_MODEL_KINDS = (ResourceKind.ALIAS, ResourceKind.MODEL_VERSION, ResourceKind.MODEL)
+
+
+def audit_policy(endpoint: EndpointSpec) -> AuditPolicy | None:
+    """An endpoint's audit policy (None when it records nothing)."""
+    audit = endpoint.audit
+    if audit is None or not audit.sample_rate > 0:
+        return None
+    return AuditPolicy(
+        sample_rate=min(audit.sample_rate, 1.0), redact_inputs=frozenset(audit.redact_inputs)
+    )
+
+
+def endpoint_routes(endpoint: EndpointSpec) -> EndpointRoutes:
+    """An endpoint's variant and shadow names and the versions the registry resolved
+    their selectors to."""
+    targets: list[VariantSpec | ShadowSpec] = [*endpoint.variants, *endpoint.shadows]
+    return EndpointRoutes(
+        names=frozenset(t.name for t in targets),
+        versions=frozenset(
+            (t.model, t.selector.resolved_version)
+            for t in targets
+            if t.selector.resolved_version > 0
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Deployment:
+    spec: DeploymentSpec
+    overrides: LoadOverrides
+
+
+def _desired(spec: DeploymentSpec) -> _Deployment:
+    try:
+        overrides = LoadOverrides.of_deployment(spec)
+    except InvalidArgumentError as exc:
+        log.warning("%s: %s; using server defaults", spec.name, exc.message)
+        overrides = LoadOverrides()
+    return _Deployment(spec, overrides)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What the deployments want, with their overrides and names per version; the primary
+    version of each model, and the versions aliases select."""
+
+    desired: dict[Key, tuple[LoadOverrides, set[str]]]
+    primaries: dict[str, Key]
+    aliases: dict[tuple[str, str], int]
+    complete: bool = True
+
 
 class DeploymentWatcher:
-    """Follows deployments and applies them to a repository (see the module docstring)."""
+    """Follows deployments and applies them to a repository (see the module docstring).
+
+    The feed is followed by the suite's one Watch follower (`modelhub.common.watch`),
+    this watcher being its consumer."""
 
     def __init__(
         self,
@@ -60,12 +119,18 @@ class DeploymentWatcher:
         ]
         self._audit = audit
         self._routes = routes
+        self._follower = WatchFollower(
+            source.watch,
+            self,
+            name="deployment watch",
+            retry_initial_s=backoff_initial_s,
+            retry_max_s=backoff_max_s,
+        )
         self._backoff_initial = backoff_initial_s
-        self._backoff_max = backoff_max_s
         self._retry_max = retry_max_s
         self._retry_s = backoff_initial_s
-        self._deployments: dict[str, DeploymentSpec] = {}
-        self._revision = 0
+        self._deployments: dict[str, _Deployment] = {}
+        self._snapshot: dict[str, _Deployment] | None = None
         self._dirty = asyncio.Event()
         self._pinned: set[Key] = set()
         self._routed: dict[tuple[str, str], int] = {}
@@ -76,100 +141,64 @@ class DeploymentWatcher:
 
     @property
     def revision(self) -> int:
-        return self._revision
+        return self._follower.revision
 
     @property
     def deployments(self) -> dict[str, DeploymentSpec]:
-        return dict(self._deployments)
+        return {name: d.spec for name, d in self._deployments.items()}
 
     def start(self) -> None:
+        self._follower.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._watch_loop(), name="deployments-watch"),
-            loop.create_task(self._reconcile_loop(), name="deployments-reconcile"),
-        ]
+        self._tasks = [loop.create_task(self._reconcile_loop(), name="deployments-reconcile")]
 
     async def close(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
+        await self._follower.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    # ------------------------------------------------------------------ watching
+    # ------------------------------------------------------- watching (WatchConsumer)
 
-    async def _watch_loop(self) -> None:
-        backoff = self._backoff_initial
-        while True:
-            snapshot: dict[str, DeploymentSpec] | None = {} if self._revision == 0 else None
-            if snapshot is not None:
-                for table in self._tables:
-                    table.begin_snapshot()
-            try:
-                async for event in self._source.watch(self._revision):
-                    backoff = self._backoff_initial
-                    if self._apply(event, snapshot) and snapshot is not None:
-                        snapshot = None  # SYNCED: the snapshot became the state
-                log.info("watch stream ended; reconnecting from revision %d", self._revision)
-            except RevisionCompactedError as exc:
-                # History compacted, or the revision is past the registry's head (its
-                # database was restored from a backup): either way only a re-list is right.
-                log.warning(
-                    "cannot resume from revision %d (%s): re-listing from 0",
-                    self._revision,
-                    exc.message,
-                )
-                self._revision = 0
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "watch failed (%s); retrying from revision %d in %.1fs",
-                    exc,
-                    self._revision,
-                    backoff,
-                )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._backoff_max)
+    def begin_snapshot(self) -> None:
+        self._snapshot = {}
+        for table in self._tables:
+            table.begin_snapshot()
 
-    def _apply(self, event: SourceEvent, snapshot: dict[str, DeploymentSpec] | None) -> bool:
-        """Apply one event; True when it ended a snapshot."""
-        if event.type is EventType.SYNCED:
-            if snapshot is not None:
-                self._deployments = snapshot
-                for table in self._tables:
-                    table.end_snapshot()
-            self._revision = max(self._revision, event.revision)
-            self._dirty.set()
-            return True
-        live = snapshot is None
-        if live:
-            # Inside a snapshot, revisions are the resources' own: resuming from one could
-            # skip others, so only SYNCED (above) advances the position then.
-            self._revision = max(self._revision, event.revision)
+    def end_snapshot(self, revision: int) -> None:
+        if self._snapshot is not None:
+            self._deployments, self._snapshot = self._snapshot, None
+        for table in self._tables:
+            table.end_snapshot()
+        self._dirty.set()
+
+    def apply(self, event: WatchEvent, live: bool) -> None:
         if event.type is EventType.PROGRESS:
-            return False
+            return
+        put = event.type is EventType.PUT
         if event.kind is ResourceKind.DEPLOYMENT:
-            target = snapshot if snapshot is not None else self._deployments
-            if event.type is EventType.PUT and event.deployment is not None:
-                target[event.name] = event.deployment
-            elif event.type is EventType.DELETE:
+            target = self._deployments if live else self._snapshot
+            if target is None:
+                return
+            if put and event.deployment is not None:
+                target[event.name] = _desired(event.deployment)
+            elif not put:
                 target.pop(event.name, None)
             if live:
                 self._dirty.set()
         elif event.kind is ResourceKind.ENDPOINT:
-            put = event.type is EventType.PUT
+            endpoint = event.endpoint if put else None
             if self._audit is not None:
-                self._audit.put(event.name, event.audit if put else None)
+                self._audit.put(event.name, audit_policy(endpoint) if endpoint else None)
             if self._routes is not None:
-                self._routes.put(event.name, event.routes if put else None)
-        elif event.kind in (ResourceKind.ALIAS, ResourceKind.MODEL_VERSION, ResourceKind.MODEL):
+                self._routes.put(event.name, endpoint_routes(endpoint) if endpoint else None)
+        elif event.kind in _MODEL_KINDS:
             self._repo.invalidate(event.model)
-            if live and any(d.model == event.model for d in self._deployments.values()):
+            if live and any(d.spec.model == event.model for d in self._deployments.values()):
                 self._dirty.set()
-        return False
 
     # ------------------------------------------------------------------ reconciling
 
@@ -200,11 +229,19 @@ class DeploymentWatcher:
     async def reconcile(self) -> bool:
         """Bring the repository to the deployments' desired state; False if some version
         could not be resolved or loaded (a retry is due)."""
-        complete = True
-        desired: dict[Key, tuple[LoadOverrides, set[str]]] = {}
-        primaries: dict[str, Key] = {}
-        aliases: dict[tuple[str, str], int] = {}
-        for spec in sorted(self._deployments.values(), key=lambda d: d.name):
+        plan = await self._plan()
+        # 1. Load (old versions stay pinned until the swap is done).
+        ready = await self._load(plan)
+        # 2. Routes move to versions that are ready; a failed one keeps the old route.
+        self._route(plan, ready)
+        # 3. Release what no deployment wants, unless a route still points at it.
+        await self._release(plan)
+        return plan.complete and len(ready) == len(plan.desired)
+
+    async def _plan(self) -> _Plan:
+        plan = _Plan({}, {}, {})
+        for d in sorted(self._deployments.values(), key=lambda d: d.spec.name):
+            spec = d.spec
             for position, selector in enumerate(spec.selectors):
                 version = selector.version
                 if version is None:
@@ -212,47 +249,52 @@ class DeploymentWatcher:
                         info = await self._source.resolve(spec.model, selector.reference)
                     except ModelHubError as exc:
                         log.warning("deployment %s: %s", spec.name, exc.message)
-                        complete = False
+                        plan.complete = False
                         continue
                     version = info.version
                 key: Key = (spec.model, version)
-                overrides, names = desired.setdefault(key, (spec.overrides, set()))
-                if overrides != spec.overrides:
-                    log.warning(
-                        "deployments %s and %s both keep %s/%s loaded with different "
-                        "settings; using %s's",
-                        sorted(names)[0],
-                        spec.name,
-                        *key,
-                        sorted(names)[0],
-                    )
-                names.add(spec.name)
+                self._want(plan, key, d)
                 if position == 0:
-                    primaries.setdefault(spec.model, key)
+                    plan.primaries.setdefault(spec.model, key)
                 if selector.alias:
-                    aliases[(spec.model, selector.alias)] = version
+                    plan.aliases[(spec.model, selector.alias)] = version
+        return plan
 
-        # 1. Load (old versions stay pinned until the swap is done).
-        self._repo.set_pins(self._pin_map(desired, keep=self._pinned))
-        keys = list(desired)
+    @staticmethod
+    def _want(plan: _Plan, key: Key, deployment: _Deployment) -> None:
+        overrides, names = plan.desired.setdefault(key, (deployment.overrides, set()))
+        if overrides != deployment.overrides:
+            first = sorted(names)[0]
+            log.warning(
+                "deployments %s and %s both keep %s/%s loaded with different settings; using %s's",
+                first,
+                deployment.spec.name,
+                *key,
+                first,
+            )
+        names.add(deployment.spec.name)
+
+    async def _load(self, plan: _Plan) -> set[Key]:
+        self._repo.set_pins(self._pin_map(plan.desired, keep=self._pinned))
+        keys = list(plan.desired)
         results = await asyncio.gather(
-            *(self._repo.load(k[0], str(k[1]), desired[k][0]) for k in keys),
+            *(self._repo.load(k[0], str(k[1]), plan.desired[k][0]) for k in keys),
             return_exceptions=True,
         )
         ready: set[Key] = set()
         for key, result in zip(keys, results, strict=True):
             if isinstance(result, BaseException):
-                complete = False
                 message = result.message if isinstance(result, ModelHubError) else repr(result)
                 log.warning("deployment version %s/%s failed to load: %s", *key, message)
             else:
                 ready.add(key)
+        return ready
 
-        # 2. Routes move to versions that are ready; a failed one keeps the old route.
+    def _route(self, plan: _Plan, ready: set[Key]) -> None:
         routes: dict[tuple[str, str], int] = {}
-        for model, key in primaries.items():
+        for model, key in plan.primaries.items():
             routes[(model, DEFAULT_REFERENCE)] = key[1]
-        routes.update(aliases)
+        routes.update(plan.aliases)
         for route, version in routes.items():
             if (route[0], version) in ready:
                 self._repo.set_route(route[0], route[1], version)
@@ -261,16 +303,15 @@ class DeploymentWatcher:
             self._repo.set_route(route[0], route[1], None)
             del self._routed[route]
 
-        # 3. Release what no deployment wants, unless a route still points at it.
+    async def _release(self, plan: _Plan) -> None:
         still_routed = {(model, version) for (model, _), version in self._routed.items()}
         keep = {k for k in self._pinned if k in still_routed}
-        self._repo.set_pins(self._pin_map(desired, keep=keep))
-        retired = [k for k in self._pinned if k not in desired and k not in still_routed]
-        self._pinned = set(desired) | keep
+        self._repo.set_pins(self._pin_map(plan.desired, keep=keep))
+        retired = [k for k in self._pinned if k not in plan.desired and k not in still_routed]
+        self._pinned = set(plan.desired) | keep
         for key in retired:
             with contextlib.suppress(NotFoundError):
                 await self._repo.unload(key[0], key[1], cause="deployment")
-        return complete
 
     @staticmethod
     def _pin_map(

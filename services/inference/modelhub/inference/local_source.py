@@ -24,9 +24,8 @@ from modelhub.inference.source import (
     EventType,
     ResourceKind,
     SourceEvent,
-    VersionSelector,
 )
-from modelhub.inference.spec import LoadOverrides, VersionInfo
+from modelhub.inference.spec import VersionInfo
 
 
 def _entry_name(model: str) -> bool:
@@ -48,12 +47,10 @@ class DirectoryModelSource:
         root: Path,
         *,
         deploy_all: bool = True,
-        overrides: LoadOverrides | None = None,
         chunk_size: int = 1 << 20,
     ) -> None:
         self.root = Path(root)
         self._deploy_all = deploy_all
-        self._overrides = overrides or LoadOverrides()
         self._chunk_size = chunk_size
         # (path, size, mtime) → VersionInfo: hashing is paid once per file change.
         self._infos: dict[tuple[str, int, int], VersionInfo] = {}
@@ -135,12 +132,8 @@ class DirectoryModelSource:
         if start_revision == 0:
             if self._deploy_all:
                 for model in await asyncio.to_thread(self.models):
-                    spec = DeploymentSpec(
-                        name=f"deployments/{model}",
-                        model=model,
-                        selectors=(VersionSelector(),),
-                        overrides=self._overrides,
-                    )
+                    # The server's settings, the newest version.
+                    spec = DeploymentSpec(id=model, model=model)
                     yield SourceEvent(
                         EventType.PUT, 1, ResourceKind.DEPLOYMENT, spec.name, model, spec
                     )

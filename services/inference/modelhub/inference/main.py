@@ -152,11 +152,11 @@ class InferenceApp:
             self.health_gate = HealthGate(self.runtime.health, self.service.ready)
         # Events for the monitor (none without a monitor address or an injected sink).
         self.monitor_sink: MonitorSink | None = None
-        if event_sink is None and settings.monitor_address:
+        if event_sink is None and settings.monitor.address:
             event_sink = self.monitor_sink = MonitorSink(
-                settings.monitor_address,
-                token=settings.monitor_token,
-                timeout_s=settings.monitor_timeout_s,
+                settings.monitor.address,
+                token=settings.monitor.token,
+                timeout_s=settings.monitor.timeout_s,
                 max_message_bytes=settings.max_message_bytes,
                 tls=settings.tls,
             )
@@ -242,8 +242,7 @@ class InferenceApp:
                 )
             return DirectoryModelSource(Path(settings.model_dir))
         return RegistryModelSource(
-            settings.registry_address,
-            token=settings.registry_token,
+            settings.registry,
             max_message_bytes=settings.max_message_bytes,
             default_alias=settings.default_alias,
             tls=settings.tls,

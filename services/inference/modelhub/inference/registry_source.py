@@ -1,4 +1,7 @@
-"""`ModelSource` over the registry's gRPC API (modelhub.registry.v1.RegistryService)."""
+"""`ModelSource` over the registry's gRPC API (modelhub.registry.v1.RegistryService).
+
+Versions, deployments, endpoints and the Watch feed are read through the registry
+contract's one view (`modelhub.common.registry_view`, `modelhub.common.registry_client`)."""
 
 from __future__ import annotations
 
@@ -10,153 +13,36 @@ from typing import Any
 import grpc
 
 from modelhub.api.registry.v1 import registry_pb2 as rpb
-from modelhub.api.registry.v1 import registry_pb2_grpc as rpb_grpc
-from modelhub.common.channels import bearer, service_channel
+from modelhub.common.contract import ResourceKind
 from modelhub.common.errors import (
     InvalidArgumentError,
     ModelHubError,
     NotFoundError,
-    RevisionCompactedError,
     UnavailableError,
 )
-from modelhub.common.names import is_decimal
-from modelhub.common.settings import TlsSettings
-from modelhub.inference import convert
-from modelhub.inference.audit import AuditPolicy
-from modelhub.inference.endpoints import EndpointRoutes
-from modelhub.inference.source import (
-    DEFAULT_REFERENCE,
-    LATEST,
-    DeploymentSpec,
-    EventType,
-    ResourceKind,
-    SourceEvent,
-    VersionSelector,
-)
-from modelhub.inference.spec import LoadOverrides, ModelSchema, TensorSpec, VersionInfo
+from modelhub.common.names import LATEST, is_decimal, model_name, version_name
+from modelhub.common.registry_client import RegistryConnection
+from modelhub.common.registry_view import version_from_pb
+from modelhub.common.settings import RegistryClientSettings, TlsSettings
+from modelhub.common.status import domain_error
+from modelhub.inference.source import DEFAULT_REFERENCE, SourceEvent
+from modelhub.inference.spec import VersionInfo
 
 log = logging.getLogger("modelhub.inference.registry")
 
-_EVENT_TYPES = {
-    rpb.WatchEvent.PUT: EventType.PUT,
-    rpb.WatchEvent.DELETE: EventType.DELETE,
-    rpb.WatchEvent.SYNCED: EventType.SYNCED,
-    rpb.WatchEvent.PROGRESS: EventType.PROGRESS,
-}
-_KINDS = {
-    rpb.DEPLOYMENT: ResourceKind.DEPLOYMENT,
-    rpb.ALIAS: ResourceKind.ALIAS,
-    rpb.MODEL_VERSION: ResourceKind.MODEL_VERSION,
-    rpb.MODEL: ResourceKind.MODEL,
-    rpb.ENDPOINT: ResourceKind.ENDPOINT,
-}
+# The CLI's batch scorer reads versions with the same conversion.
+version_info = version_from_pb
 
 
-def _domain_error(exc: grpc.aio.AioRpcError, what: str) -> ModelHubError:
-    code = exc.code()
-    details = exc.details() or code.name
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFoundError(f"{what}: {details}")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgumentError(f"{what}: {details}", field="model_version")
-    if code == grpc.StatusCode.OUT_OF_RANGE:
-        return RevisionCompactedError(f"{what}: {details}")
+def _as_source_error(error: ModelHubError) -> ModelHubError:
+    """What a caller of inference hears of a failed registry call: the version does not
+    exist (NOT_FOUND) or was named wrong (INVALID_ARGUMENT), else the registry is
+    unavailable to this server (its own credentials or deadline are not the caller's)."""
+    if isinstance(error, NotFoundError | InvalidArgumentError):
+        return error
     return UnavailableError(
-        f"{what}: the registry answered {code.name}: {details}", reason="REGISTRY_UNAVAILABLE"
-    )
-
-
-def model_id(name: str) -> str:
-    """`models/fraud/versions/3` → `fraud` (and the same for aliases and `models/fraud`)."""
-    parts = name.split("/")
-    return parts[1].split("@")[0] if len(parts) > 1 and parts[0] == "models" else ""
-
-
-def version_info(version: rpb.ModelVersion) -> VersionInfo:
-    schema = None
-    if version.HasField("schema"):
-        schema = ModelSchema(
-            tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in version.schema.inputs),
-            tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in version.schema.outputs),
-        )
-    return VersionInfo(
-        model=model_id(version.model or version.name),
-        version=version.version,
-        sha256=version.artifact.sha256,
-        size_bytes=version.artifact.size_bytes,
-        schema=schema,
-        aliases=tuple(version.aliases),
-    )
-
-
-def deployment_spec(deployment: rpb.Deployment) -> DeploymentSpec:
-    selectors = []
-    for selector in deployment.versions:
-        kind = selector.WhichOneof("selector")
-        if kind == "version":
-            selectors.append(VersionSelector(version=selector.version))
-        elif kind == "alias":
-            selectors.append(VersionSelector(alias=selector.alias))
-        else:
-            selectors.append(VersionSelector())
-    try:
-        overrides = LoadOverrides(
-            convert.batching_overrides(deployment.batching),
-            convert.runtime_overrides(
-                deployment.runtime, deployment.instance_count, deployment.device
-            ),
-        )
-    except InvalidArgumentError as exc:
-        log.warning("deployment %s: %s; using server defaults", deployment.name, exc.message)
-        overrides = LoadOverrides()
-    return DeploymentSpec(
-        name=deployment.name,
-        model=model_id(deployment.model),
-        selectors=tuple(selectors) or (VersionSelector(),),
-        overrides=overrides,
-    )
-
-
-def audit_policy(endpoint: rpb.Endpoint) -> AuditPolicy | None:
-    """An endpoint's audit policy (None when it records nothing)."""
-    if not endpoint.HasField("audit") or not endpoint.audit.sample_rate > 0:
-        return None
-    return AuditPolicy(
-        sample_rate=min(endpoint.audit.sample_rate, 1.0),
-        redact_inputs=frozenset(endpoint.audit.redact_inputs),
-    )
-
-
-def endpoint_routes(endpoint: rpb.Endpoint) -> EndpointRoutes:
-    """An endpoint's variant and shadow names and the versions the registry resolved
-    their selectors to."""
-    targets: list[rpb.Variant | rpb.Shadow] = [*endpoint.variants, *endpoint.shadows]
-    return EndpointRoutes(
-        names=frozenset(t.name for t in targets),
-        versions=frozenset(
-            (model_id(t.model), int(t.selector.resolved_version))
-            for t in targets
-            if t.selector.resolved_version > 0
-        ),
-    )
-
-
-def source_event(event: rpb.WatchEvent) -> SourceEvent:
-    kind = _KINDS.get(event.kind, ResourceKind.OTHER)
-    event_type = _EVENT_TYPES.get(event.type, EventType.PROGRESS)
-    deployment = None
-    audit = None
-    routes = None
-    model = model_id(event.name)
-    if event.HasField("deployment"):
-        model = model_id(event.deployment.model)
-        if event_type is EventType.PUT:
-            deployment = deployment_spec(event.deployment)
-    elif event.HasField("endpoint") and event_type is EventType.PUT:
-        audit = audit_policy(event.endpoint)
-        routes = endpoint_routes(event.endpoint)
-    return SourceEvent(
-        event_type, event.revision, kind, event.name, model, deployment, audit, routes
+        f"{error.message} (the registry answered {error.reason})",
+        reason="REGISTRY_UNAVAILABLE",
     )
 
 
@@ -165,56 +51,50 @@ class RegistryModelSource:
 
     Create it inside the running event loop (it opens an aio channel)."""
 
-    # Endpoints for their audit policies (the payload audit log).
-    WATCH_KINDS = (rpb.DEPLOYMENT, rpb.ALIAS, rpb.MODEL_VERSION, rpb.MODEL, rpb.ENDPOINT)
+    # Endpoints for their audit policies (the payload audit log) and routes.
+    WATCH_KINDS = (
+        ResourceKind.DEPLOYMENT,
+        ResourceKind.ALIAS,
+        ResourceKind.MODEL_VERSION,
+        ResourceKind.MODEL,
+        ResourceKind.ENDPOINT,
+    )
 
     def __init__(
         self,
-        address: str,
+        registry: RegistryClientSettings,
         *,
-        token: str = "",
-        timeout_s: float = 10.0,
         max_message_bytes: int = 64 << 20,
         default_alias: str = "champion",
         tls: TlsSettings | None = None,
     ) -> None:
-        self.address = address
+        self.address = registry.address
         # The alias a model's default version follows ("": the newest READY version).
         self.default_alias = default_alias
-        self._channel = service_channel(address, max_message_bytes, tls)
-        self._stub = rpb_grpc.RegistryServiceStub(self._channel)
-        self._metadata = bearer(token)
-        self._timeout = timeout_s
+        self._registry = RegistryConnection(registry, tls=tls, max_message_bytes=max_message_bytes)
+        self._watch = self._registry.watch(self.WATCH_KINDS)
 
-    async def _get(self, name: str) -> rpb.ModelVersion:
+    async def _get(self, name: str) -> VersionInfo:
         try:
-            return await self._stub.GetModelVersion(
-                rpb.GetModelVersionRequest(name=name, view=rpb.BASIC),
-                metadata=self._metadata,
-                timeout=self._timeout,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise _domain_error(exc, f"resolving {name}") from None
+            return version_from_pb(await self._registry.get_version(name))
+        except ModelHubError as exc:
+            raise _as_source_error(exc) from None
 
     async def resolve(self, model: str, reference: str) -> VersionInfo:
-        base = f"models/{model}"
+        base = model_name(model)
         if reference == DEFAULT_REFERENCE:
-            version: rpb.ModelVersion | None = None
             if self.default_alias:
                 with contextlib.suppress(NotFoundError):
-                    version = await self._get(f"{base}@{self.default_alias}")
-            if version is None:
-                version = await self._get(f"{base}@{LATEST}")
-        elif is_decimal(reference):
-            version = await self._get(f"{base}/versions/{int(reference)}")
-        else:
-            version = await self._get(f"{base}@{reference}")
-        return version_info(version)
+                    return await self._get(f"{base}@{self.default_alias}")
+            return await self._get(f"{base}@{LATEST}")
+        if is_decimal(reference):
+            return await self._get(version_name(model, int(reference)))
+        return await self._get(f"{base}@{reference}")
 
     async def download(self, info: VersionInfo) -> AsyncIterator[bytes]:
-        name = f"models/{info.model}/versions/{info.version}"
-        stream: Any = self._stub.DownloadModelVersion(
-            rpb.DownloadModelVersionRequest(name=name), metadata=self._metadata
+        name = info.name
+        stream: Any = self._registry.stub.DownloadModelVersion(
+            rpb.DownloadModelVersionRequest(name=name), metadata=self._registry.metadata
         )
         try:
             async for message in stream:
@@ -228,20 +108,12 @@ class RegistryModelSource:
                     continue
                 yield message.chunk
         except grpc.aio.AioRpcError as exc:
-            raise _domain_error(exc, f"downloading {name}") from None
+            raise _as_source_error(domain_error(exc, f"downloading {name}")) from None
         finally:
             stream.cancel()
 
-    async def watch(self, start_revision: int) -> AsyncIterator[SourceEvent]:
-        request = rpb.WatchRequest(start_revision=start_revision, kinds=self.WATCH_KINDS)
-        stream: Any = self._stub.Watch(request, metadata=self._metadata)
-        try:
-            async for event in stream:
-                yield source_event(event)
-        except grpc.aio.AioRpcError as exc:
-            raise _domain_error(exc, f"watching from revision {start_revision}") from None
-        finally:
-            stream.cancel()
+    def watch(self, start_revision: int) -> AsyncIterator[SourceEvent]:
+        return self._watch(start_revision)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._registry.close()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from modelhub.common.limits import DEFAULT_MAX_REQUEST_BYTES, REQUEST_ENVELOPE_BYTES
-from modelhub.common.settings import ServiceSettings
+from modelhub.common.settings import (
+    MONITOR_CLIENT_ALIASES,
+    REGISTRY_CLIENT_ALIASES,
+    FlatAliases,
+    MonitorClientSettings,
+    RegistryClientSettings,
+    ServiceSettings,
+)
 from modelhub.inference.cost_model import single_cpu
 from modelhub.inference.spec import BatchingPolicy, Device, LoadOptions, RuntimeOptions
 
@@ -17,9 +24,13 @@ __all__ = ["REQUEST_ENVELOPE_BYTES", "InferenceSettings"]
 
 class InferenceSettings(ServiceSettings):
     """Every inference setting, with its default. Batching and runtime values are server
-    defaults: a deployment or a LoadModel request may override them per version."""
+    defaults: a deployment or a LoadModel request may override them per version. The
+    registry and monitor clients are nested (`MODELHUB_INFERENCE_REGISTRY__ADDRESS`); their
+    flat names (`MODELHUB_INFERENCE_REGISTRY_ADDRESS`, `_REGISTRY_TOKEN`, `_MONITOR_ADDRESS`,
+    `_MONITOR_TOKEN`, `_MONITOR_TIMEOUT_S`) still work."""
 
     model_config = SettingsConfigDict(env_prefix="MODELHUB_INFERENCE_", extra="ignore")
+    flat_aliases: ClassVar[FlatAliases] = {**REGISTRY_CLIENT_ALIASES, **MONITOR_CLIENT_ALIASES}
 
     port: int = Field(default=50052, ge=0, le=65535, description="gRPC port; 0 picks one.")
 
@@ -29,13 +40,10 @@ class InferenceSettings(ServiceSettings):
         description="`registry`: follow the registry's deployments and download artifacts "
         "from it. `directory`: serve the ONNX files under `model_dir` (no registry).",
     )
-    registry_address: str = Field(
-        default="127.0.0.1:50051", description="The registry's gRPC address (host:port)."
-    )
-    registry_token: str = Field(
-        default="",
-        description="Bearer token for calls to the registry, when it requires one "
-        "(reader role suffices).",
+    registry: RegistryClientSettings = Field(
+        default_factory=RegistryClientSettings,
+        description="With model_source=registry: the registry whose deployments this "
+        "server follows and whose artifacts it downloads (reader role suffices).",
     )
     model_dir: str = Field(
         default="",
@@ -183,16 +191,10 @@ class InferenceSettings(ServiceSettings):
         return min(self.max_message_bytes, self.max_request_bytes + REQUEST_ENVELOPE_BYTES)
 
     # Monitor.
-    monitor_address: str = Field(
-        default="",
-        description="The monitor's gRPC address (host:port); empty: no events are sent (and "
-        "none are built).",
-    )
-    monitor_token: str = Field(
-        default="", description="Bearer token for the monitor (publisher role needed)."
-    )
-    monitor_timeout_s: float = Field(
-        default=5.0, gt=0, description="Bound on each call to the monitor."
+    monitor: MonitorClientSettings = Field(
+        default_factory=MonitorClientSettings,
+        description="The monitor events and audit records go to (publisher role needed); "
+        "no address: no events are sent (and none are built).",
     )
     event_buffer_size: int = Field(
         default=10_000,

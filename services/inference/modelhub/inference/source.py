@@ -4,80 +4,40 @@ The inference service needs three things from a model source: resolve a version 
 to a version (digest, size, schema), stream an artifact's bytes, and follow the
 deployments that say which versions to keep loaded. `registry_source.RegistryModelSource`
 implements it over the registry's gRPC API; `local_source.DirectoryModelSource` over a
-directory of ONNX files.
+directory of ONNX files. Versions, selectors, deployments and the feed's events are the
+registry contract's types (`modelhub.common.contract`).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Protocol
 
-from modelhub.inference.audit import AuditPolicy
-from modelhub.inference.endpoints import EndpointRoutes
-from modelhub.inference.spec import LoadOverrides, VersionInfo
+from modelhub.common.contract import (
+    DEFAULT_REFERENCE,
+    LATEST,
+    DeploymentSpec,
+    EventType,
+    ResourceKind,
+    VersionInfo,
+    VersionSelector,
+    WatchEvent,
+)
 
-DEFAULT_REFERENCE = ""  # the model's default version: alias `champion`, else `latest`
-LATEST = "latest"
+__all__ = [
+    "DEFAULT_REFERENCE",
+    "LATEST",
+    "DeploymentSpec",
+    "EventType",
+    "ModelSource",
+    "ResourceKind",
+    "SourceEvent",
+    "VersionInfo",
+    "VersionSelector",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class VersionSelector:
-    """A deployment's choice of version: a number, an alias, or (neither) the latest."""
-
-    version: int | None = None
-    alias: str | None = None
-
-    @property
-    def reference(self) -> str:
-        if self.version is not None:
-            return str(self.version)
-        return self.alias or LATEST
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentSpec:
-    """Desired state: keep these versions of `model` loaded, with these settings. The
-    first selector is the primary: it becomes the model's default version here."""
-
-    name: str
-    model: str
-    selectors: tuple[VersionSelector, ...]
-    overrides: LoadOverrides
-
-
-class EventType(enum.Enum):
-    PUT = "put"
-    DELETE = "delete"
-    SYNCED = "synced"  # end of the initial snapshot
-    PROGRESS = "progress"  # heartbeat: the revision is safe to resume from
-
-
-class ResourceKind(enum.Enum):
-    DEPLOYMENT = "deployment"
-    ALIAS = "alias"
-    MODEL_VERSION = "model_version"
-    MODEL = "model"
-    ENDPOINT = "endpoint"
-    OTHER = "other"
-
-
-@dataclass(frozen=True, slots=True)
-class SourceEvent:
-    """One change of the watch feed. `model` is the model the resource belongs to
-    (empty for SYNCED/PROGRESS); `deployment` is set for deployment PUTs; `audit` is an
-    endpoint's audit policy on its PUTs (None: the endpoint records nothing)."""
-
-    type: EventType
-    revision: int
-    kind: ResourceKind = ResourceKind.OTHER
-    name: str = ""
-    model: str = ""
-    deployment: DeploymentSpec | None = None
-    audit: AuditPolicy | None = None
-    # An endpoint's variants, shadows and the versions they resolve to (on its PUTs).
-    routes: EndpointRoutes | None = None
+# The watch feed's events are the registry contract's (`modelhub.common.contract`).
+SourceEvent = WatchEvent
 
 
 class ModelSource(Protocol):

@@ -1,66 +1,40 @@
-"""Plain value types the inference domain passes around: tensor specs, model schemas,
-version descriptions and the batching/runtime options a version is loaded with."""
+"""Plain value types the inference domain passes around: the batching/runtime options a
+version is loaded with. Tensor specs, model schemas, version descriptions and devices are
+the registry contract's (`modelhub.common.contract`), re-exported here."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from modelhub.common.contract import (
+    DeploymentSpec,
+    Device,
+    ModelSchema,
+    TensorSpec,
+    VersionInfo,
+    VersionKey,
+)
+from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.serving import BatchingConfig, RuntimeConfig
+
+__all__ = [
+    "BatchingOverrides",
+    "BatchingPolicy",
+    "Device",
+    "LoadOptions",
+    "LoadOverrides",
+    "ModelSchema",
+    "RuntimeOptions",
+    "RuntimeOverrides",
+    "TensorSpec",
+    "VersionInfo",
+    "VersionKey",
+]
+
 T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    """One input or output of a model: Open Inference Protocol datatype and shape (-1 =
-    dynamic dimension)."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSchema:
-    """A model's inputs and outputs, as read from its graph."""
-
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
-    """What a model source says about one version: identity, artifact digest, schema."""
-
-    model: str
-    version: int
-    sha256: str
-    size_bytes: int
-    schema: ModelSchema | None = None
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> VersionKey:
-        return VersionKey(self.model, self.version)
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class VersionKey:
-    """A model version's identity on this server."""
-
-    model: str
-    version: int
-
-    def __str__(self) -> str:
-        return f"{self.model}/{self.version}"
-
-
-class Device(enum.Enum):
-    """Where a version runs. AUTO: CUDA when it really works, CPU otherwise."""
-
-    AUTO = "auto"
-    CPU = "cpu"
-    GPU = "gpu"
+MAX_INSTANCES = 64  # sessions per version (the registry's bound for deployments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +117,53 @@ class LoadOverrides:
 
     def apply(self, base: LoadOptions) -> LoadOptions:
         return LoadOptions(self.batching.apply(base.batching), self.runtime.apply(base.runtime))
+
+    @classmethod
+    def of(
+        cls, batching: BatchingConfig, runtime: RuntimeConfig, instance_count: int, device: Device
+    ) -> LoadOverrides:
+        """Settings as the API carries them (zero / empty: the server default) as
+        overrides; InvalidArgumentError for values out of range."""
+        batching = batching.validate("batching")
+        runtime = runtime.validate("runtime")
+        if not 0 <= instance_count <= MAX_INSTANCES:
+            raise InvalidArgumentError(
+                f"instance_count must be between 0 and {MAX_INSTANCES}, got {instance_count}",
+                field="instance_count",
+            )
+        return cls(
+            BatchingOverrides(
+                max_batch_size=_positive(batching.max_batch_size),
+                max_queue_delay_s=_seconds(batching.max_queue_delay_us),
+                max_queue_size=_positive(batching.max_queue_size),
+                priority_levels=_positive(batching.priority_levels),
+                default_timeout_s=_seconds(batching.default_timeout_us),
+            ),
+            _runtime_overrides(runtime, instance_count, device),
+        )
+
+    @classmethod
+    def of_deployment(cls, spec: DeploymentSpec) -> LoadOverrides:
+        """A deployment's settings as overrides (see `of`)."""
+        return cls.of(spec.batching, spec.runtime, spec.instance_count, spec.device)
+
+
+def _runtime_overrides(config: RuntimeConfig, instances: int, device: Device) -> RuntimeOverrides:
+    return RuntimeOverrides(
+        device=device,
+        intra_op_threads=_positive(config.intra_op_threads),
+        inter_op_threads=_positive(config.inter_op_threads),
+        graph_optimization=config.graph_optimization or None,
+        instance_count=_positive(instances),
+    )
+
+
+def _positive(value: int) -> int | None:
+    return value if value > 0 else None
+
+
+def _seconds(microseconds: int) -> float | None:
+    return microseconds / 1e6 if microseconds > 0 else None
 
 
 def _pick(value: T | None, default: T) -> T:

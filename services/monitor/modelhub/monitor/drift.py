@@ -26,9 +26,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import stats
 
 from modelhub.common.errors import InvalidArgumentError
-from modelhub.monitor.probability import chi2_sf, ks_p_value
+from modelhub.monitor.probability import ks_p_value
 from modelhub.monitor.profile import NUMERIC, DataProfile, FeatureProfile, bin_counts
 
 _SHARE_FLOOR = 1e-4
@@ -182,9 +183,8 @@ def chi2_homogeneity_p(baseline_counts: ArrayLike, live_counts: ArrayLike) -> fl
     rows = table.sum(axis=1)
     if table.shape[1] < 2 or np.any(rows <= 0):
         return 1.0
-    expected = np.outer(rows, table.sum(axis=0)) / table.sum()
-    statistic = float(np.sum((table - expected) ** 2 / expected))
-    return chi2_sf(statistic, table.shape[1] - 1)
+    # Pearson's statistic as it is (no Yates correction, also with two bins).
+    return float(stats.chi2_contingency(table, correction=False).pvalue)
 
 
 def binned_ks(edges: ArrayLike, baseline_counts: ArrayLike, live: ArrayLike) -> float:

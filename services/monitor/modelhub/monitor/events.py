@@ -15,6 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from modelhub.common.errors import FieldViolation, InvalidArgumentError
+from modelhub.common.names import ENDPOINTS, MODELS, RESOURCE_ID, id_in
+from modelhub.common.profile import FEATURE_NAME
+from modelhub.common.violations import prefixed, violations_error
+
+__all__ = ["prefixed", "violations_error"]
 
 # Canonical gRPC status code names by number (grpc.StatusCode, without importing grpc).
 STATUS_NAMES: tuple[str, ...] = (
@@ -37,11 +42,11 @@ STATUS_NAMES: tuple[str, ...] = (
     "UNAUTHENTICATED",
 )
 
-# Registry identifiers: 1-63 lowercase letters, digits and '-', starting with a letter.
-IDENTIFIER = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Registry identifiers (the registry's rule), whole: `IDENTIFIER.match` matches all of it.
+IDENTIFIER = re.compile(rf"(?:{RESOURCE_ID.pattern})\Z")
 # Variant, shadow and feature names are set by users of the router and the models:
-# accept the usual identifier characters, bounded in length.
-LABEL = re.compile(r"^[A-Za-z0-9_.:\[\]/-]{1,128}$")
+# accept the usual identifier characters, bounded in length (the data profile's rule).
+LABEL = FEATURE_NAME
 SOURCES = ("router", "inference", "unknown")
 # Most output values an event may carry for a shadow comparison.
 MAX_OUTPUTS = 1024
@@ -114,20 +119,15 @@ def is_label(name: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def model_id(name: str) -> str | None:
-    """The `{model}` of `models/{model}`, or None when `name` is not such a name."""
-    prefix, _, ident = name.partition("/")
-    if prefix != "models" or not IDENTIFIER.match(ident):
-        return None
-    return ident
+    """The `{model}` of `models/{model}` (the registry's rules), or None when `name` is
+    not such a name (cached: the same few names arrive with every event)."""
+    return id_in(name, MODELS)
 
 
 @functools.lru_cache(maxsize=4096)
 def endpoint_id(name: str) -> str | None:
     """The `{endpoint}` of `endpoints/{endpoint}`, or None (cached, like `model_id`)."""
-    prefix, _, ident = name.partition("/")
-    if prefix != "endpoints" or not IDENTIFIER.match(ident):
-        return None
-    return ident
+    return id_in(name, ENDPOINTS)
 
 
 def check_model_name(name: str, field_name: str, *, required: bool = True) -> None:
@@ -234,31 +234,18 @@ def event_violations(event: Event, now: float, max_skew_s: float) -> list[FieldV
     return _all_violations(event, now, max_skew_s)
 
 
-def _all_violations(event: Event, now: float, max_skew_s: float) -> list[FieldViolation]:
-    out: list[FieldViolation] = []
+def _identity_violations(event: Event, out: list[FieldViolation]) -> None:
+    """Model and version."""
     if not event.model:
         out.append(FieldViolation("model", "is required: `models/{model}`"))
     elif model_id(event.model) is None:
         out.append(FieldViolation("model", f"must be `models/{{model}}`, got {event.model!r}"))
     if event.version <= 0:
         out.append(FieldViolation("version", f"must be a positive version, got {event.version}"))
-    if not _finite_non_negative(event.latency_s):
-        out.append(
-            FieldViolation(
-                "latency_seconds", f"must be finite and non-negative, got {event.latency_s}"
-            )
-        )
-    for name, value in (("queue_seconds", event.queue_s), ("compute_seconds", event.compute_s)):
-        if not _finite_non_negative(value):
-            out.append(FieldViolation(name, f"must be finite and non-negative, got {value}"))
-    if not 0 <= event.status_code < len(STATUS_NAMES):
-        out.append(
-            FieldViolation(
-                "status_code", f"must be a gRPC status code 0-16, got {event.status_code}"
-            )
-        )
-    if event.rows < 0:
-        out.append(FieldViolation("rows", f"must be non-negative, got {event.rows}"))
+
+
+def _route_violations(event: Event, out: list[FieldViolation]) -> None:
+    """Endpoint, variant, source, request id."""
     if event.endpoint and endpoint_id(event.endpoint) is None:
         out.append(
             FieldViolation("endpoint", f"must be `endpoints/{{endpoint}}`, got {event.endpoint!r}")
@@ -271,6 +258,31 @@ def _all_violations(event: Event, now: float, max_skew_s: float) -> list[FieldVi
         )
     if len(event.request_id) > 256:
         out.append(FieldViolation("request_id", "must be at most 256 characters"))
+
+
+def _measure_violations(event: Event, out: list[FieldViolation]) -> None:
+    """Durations, status code, rows."""
+    durations = (
+        ("latency_seconds", event.latency_s),
+        ("queue_seconds", event.queue_s),
+        ("compute_seconds", event.compute_s),
+    )
+    for name, value in durations:
+        if not _finite_non_negative(value):
+            out.append(FieldViolation(name, f"must be finite and non-negative, got {value}"))
+    if not 0 <= event.status_code < len(STATUS_NAMES):
+        out.append(
+            FieldViolation(
+                "status_code", f"must be a gRPC status code 0-16, got {event.status_code}"
+            )
+        )
+    if event.rows < 0:
+        out.append(FieldViolation("rows", f"must be non-negative, got {event.rows}"))
+
+
+def _time_violations(
+    event: Event, now: float, max_skew_s: float, out: list[FieldViolation]
+) -> None:
     if event.time and not math.isfinite(event.time):
         out.append(FieldViolation("time", "must be a valid timestamp"))
     elif event.time > now + max_skew_s:
@@ -281,6 +293,32 @@ def _all_violations(event: Event, now: float, max_skew_s: float) -> list[FieldVi
                 f"skew of {max_skew_s:.0f} s): check the sender's clock",
             )
         )
+
+
+def _shadow_violations(i: int, shadow: ShadowResult, out: list[FieldViolation]) -> None:
+    path = f"shadows[{i}]"
+    if not is_label(shadow.shadow):
+        out.append(FieldViolation(f"{path}.shadow", "is required: the shadow's name"))
+    if model_id(shadow.model) is None:
+        out.append(
+            FieldViolation(f"{path}.model", f"must be `models/{{model}}`, got {shadow.model!r}")
+        )
+    if shadow.version <= 0:
+        out.append(FieldViolation(f"{path}.version", "must be a positive version"))
+    if not 0 <= shadow.status_code < len(STATUS_NAMES):
+        out.append(FieldViolation(f"{path}.status_code", "must be a gRPC status code 0-16"))
+    if not _finite_non_negative(shadow.latency_s):
+        out.append(FieldViolation(f"{path}.latency_seconds", "must be finite and non-negative"))
+    if not _finite_non_negative(shadow.max_abs_diff):
+        out.append(FieldViolation(f"{path}.max_abs_diff", "must be finite and non-negative"))
+
+
+def _all_violations(event: Event, now: float, max_skew_s: float) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    _identity_violations(event, out)
+    _measure_violations(event, out)
+    _route_violations(event, out)
+    _time_violations(event, now, max_skew_s, out)
     if event.shadow and event.mirrored:
         out.append(FieldViolation("mirrored", "an event is a shadow copy or a primary, not both"))
     if len(event.outputs) > MAX_OUTPUTS:
@@ -290,21 +328,7 @@ def _all_violations(event: Event, now: float, max_skew_s: float) -> list[FieldVi
     _check_values(event.features, "features", out)
     _check_values(event.predictions, "predictions", out)
     for i, shadow in enumerate(event.shadows):
-        path = f"shadows[{i}]"
-        if not is_label(shadow.shadow):
-            out.append(FieldViolation(f"{path}.shadow", "is required: the shadow's name"))
-        if model_id(shadow.model) is None:
-            out.append(
-                FieldViolation(f"{path}.model", f"must be `models/{{model}}`, got {shadow.model!r}")
-            )
-        if shadow.version <= 0:
-            out.append(FieldViolation(f"{path}.version", "must be a positive version"))
-        if not 0 <= shadow.status_code < len(STATUS_NAMES):
-            out.append(FieldViolation(f"{path}.status_code", "must be a gRPC status code 0-16"))
-        if not _finite_non_negative(shadow.latency_s):
-            out.append(FieldViolation(f"{path}.latency_seconds", "must be finite and non-negative"))
-        if not _finite_non_negative(shadow.max_abs_diff):
-            out.append(FieldViolation(f"{path}.max_abs_diff", "must be finite and non-negative"))
+        _shadow_violations(i, shadow, out)
     return out
 
 
@@ -328,20 +352,3 @@ def outcome_violations(outcome: Outcome) -> list[FieldViolation]:
     if outcome.time and not math.isfinite(outcome.time):
         out.append(FieldViolation("time", "must be a valid timestamp"))
     return out
-
-
-def prefixed(violations: Sequence[FieldViolation], prefix: str) -> list[FieldViolation]:
-    """`violations` with `prefix` (e.g. "events[3]") prepended to every field path."""
-    return [
-        FieldViolation(f"{prefix}.{v.field}" if v.field else prefix, v.description)
-        for v in violations
-    ]
-
-
-def violations_error(violations: Sequence[FieldViolation], what: str) -> InvalidArgumentError:
-    """One INVALID_ARGUMENT listing every violation (the message shows the first few)."""
-    shown = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
-    more = f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""
-    return InvalidArgumentError(
-        f"invalid {what}: {shown}{more}; nothing was stored", violations=list(violations)
-    )

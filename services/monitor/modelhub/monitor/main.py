@@ -105,7 +105,7 @@ async def build(
     """Wire a monitor from settings; raises SchemaOutdatedError on an old database.
 
     `baseline_source` replaces the registry client (tests); without it one is made when
-    `registry_address` is set."""
+    `registry.address` is set."""
     store = MonitorStore.from_url(settings.database_url)
     try:
         await store.check_schema()
@@ -113,10 +113,9 @@ async def build(
         await store.close()
         raise
     registry = None
-    if baseline_source is None and settings.registry_address:
-        registry = RegistryProfiles(
-            settings.registry_address, settings.registry_token, settings.registry_timeout_s
-        )
+    if baseline_source is None and settings.registry.address:
+        registry = RegistryProfiles(settings.registry, tls=settings.tls)
+        registry.start()
         baseline_source = registry
     webhooks = WebhookNotifier(settings.webhook_timeout_s, settings.max_webhooks_in_flight)
     monitor = Monitor(

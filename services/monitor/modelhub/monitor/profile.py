@@ -1,75 +1,59 @@
 """Data profiles: the per-feature distribution of reference data, the drift baseline.
 
 A numeric feature is a histogram (`bin_edges`, `counts`) plus summary statistics and
-quantiles; a categorical one is counts per category. Profiles built here from samples
-bin numeric features at the sample's deciles (equal-population bins, the usual choice
-for PSI). Profiles from elsewhere (the registry, a client) are validated before use.
+quantiles; a categorical one is counts per category (`modelhub.common.profile`, with the
+one validator the registry enforces too). Profiles built here from samples bin numeric
+features at the sample's deciles (equal-population bins, the usual choice for PSI).
+Profiles from elsewhere (the registry, a client) are validated before use.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from modelhub.common.errors import FieldViolation
-from modelhub.monitor.events import LABEL, violations_error
+from modelhub.common.profile import (
+    CATEGORICAL,
+    FEATURE_NAME,
+    KINDS,
+    MAX_BINS,
+    MAX_CATEGORIES,
+    MAX_PROFILE_FEATURES,
+    NUMERIC,
+    DataProfile,
+    FeatureProfile,
+    validate_profile,
+)
+from modelhub.common.violations import violations_error
 
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
-KINDS = (NUMERIC, CATEGORICAL)
+__all__ = [
+    "CATEGORICAL",
+    "KINDS",
+    "MAX_BINS",
+    "MAX_CATEGORIES",
+    "MAX_PROFILE_FEATURES",
+    "NUMERIC",
+    "Baseline",
+    "DataProfile",
+    "FeatureProfile",
+    "FeatureSample",
+    "bin_counts",
+    "build_profile",
+    "categorical_profile",
+    "numeric_profile",
+    "validate_profile",
+]
 QUANTILE_PROBS: tuple[float, ...] = (
     0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99,
 )  # fmt: skip
 DEFAULT_BINS = 10
 MIN_BASELINE_VALUES = 10
-MAX_BINS = 1000
-MAX_CATEGORIES = 1000
-MAX_PROFILE_FEATURES = 1000
-
-
-@dataclass(slots=True)
-class FeatureProfile:
-    """Distribution of one feature or output."""
-
-    name: str
-    kind: str
-    bin_edges: list[float] = field(default_factory=list)
-    counts: list[float] = field(default_factory=list)
-    categories: list[str] = field(default_factory=list)
-    quantiles: list[float] = field(default_factory=list)
-    count: int = 0
-    mean: float = 0.0
-    stddev: float = 0.0
-    min: float = 0.0
-    max: float = 0.0
-
-
-@dataclass(slots=True)
-class DataProfile:
-    """Input features and outputs of reference data."""
-
-    features: list[FeatureProfile] = field(default_factory=list)
-    predictions: list[FeatureProfile] = field(default_factory=list)
-
-    def is_empty(self) -> bool:
-        return not self.features and not self.predictions
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DataProfile:
-        return cls(
-            features=[FeatureProfile(**f) for f in data.get("features", [])],
-            predictions=[FeatureProfile(**f) for f in data.get("predictions", [])],
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +123,7 @@ def _sample_violations(
     seen: set[str] = set()
     for i, sample in enumerate(samples):
         where = f"{path}[{i}]"
-        if not LABEL.match(sample.name):
+        if not FEATURE_NAME.match(sample.name):
             out.append(
                 FieldViolation(f"{where}.name", f"must be a feature name, got {sample.name!r}")
             )
@@ -188,92 +172,6 @@ def build_profile(
         return categorical_profile(sample.name, sample.categories)
 
     return DataProfile([one(s) for s in features], [one(s) for s in predictions])
-
-
-def _counts_violations(counts: Sequence[float], where: str, out: list[FieldViolation]) -> None:
-    if not all(math.isfinite(c) and c >= 0 for c in counts):
-        out.append(FieldViolation(f"{where}.counts", "must be finite and non-negative"))
-    elif not sum(counts) > 0:
-        out.append(FieldViolation(f"{where}.counts", "must not all be zero"))
-
-
-def _feature_violations(feature: FeatureProfile, where: str, out: list[FieldViolation]) -> None:
-    if feature.kind == NUMERIC:
-        edges = feature.bin_edges
-        if feature.categories:
-            out.append(FieldViolation(f"{where}.categories", "must be empty for NUMERIC"))
-        if len(edges) < 2 or len(edges) > MAX_BINS + 1:
-            out.append(
-                FieldViolation(
-                    f"{where}.bin_edges", f"needs 2 to {MAX_BINS + 1} edges, got {len(edges)}"
-                )
-            )
-        elif not all(math.isfinite(e) for e in edges) or any(
-            b <= a for a, b in itertools.pairwise(edges)
-        ):
-            out.append(
-                FieldViolation(f"{where}.bin_edges", "must be finite and strictly increasing")
-            )
-        if len(feature.counts) != max(len(edges) - 1, 0):
-            out.append(
-                FieldViolation(
-                    f"{where}.counts",
-                    f"needs one count per bin ({max(len(edges) - 1, 0)}), got "
-                    f"{len(feature.counts)}",
-                )
-            )
-        else:
-            _counts_violations(feature.counts, where, out)
-    elif feature.kind == CATEGORICAL:
-        if feature.bin_edges:
-            out.append(FieldViolation(f"{where}.bin_edges", "must be empty for CATEGORICAL"))
-        cats = feature.categories
-        if not cats or len(cats) > MAX_CATEGORIES:
-            out.append(
-                FieldViolation(f"{where}.categories", f"needs 1 to {MAX_CATEGORIES} categories")
-            )
-        elif len(set(cats)) != len(cats):
-            out.append(FieldViolation(f"{where}.categories", "must be unique"))
-        if len(feature.counts) != len(cats):
-            out.append(
-                FieldViolation(
-                    f"{where}.counts",
-                    f"needs one count per category ({len(cats)}), got {len(feature.counts)}",
-                )
-            )
-        else:
-            _counts_violations(feature.counts, where, out)
-    else:
-        out.append(FieldViolation(f"{where}.kind", "must be NUMERIC or CATEGORICAL"))
-    if feature.count < 0:
-        out.append(FieldViolation(f"{where}.count", "must be non-negative"))
-
-
-def validate_profile(profile: DataProfile, path: str = "profile") -> None:
-    """INVALID_ARGUMENT listing every problem of `profile`, or nothing."""
-    out: list[FieldViolation] = []
-    if profile.is_empty():
-        out.append(FieldViolation(path, "must describe at least one feature or prediction"))
-    groups = (("features", profile.features), ("predictions", profile.predictions))
-    for group, features in groups:
-        if len(features) > MAX_PROFILE_FEATURES:
-            out.append(
-                FieldViolation(f"{path}.{group}", f"more than {MAX_PROFILE_FEATURES} entries")
-            )
-            continue
-        seen: set[str] = set()
-        for i, feature in enumerate(features):
-            where = f"{path}.{group}[{i}]"
-            if not LABEL.match(feature.name):
-                out.append(
-                    FieldViolation(f"{where}.name", f"must be a feature name, got {feature.name!r}")
-                )
-            elif feature.name in seen:
-                out.append(FieldViolation(f"{where}.name", f"duplicate feature {feature.name!r}"))
-            seen.add(feature.name)
-            _feature_violations(feature, where, out)
-    if out:
-        raise violations_error(out, "baseline profile")
 
 
 REGISTRY_ORIGIN = "registry"

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from modelhub.common.settings import ServiceSettings
+from modelhub.common.settings import (
+    REGISTRY_CLIENT_ALIASES,
+    FlatAliases,
+    RegistryClientSettings,
+    ServiceSettings,
+)
 
 # The longest window: samples, buckets and request ids older than this are not kept.
 RETENTION_S = 3600
+
+
+class ProfileRegistrySettings(RegistryClientSettings):
+    """The registry the monitor reads data profiles from: none unless an address is given,
+    and a shorter deadline (a drift report waits for it)."""
+
+    address: str = Field(
+        default="",
+        description="host:port of the registry, to read versions' data profiles as drift "
+        "baselines. Empty: only baselines set through the monitor are used.",
+    )
+    timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one registry call.")
 
 
 class MonitorSettings(ServiceSettings):
@@ -16,6 +35,7 @@ class MonitorSettings(ServiceSettings):
     and counted, never kept."""
 
     model_config = SettingsConfigDict(env_prefix="MODELHUB_MONITOR_", extra="ignore")
+    flat_aliases: ClassVar[FlatAliases] = REGISTRY_CLIENT_ALIASES
 
     port: int = Field(default=50054, ge=0, le=65535, description="gRPC port; 0 picks one.")
     database_url: str = Field(
@@ -29,6 +49,15 @@ class MonitorSettings(ServiceSettings):
         gt=0,
         description="Most (model, version, endpoint, variant, source) series kept. A busy "
         "series takes up to ~150 KB; events of new series beyond the cap are dropped.",
+    )
+    max_history_series: int = Field(
+        default=2000,
+        ge=0,
+        description="Most series that keep the last hour in 10-second steps for "
+        "QueryTimeSeries: about 77 KiB each whatever the traffic, taken at a series' first "
+        "event (2,000: about 150 MiB). A series beyond it is left out of QueryTimeSeries "
+        "until one holding history is dropped or records nothing for an hour; 0 turns time "
+        "series off.",
     )
     max_shadow_series: int = Field(
         default=500, gt=0, description="Most (endpoint, shadow, model, version) series kept."
@@ -114,17 +143,12 @@ class MonitorSettings(ServiceSettings):
         gt=0,
         description="Concurrent webhook POSTs; transitions beyond it are not posted (counted).",
     )
-    registry_address: str = Field(
-        default="",
-        description="host:port of the registry, to read versions' data profiles as drift "
-        "baselines. Empty: only baselines set through the monitor are used.",
-    )
-    registry_token: str = Field(
-        default="",
-        description="Bearer token for the registry when its authentication is on.",
-    )
-    registry_timeout_s: float = Field(
-        default=5.0, gt=0, description="Deadline of one registry call."
+    registry: ProfileRegistrySettings = Field(
+        default_factory=ProfileRegistrySettings,
+        description="The registry whose versions' data profiles are the default drift "
+        "baselines (`MODELHUB_MONITOR_REGISTRY__ADDRESS`, `__TOKEN`, `__TIMEOUT_S`; the flat "
+        "`MODELHUB_MONITOR_REGISTRY_ADDRESS`, `_TOKEN`, `_TIMEOUT_S` still work). The "
+        "monitor follows its Watch feed, so a changed profile is read again.",
     )
     drift_psi: float = Field(default=0.2, gt=0, description="Default PSI threshold.")
     drift_js: float = Field(

@@ -14,6 +14,7 @@ from modelhub.registry.resources import (
     Deployment,
     Endpoint,
     KeySource,
+    StickyKey,
     VersionSelector,
 )
 
@@ -98,19 +99,7 @@ def validate_deployment(dep: Deployment) -> Deployment:
     return replace(dep, instance_count=dep.instance_count or 1)
 
 
-def validate_endpoint(ep: Endpoint) -> Endpoint:
-    check_id(ep.id, "endpoint id", "endpoint_id")
-    check_text(ep.description, "endpoint.description")
-    check_labels(ep.labels, "endpoint.labels")
-    if not ep.variants:
-        raise InvalidArgumentError(
-            "an endpoint needs at least one variant", field="endpoint.variants"
-        )
-    if len(ep.variants) + len(ep.shadows) > MAX_VARIANTS:
-        raise InvalidArgumentError(
-            f"at most {MAX_VARIANTS} variants and shadows per endpoint", field="endpoint.variants"
-        )
-    seen: set[str] = set()
+def _check_variants(ep: Endpoint, seen: set[str]) -> None:
     total = 0.0
     for i, variant in enumerate(ep.variants):
         field = f"endpoint.variants[{i}]"
@@ -143,6 +132,9 @@ def validate_endpoint(ep: Endpoint) -> Endpoint:
             "the variants' weights sum to 0: give at least one variant a positive weight",
             field="endpoint.variants",
         )
+
+
+def _check_shadows(ep: Endpoint, seen: set[str]) -> None:
     for i, shadow in enumerate(ep.shadows):
         field = f"endpoint.shadows[{i}]"
         check_id(shadow.name, "shadow name", f"{field}.name")
@@ -161,25 +153,45 @@ def validate_endpoint(ep: Endpoint) -> Endpoint:
                 field=f"{field}.sample_rate",
             )
         check_pool(shadow.pool, f"{field}.pool")
+
+
+def _check_sticky_key(key: StickyKey) -> None:
+    if key.source == KeySource.METADATA and (
+        not _HEADER.fullmatch(key.name) or key.name.startswith("grpc-")
+    ):
+        raise InvalidArgumentError(
+            f"sticky key metadata name {key.name!r} is not a valid lowercase header name",
+            field="endpoint.sticky_key.name",
+        )
+    if key.source == KeySource.PARAMETER and not 0 < len(key.name) <= 128:
+        raise InvalidArgumentError(
+            "sticky key parameter name must be 1-128 characters",
+            field="endpoint.sticky_key.name",
+        )
+
+
+def validate_endpoint(ep: Endpoint) -> Endpoint:
+    check_id(ep.id, "endpoint id", "endpoint_id")
+    check_text(ep.description, "endpoint.description")
+    check_labels(ep.labels, "endpoint.labels")
+    if not ep.variants:
+        raise InvalidArgumentError(
+            "an endpoint needs at least one variant", field="endpoint.variants"
+        )
+    if len(ep.variants) + len(ep.shadows) > MAX_VARIANTS:
+        raise InvalidArgumentError(
+            f"at most {MAX_VARIANTS} variants and shadows per endpoint", field="endpoint.variants"
+        )
+    seen: set[str] = set()
+    _check_variants(ep, seen)
+    _check_shadows(ep, seen)
     if ep.fallback and ep.fallback not in {v.name for v in ep.variants}:
         raise InvalidArgumentError(
             f"fallback {ep.fallback!r} names no variant of this endpoint",
             field="endpoint.fallback",
         )
     if ep.sticky_key is not None:
-        key = ep.sticky_key
-        if key.source == KeySource.METADATA and (
-            not _HEADER.fullmatch(key.name) or key.name.startswith("grpc-")
-        ):
-            raise InvalidArgumentError(
-                f"sticky key metadata name {key.name!r} is not a valid lowercase header name",
-                field="endpoint.sticky_key.name",
-            )
-        if key.source == KeySource.PARAMETER and not 0 < len(key.name) <= 128:
-            raise InvalidArgumentError(
-                "sticky key parameter name must be 1-128 characters",
-                field="endpoint.sticky_key.name",
-            )
+        _check_sticky_key(ep.sticky_key)
     if len(ep.salt) > 128:
         raise InvalidArgumentError("salt is longer than 128 characters", field="endpoint.salt")
     return replace(

@@ -1,16 +1,12 @@
-"""Keeps the router's `RegistryState` current through the registry's Watch stream.
+"""Keeps the router's `RegistryState` current through the registry's Watch stream, with the
+suite's one follower (`modelhub.common.watch`: resume from the last revision, backoff,
+re-list on OUT_OF_RANGE).
 
-* Start: Watch from revision 0 streams the whole state (PUT events) into a fresh state,
-  closed by SYNCED; only then does the router swap in a table built from it.
+* Start, and every re-list: the snapshot goes into a fresh state, swapped in at SYNCED;
+  only then does the router build a table from it. The old table keeps serving meanwhile.
 * Follow: every later change is applied and the table rebuilt (changes arriving together
   are coalesced into one rebuild, `rebuild_delay_s`), so that a policy change reaches the
   data path in milliseconds.
-* Disconnect: watch again from the last revision seen (PROGRESS heartbeats keep it fresh
-  while idle), with capped exponential backoff; the old table keeps serving meanwhile.
-* OUT_OF_RANGE (the registry no longer keeps history that old, REVISION_COMPACTED; or the
-  revision is past the registry's head because its database was restored from a backup,
-  REVISION_AHEAD): re-list from 0 into a fresh state and swap it in at SYNCED, exactly like
-  a start.
 """
 
 from __future__ import annotations
@@ -18,173 +14,121 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
-from typing import Any
 
-import grpc
-
-from modelhub.api.registry.v1 import registry_pb2 as rpb
-from modelhub.api.registry.v1 import registry_pb2_grpc as rpb_grpc
-from modelhub.common.channels import bearer, service_channel
-from modelhub.common.settings import TlsSettings
-from modelhub.common.status import STATUS_DETAILS_KEY, error_info
-from modelhub.router import convert
+from modelhub.common.contract import EventType, ResourceKind, WatchEvent
+from modelhub.common.registry_client import RegistryConnection
+from modelhub.common.settings import RegistryClientSettings, TlsSettings
+from modelhub.common.watch import WatchFollower
 from modelhub.router.table import RegistryState
 
 log = logging.getLogger("modelhub.router.watch")
 
 OnState = Callable[[RegistryState], None]
 
-_KINDS = (rpb.MODEL, rpb.MODEL_VERSION, rpb.ALIAS, rpb.DEPLOYMENT, rpb.ENDPOINT)
-
-
-def _reason(exc: grpc.aio.AioRpcError) -> str:
-    """The ErrorInfo reason of a registry error ("" when it carries none)."""
-    for key, value in exc.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            with contextlib.suppress(Exception):
-                info = error_info(value)
-                return info.reason if info is not None else ""
-    return ""
+KINDS = (
+    ResourceKind.MODEL,
+    ResourceKind.MODEL_VERSION,
+    ResourceKind.ALIAS,
+    ResourceKind.DEPLOYMENT,
+    ResourceKind.ENDPOINT,
+)
 
 
 class RegistryWatch:
     """Follows the registry and calls `on_state` with the state whenever it changed (after
-    the initial SYNCED, then after every coalesced burst of changes)."""
+    each SYNCED, then after every coalesced burst of changes)."""
 
     def __init__(
         self,
-        address: str,
+        registry: RegistryClientSettings,
         on_state: OnState,
         *,
-        token: str = "",
         max_message_bytes: int = 64 << 20,
         tls: TlsSettings | None = None,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 2.0,
         rebuild_delay_s: float = 0.01,
     ) -> None:
-        self.address = address
+        self.address = registry.address
+        self._registry = registry
         self._on_state = on_state
-        self._metadata = bearer(token)
         self._max_message_bytes = max_message_bytes
         self._tls = tls
         self._retry_initial = retry_initial_s
         self._retry_max = retry_max_s
         self._rebuild_delay = rebuild_delay_s
         self.state: RegistryState | None = None  # None until the first SYNCED
-        self.synced = asyncio.Event()
-        self.reconnects = 0
-        self.relists = 0
-        self._relist = False
+        self._fresh: RegistryState | None = None  # the snapshot being listed
+        self.synced = asyncio.Event()  # the first snapshot is in
         self._dirty = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._channel: grpc.aio.Channel | None = None
+        self._connection: RegistryConnection | None = None
+        self._follower: WatchFollower | None = None
+        self._rebuild: asyncio.Task[None] | None = None
+
+    @property
+    def reconnects(self) -> int:
+        return self._follower.reconnects if self._follower is not None else 0
+
+    @property
+    def relists(self) -> int:
+        return self._follower.relists if self._follower is not None else 0
 
     def start(self) -> None:
         """Start following (inside the running loop)."""
-        if self._tasks:
+        if self._follower is not None:
             return
-        self._channel = service_channel(self.address, self._max_message_bytes, self._tls)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._rebuilder())]
+        self._connection = RegistryConnection(
+            self._registry, tls=self._tls, max_message_bytes=self._max_message_bytes
+        )
+        self._follower = WatchFollower(
+            self._connection.watch(KINDS),
+            self,
+            name="registry watch (routing)",
+            retry_initial_s=self._retry_initial,
+            retry_max_s=self._retry_max,
+        )
+        self._follower.start()
+        self._rebuild = asyncio.get_running_loop().create_task(self._rebuilder())
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._follower is not None:
+            await self._follower.close()
+        if self._rebuild is not None:
+            self._rebuild.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+                await self._rebuild
+            self._rebuild = None
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
 
-    # -------------------------------------------------------------------- following
+    # ------------------------------------------------------------ WatchConsumer
 
-    async def _follow(self) -> None:
-        assert self._channel is not None
-        stub = rpb_grpc.RegistryServiceStub(self._channel)
-        delay = self._retry_initial
-        while True:
-            try:
-                if self.state is None or self._relist:
-                    await self._list_and_follow(stub)
-                else:
-                    await self._resume(stub, self.state)
-                # The registry ended the stream (it is shutting down): reconnect.
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
-                    reason = _reason(exc)
-                    log.warning(
-                        "registry cannot resume from revision %s (%s: %s): re-listing",
-                        self.state.revision if self.state else 0,
-                        reason,
-                        exc.details(),
-                        extra={"fields": {"event": "watch_relist", "reason": reason}},
-                    )
-                    self._relist = True
-                    self.relists += 1
-                    delay = self._retry_initial
-                    continue
-                log.warning(
-                    "registry watch interrupted (%s: %s); retrying in %.1fs",
-                    exc.code().name,
-                    exc.details(),
-                    delay,
-                    extra={"fields": {"event": "watch_retry"}},
-                )
-            self.reconnects += 1
-            # Jitter spreads the reconnects of many routers after a registry restart.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self._retry_max)
+    def begin_snapshot(self) -> None:
+        self._fresh = RegistryState()
 
-    async def _list_and_follow(self, stub: rpb_grpc.RegistryServiceStub) -> None:
-        fresh = RegistryState()
-        stream: Any = stub.Watch(
-            rpb.WatchRequest(start_revision=0, kinds=_KINDS), metadata=self._metadata
-        )
-        try:
-            async for event in stream:
-                if event.type == rpb.WatchEvent.SYNCED:
-                    fresh.revision = event.revision
-                    self.state = fresh
-                    self._relist = False
-                    self._publish(fresh)
-                    self.synced.set()
-                    log.info(
-                        "routing table synced at registry revision %d",
-                        event.revision,
-                        extra={"fields": {"event": "watch_synced", "revision": event.revision}},
-                    )
-                    break
-                convert.apply_event(fresh, event)
-            else:
-                return  # stream ended before SYNCED: start over
-            await self._apply_stream(stream, fresh)
-        finally:
-            stream.cancel()
+    def apply(self, event: WatchEvent, live: bool) -> None:
+        if not live:
+            if self._fresh is not None:
+                self._fresh.apply(event)
+            return
+        state = self.state
+        if state is None:
+            return
+        state.revision = max(state.revision, event.revision)
+        if event.type is not EventType.PROGRESS and state.apply(event):
+            self._dirty.set()
 
-    async def _resume(self, stub: rpb_grpc.RegistryServiceStub, state: RegistryState) -> None:
-        stream: Any = stub.Watch(
-            rpb.WatchRequest(start_revision=state.revision, kinds=_KINDS),
-            metadata=self._metadata,
-        )
-        try:
-            await self._apply_stream(stream, state)
-        finally:
-            stream.cancel()
+    def end_snapshot(self, revision: int) -> None:
+        fresh, self._fresh = self._fresh or RegistryState(), None
+        fresh.revision = revision
+        self.state = fresh
+        self._publish(fresh)
+        self.synced.set()
 
-    async def _apply_stream(self, stream: Any, state: RegistryState) -> None:
-        async for event in stream:
-            if event.revision > state.revision:
-                state.revision = event.revision
-            if convert.apply_event(state, event):
-                self._dirty.set()
-
-    # ------------------------------------------------------------------- rebuilding
+    # -------------------------------------------------------------- rebuilding
 
     def _publish(self, state: RegistryState) -> None:
         started = time.perf_counter()
@@ -201,5 +145,6 @@ class RegistryWatch:
             # Let the rest of a burst (a replay, an endpoint and its alias) arrive first.
             await asyncio.sleep(self._rebuild_delay)
             self._dirty.clear()
-            if self.state is not None and not self._relist:
+            follower = self._follower
+            if self.state is not None and follower is not None and not follower.in_snapshot:
                 self._publish(self.state)

@@ -1,98 +1,62 @@
 """The router's copy of the registry, and the routing table built from it.
 
 `RegistryState` is the mutable copy the registry watch keeps current: models, READY
-versions, aliases, deployments and endpoints. `build_table` turns it into an immutable
-`RoutingTable` snapshot in which every selector is already resolved to a version number
-and every bucket range computed; `xds` writes it as Envoy's configuration.
+versions, aliases, deployments and endpoints, in the registry contract's types
+(`modelhub.common.contract`; `Selector` is its `VersionSelector`). `build_table` turns it
+into an immutable `RoutingTable` snapshot in which every selector is already resolved to a
+version number and every bucket range computed; `xds` writes it as Envoy's configuration.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from modelhub.common.contract import (
+    LATEST,
+    DeploymentSpec,
+    EndpointSpec,
+    EventType,
+    KeySource,
+    ResourceKind,
+    ShadowSpec,
+    StickyKey,
+    VariantSpec,
+    WatchEvent,
+)
+from modelhub.common.contract import VersionSelector as Selector
 from modelhub.router.bucketing import Range, Ranges
+
+__all__ = [
+    "LATEST",
+    "MAX_SHADOWS",
+    "Chooser",
+    "DeploymentSpec",
+    "EndpointRoute",
+    "EndpointSpec",
+    "KeySource",
+    "ModelRoute",
+    "RegistryState",
+    "RoutingTable",
+    "Selector",
+    "ShadowRoute",
+    "ShadowSpec",
+    "StickyKey",
+    "Target",
+    "VariantRoute",
+    "VariantSpec",
+    "build_table",
+    "empty_table",
+]
 
 log = logging.getLogger("modelhub.router.table")
 
-LATEST = "latest"
 MAX_SHADOWS = 8  # shadows Envoy mirrors to per endpoint (the first eight, in order)
 
 
 # ----------------------------------------------------------------------- registry state
-
-
-@dataclass(frozen=True, slots=True)
-class Selector:
-    """A version by number, by alias, or (both None) the newest READY version."""
-
-    version: int | None = None
-    alias: str | None = None
-
-    def describe(self) -> str:
-        if self.version is not None:
-            return f"version {self.version}"
-        if self.alias is not None and self.alias != LATEST:
-            return f"alias {self.alias}"
-        return LATEST
-
-
-class KeySource(enum.Enum):
-    METADATA = "metadata"
-    PARAMETER = "parameter"
-
-
-@dataclass(frozen=True, slots=True)
-class StickyKey:
-    """Where an endpoint's bucketing key comes from."""
-
-    source: KeySource
-    name: str
-
-    def describe(self) -> str:
-        return f"{self.source.value}:{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class VariantSpec:
-    name: str
-    model: str
-    selector: Selector
-    weight: float
-    pool: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowSpec:
-    name: str
-    model: str
-    selector: Selector
-    sample_rate: float
-    pool: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointSpec:
-    """A routing policy as the registry holds it (`endpoints/{id}`)."""
-
-    id: str
-    variants: tuple[VariantSpec, ...]
-    sticky_key: StickyKey | None = None
-    salt: str = ""
-    shadows: tuple[ShadowSpec, ...] = ()
-    fallback: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentSpec:
-    """Which versions of a model a deployment keeps loaded."""
-
-    id: str
-    model: str
-    selectors: tuple[Selector, ...]
 
 
 @dataclass
@@ -142,6 +106,16 @@ class RegistryState:
     def delete_deployment(self, deployment_id: str) -> None:
         self.deployments.pop(deployment_id, None)
 
+    def apply(self, event: WatchEvent) -> bool:
+        """Apply one PUT or DELETE; False for events that change nothing routed."""
+        if event.type not in (EventType.PUT, EventType.DELETE):
+            return False
+        apply = _APPLY.get(event.kind)
+        if apply is None:
+            return False
+        apply(self, event, event.type is EventType.PUT)
+        return True
+
     def ready_versions(self, model: str) -> list[int]:
         """READY version numbers of `model`, newest first."""
         return sorted(
@@ -170,6 +144,51 @@ class RegistryState:
                 if number:
                     loaded.add((deployment.model, number))
         return loaded
+
+
+def _model_event(state: RegistryState, event: WatchEvent, put: bool) -> None:
+    if put:
+        state.put_model(event.model)
+    else:
+        state.delete_model(event.model)
+
+
+def _version_event(state: RegistryState, event: WatchEvent, put: bool) -> None:
+    if put:
+        ready = event.version is not None and event.version.ready
+        state.put_version(event.model, event.number, ready)
+    else:
+        state.delete_version(event.model, event.number)
+
+
+def _alias_event(state: RegistryState, event: WatchEvent, put: bool) -> None:
+    if put:
+        state.put_alias(event.model, event.alias, event.number)
+    else:
+        state.delete_alias(event.model, event.alias)
+
+
+def _endpoint_event(state: RegistryState, event: WatchEvent, put: bool) -> None:
+    if put and event.endpoint is not None:
+        state.put_endpoint(event.endpoint)
+    elif not put:
+        state.delete_endpoint(event.id)
+
+
+def _deployment_event(state: RegistryState, event: WatchEvent, put: bool) -> None:
+    if put and event.deployment is not None:
+        state.put_deployment(event.deployment)
+    elif not put:
+        state.delete_deployment(event.id)
+
+
+_APPLY: dict[ResourceKind, Callable[[RegistryState, WatchEvent, bool], None]] = {
+    ResourceKind.MODEL: _model_event,
+    ResourceKind.MODEL_VERSION: _version_event,
+    ResourceKind.ALIAS: _alias_event,
+    ResourceKind.ENDPOINT: _endpoint_event,
+    ResourceKind.DEPLOYMENT: _deployment_event,
+}
 
 
 # ------------------------------------------------------------------------ routing table
