@@ -14,8 +14,8 @@ import pytest
 
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.api.registry.v1 import registry_pb2_grpc
-from modelhub.common.status import STATUS_DETAILS_KEY, error_info
-from modelhub.registry import blobs
+from modelhub.common import filestore
+from modelhub.common.status import error_info
 from modelhub.registry.main import RegistryApp
 from tests.onnx_models import add_constant
 from tests.service.registry.helpers import upload
@@ -58,14 +58,16 @@ async def test_a_full_disk_answers_storage_full_and_leaves_nothing(
     store = registry.service.blobs
     if stage == "write":
         monkeypatch.setattr(
-            blobs.BlobWriter, "write", _failing(blobs.BlobWriter.write, code, after=1)
+            filestore.FileWriter, "write", _failing(filestore.FileWriter.write, code, after=1)
         )
     elif stage == "finish":
-        monkeypatch.setattr(blobs.BlobWriter, "finish", _failing(blobs.BlobWriter.finish, code))
+        monkeypatch.setattr(
+            filestore.FileWriter, "finish", _failing(filestore.FileWriter.finish, code)
+        )
     elif stage == "commit":
-        monkeypatch.setattr(blobs.os, "replace", _failing(os.replace, code))
+        monkeypatch.setattr(filestore.os, "replace", _failing(os.replace, code))
     elif stage == "sync":
-        monkeypatch.setattr(blobs, "_fsync_dir", _failing(blobs._fsync_dir, code))
+        monkeypatch.setattr(filestore, "fsync_dir", _failing(filestore.fsync_dir, code))
     else:
         monkeypatch.setattr(store, "writer", _failing(store.writer, code))
 
@@ -74,7 +76,7 @@ async def test_a_full_disk_answers_storage_full_and_leaves_nothing(
         await upload(registry_stub, "fraud", add_constant(1.0, features=40_000))
     error = raised.value
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
-    info = error_info(dict(error.trailing_metadata())[STATUS_DETAILS_KEY])
+    info = error_info(error)
     assert info is not None and info.reason == "STORAGE_FULL"
     assert info.metadata["errno"] == errno.errorcode[code]
     details = error.details() or ""
@@ -94,7 +96,9 @@ async def test_a_full_disk_answers_storage_full_and_leaves_nothing(
 async def test_other_os_errors_stay_internal(
     registry: RegistryApp, registry_stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(blobs.BlobWriter, "finish", _failing(blobs.BlobWriter.finish, errno.EIO))
+    monkeypatch.setattr(
+        filestore.FileWriter, "finish", _failing(filestore.FileWriter.finish, errno.EIO)
+    )
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await upload(registry_stub, "fraud", add_constant(1.0))
     assert raised.value.code() == grpc.StatusCode.INTERNAL

@@ -688,5 +688,14 @@ class ModelRepository:
         return self._memory
 
     @property
+    def memory_budget(self) -> int:
+        return self._budget
+
+    def devices(self) -> list[str]:
+        """Devices sessions run on here: "cuda:0" when CUDA really works, and "cpu"
+        (blocking the first time: the CUDA probe)."""
+        return ["cuda:0", "cpu"] if self._factory.cuda_usable() else ["cpu"]
+
+    @property
     def cache(self) -> ArtifactCache:
         return self._cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
 from modelhub.api.monitor.v1 import monitor_pb2 as pb
@@ -16,6 +17,7 @@ from modelhub.common.telemetry import record_span_in_trace
 from modelhub.monitor import convert
 from modelhub.monitor.audit import AuditLog
 from modelhub.monitor.monitor import IngestResult, Monitor
+from modelhub.monitor.timeseries import Point, TimeSeries
 from modelhub.monitor.windows import check_window
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MonitorService"].full_name
@@ -42,10 +44,49 @@ ROLES: dict[str, Role] = {
     "WatchAlerts": Role.READER,
     "GetExperimentReport": Role.READER,
     "GetShadowReport": Role.READER,
+    "QueryTimeSeries": Role.READER,
     "IngestAuditRecords": Role.PUBLISHER,
     "ListAuditRecords": Role.ADMIN,
     "GetAuditRecord": Role.ADMIN,
 }
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def _point_to_proto(point: Point) -> pb.TimeSeriesPoint:
+    message = pb.TimeSeriesPoint(
+        time=_timestamp(point.time),
+        requests=point.requests,
+        errors=point.errors,
+        requests_per_second=point.requests_per_second,
+        errors_per_second=point.errors_per_second,
+    )
+    if point.p50_s is not None and point.p99_s is not None:
+        message.p50_ms = point.p50_s * 1000.0
+        message.p99_ms = point.p99_s * 1000.0
+    return message
+
+
+def timeseries_to_proto(series: TimeSeries) -> pb.TimeSeries:
+    return pb.TimeSeries(
+        series=[
+            pb.Series(
+                variant=line.variant,
+                model=line.model,
+                version=str(line.version) if line.version else "",
+                points=[_point_to_proto(p) for p in line.points],
+            )
+            for line in series.series
+        ],
+        step_seconds=series.step_s,
+        start_time=_timestamp(series.start),
+        end_time=_timestamp(series.end),
+    )
+
 
 _STATS_DEFAULT_WINDOW = 300
 _REPORT_DEFAULT_WINDOW = 3600
@@ -66,9 +107,6 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     ) -> pb.IngestEventsResponse:
         total = IngestResult()
         async for request in request_iterator:
-            # Unknown fields on the batch itself (not in an event) mean the sender's schema
-            # differs: the batch cannot be read reliably.
-            convert.reject_unknown_fields(request, recursive=False)
             events, problems = convert.events_from_proto(request)
             try:
                 result = self._monitor.ingest(
@@ -97,7 +135,6 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     async def RecordOutcomes(
         self, request: pb.RecordOutcomesRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordOutcomesResponse:
-        convert.reject_unknown_fields(request)
         result = self._monitor.record_outcomes(convert.outcomes_from_proto(request))
         return convert.outcomes_response(result)
 
@@ -123,7 +160,6 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     async def SetBaseline(
         self, request: pb.SetBaselineRequest, context: grpc.aio.ServicerContext
     ) -> pb.Baseline:
-        convert.reject_unknown_fields(request)
         source = request.WhichOneof("source")
         if source == "profile":
             baseline = await self._monitor.set_baseline(
@@ -156,7 +192,6 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     async def UpdateDriftConfig(
         self, request: pb.UpdateDriftConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.DriftConfig:
-        convert.reject_unknown_fields(request)
         config = convert.drift_config_from_proto(request.config)
         return convert.drift_config_to_proto(await self._monitor.update_drift_config(config))
 
@@ -175,7 +210,6 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     async def CreateAlertRule(
         self, request: pb.CreateAlertRuleRequest, context: grpc.aio.ServicerContext
     ) -> pb.AlertRule:
-        convert.reject_unknown_fields(request)
         rule = await self._monitor.create_rule(
             request.rule_id, convert.rule_from_proto(request.rule)
         )
@@ -197,7 +231,6 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     async def UpdateAlertRule(
         self, request: pb.UpdateAlertRuleRequest, context: grpc.aio.ServicerContext
     ) -> pb.AlertRule:
-        convert.reject_unknown_fields(request)
         rule = await self._monitor.update_rule(
             convert.rule_from_proto(request.rule),
             request.rule.name,
@@ -233,6 +266,18 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
         report = self._monitor.experiment_report(request.endpoint, window, request.alpha or 0.05)
         return convert.experiment_report_to_proto(report)
 
+    async def QueryTimeSeries(
+        self, request: pb.QueryTimeSeriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TimeSeries:
+        series = self._monitor.time_series(
+            request.endpoint,
+            request.model,
+            request.version,
+            request.window_seconds,
+            request.step_seconds,
+        )
+        return timeseries_to_proto(series)
+
     async def GetShadowReport(
         self, request: pb.GetShadowReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.ShadowReport:
@@ -243,7 +288,6 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     async def IngestAuditRecords(
         self, request: pb.IngestAuditRecordsRequest, context: grpc.aio.ServicerContext
     ) -> pb.IngestAuditRecordsResponse:
-        convert.reject_unknown_fields(request, recursive=False)
         entries, problems = convert.audit_entries_from_proto(request)
         result = await self._audit.ingest(entries, problems)
         return convert.audit_ingest_response(result)

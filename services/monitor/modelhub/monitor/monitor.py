@@ -57,13 +57,13 @@ from modelhub.monitor.settings import RETENTION_S, MonitorSettings
 from modelhub.monitor.shadows import ShadowSummary, ShadowTable
 from modelhub.monitor.stats import Bucket, WindowStats, prediction_label
 from modelhub.monitor.store import MonitorStore, decode_page_token, new_etag
+from modelhub.monitor.timeseries import Query, TimeSeries, line, point_starts, requests_between
 from modelhub.monitor.windows import span_seconds
 
 # Reads a version's data profile from the registry: None when it has none.
 BaselineSource = Callable[[str, int], Awaitable[DataProfile | None]]
 
 MAX_REJECT_REASONS = 20
-_NEGATIVE_CACHE_S = 60.0
 _MAX_CACHED_BASELINES = 256
 _INDEX = re.compile(r"\[\d+\]")
 # The labels of an event without predictions (never modified).
@@ -126,7 +126,7 @@ class Monitor:
         self.clock = clock
         self._baseline_source = baseline_source
         alpha, bins = settings.sketch_relative_accuracy, settings.sketch_max_bins
-        self.series = SeriesTable(settings.max_series, alpha, bins)
+        self.series = SeriesTable(settings.max_series, alpha, bins, settings.max_history_series)
         self.samples = SampleStore(
             settings.max_sampled_versions,
             settings.max_features,
@@ -157,10 +157,6 @@ class Monitor:
             min_samples=settings.drift_min_samples,
             p_value=settings.drift_p_value,
         )
-        # Registry profiles (versions are immutable, so a found one stays valid) and
-        # recent misses, so that drift rules do not ask the registry every evaluation.
-        self._registry_baselines: OrderedDict[tuple[str, int], Baseline] = OrderedDict()
-        self._registry_misses: dict[tuple[str, int], float] = {}
         # The last drift report of each version, for Prometheus.
         self.last_drift: OrderedDict[tuple[str, int], DriftReport] = OrderedDict()
 
@@ -365,14 +361,8 @@ class Monitor:
         stored = await self.store.get_baseline(model, version)
         if stored is not None:
             return stored
-        key = (model, version)
-        cached = self._registry_baselines.get(key)
-        if cached is not None:
-            self._registry_baselines.move_to_end(key)
-            return cached
-        now = self.clock()
-        miss = self._registry_misses.get(key)
-        if self._baseline_source is not None and (miss is None or now - miss > _NEGATIVE_CACHE_S):
+        # The source caches what it read until the registry says the version changed.
+        if self._baseline_source is not None:
             profile = await self._baseline_source(model, version)
             if profile is not None and not profile.is_empty():
                 try:
@@ -382,15 +372,7 @@ class Monitor:
                         f"the registry's data profile of {model}/versions/{version} cannot be "
                         f"used as a baseline ({exc.message}); set one with SetBaseline"
                     ) from exc
-                baseline = Baseline(model, version, profile, REGISTRY_ORIGIN, now)
-                self._registry_baselines[key] = baseline
-                while len(self._registry_baselines) > _MAX_CACHED_BASELINES:
-                    self._registry_baselines.popitem(last=False)
-                self._registry_misses.pop(key, None)
-                return baseline
-            self._registry_misses[key] = now
-            if len(self._registry_misses) > _MAX_CACHED_BASELINES:
-                self._registry_misses.clear()
+                return Baseline(model, version, profile, REGISTRY_ORIGIN, self.clock())
         where = " or in the registry" if self._baseline_source is not None else ""
         raise NotFoundError(
             f"no drift baseline for {model} version {version} in the monitor{where}: set one "
@@ -561,6 +543,36 @@ class Monitor:
             stats = self._window_stats([b for _, bs in members for b in bs], window_s, now)
             variants.append(VariantData(variant, top.model, top.version, stats))
         return experiment_report(endpoint, window_s, alpha, variants)
+
+    def time_series(
+        self, endpoint: str, model: str, version: str, window_s: int, step_s: int
+    ) -> TimeSeries:
+        """Requests, errors and latency per step: a series per variant of an endpoint, or
+        per version of a model (`version`: that one only). Series without a request in the
+        window are left out. As in the experiment report, where the router reported an
+        endpoint's (or a version's) traffic, only its view counts."""
+        query = Query.of(endpoint, model, version, window_s, step_s)
+        now = self.clock()
+        starts = point_starts(now, query.window_s, query.step_s)
+        selector = SeriesKey(model=query.model, version=query.version, endpoint=query.endpoint)
+        groups: dict[tuple[str, int], list[Series]] = {}
+        for s in self.series.matching(selector):
+            if query.endpoint and not s.key.variant:
+                continue
+            group = (s.key.variant, 0) if query.endpoint else ("", s.key.version)
+            groups.setdefault(group, []).append(s)
+        lines = []
+        for (variant, number), members in sorted(groups.items()):
+            if any(m.key.source == "router" for m in members):
+                members = [m for m in members if m.key.source == "router"]
+            found = line(variant, "", 0, [m.history for m in members], starts, query.step_s, now)
+            if not any(p.requests for p in found.points):
+                continue
+            # An endpoint's variant: the version that served most of its requests.
+            end = starts[-1] + query.step_s
+            top = max(members, key=lambda m: requests_between(m.history, starts[0], end))
+            lines.append(replace(found, model=top.key.model, version=number or top.key.version))
+        return TimeSeries(lines, query.step_s, starts[0], now)
 
     def shadow_report(self, endpoint: str, window_s: int) -> list[ShadowSummary]:
         check_endpoint_name(endpoint, "endpoint")

@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.common.auth import Role
 from modelhub.common.errors import InvalidArgumentError
 from modelhub.registry import convert
-from modelhub.registry.service import RegistryService
+from modelhub.registry.service import RegistryService, UploadRequest
+from modelhub.registry.uploads import MAX_CHUNK_BYTES, UploadSession
 
 SERVICE_NAME = "modelhub.registry.v1.RegistryService"
 
@@ -39,6 +41,11 @@ ROLES: dict[str, Role] = {
             "CreateModel",
             "UpdateModel",
             "UploadModelVersion",
+            "StartUpload",
+            "AppendUpload",
+            "GetUpload",
+            "CommitUpload",
+            "CancelUpload",
             "UpdateModelVersion",
             "ArchiveModelVersion",
             "SetAlias",
@@ -114,6 +121,61 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         request = convert.upload_from_pb(first.metadata)
         version = await self.service.upload_version(request, chunks())
         return convert.version_to_pb(version)
+
+    # ---------------------------------------------------------------- upload sessions
+
+    def _session_to_pb(self, session: UploadSession) -> pb.UploadSession:
+        def at(seconds: float) -> Timestamp:
+            stamp = Timestamp()
+            stamp.FromNanoseconds(int(seconds * 1e9))
+            return stamp
+
+        return pb.UploadSession(
+            name=session.name,
+            metadata=pb.UploadMetadata.FromString(session.metadata),
+            received_bytes=session.received_bytes,
+            max_chunk_bytes=MAX_CHUNK_BYTES,
+            max_total_bytes=self.service.max_upload_bytes,
+            create_time=at(session.create_time),
+            expire_time=at(session.expire_time),
+        )
+
+    async def StartUpload(
+        self, request: pb.StartUploadRequest, context: Context
+    ) -> pb.UploadSession:
+        if not request.HasField("metadata"):
+            raise InvalidArgumentError(
+                "metadata is required: the version's metadata, as UploadModelVersion's first "
+                "message carries it",
+                field="metadata",
+            )
+        session = await self.service.start_upload(
+            convert.upload_from_pb(request.metadata), request.metadata.SerializeToString()
+        )
+        return self._session_to_pb(session)
+
+    async def AppendUpload(
+        self, request: pb.AppendUploadRequest, context: Context
+    ) -> pb.UploadSession:
+        session = await self.service.append_upload(request.name, request.offset, request.data.data)
+        return self._session_to_pb(session)
+
+    async def GetUpload(self, request: pb.GetUploadRequest, context: Context) -> pb.UploadSession:
+        return self._session_to_pb(await self.service.get_upload(request.name))
+
+    async def CommitUpload(
+        self, request: pb.CommitUploadRequest, context: Context
+    ) -> pb.ModelVersion:
+        def decode(metadata: bytes) -> UploadRequest:
+            return convert.upload_from_pb(pb.UploadMetadata.FromString(metadata))
+
+        return convert.version_to_pb(await self.service.commit_upload(request.name, decode))
+
+    async def CancelUpload(
+        self, request: pb.CancelUploadRequest, context: Context
+    ) -> pb.CancelUploadResponse:
+        await self.service.cancel_upload(request.name)
+        return pb.CancelUploadResponse()
 
     async def GetModelVersion(
         self, request: pb.GetModelVersionRequest, context: Context

@@ -7,14 +7,14 @@ import logging
 
 from opentelemetry.sdk.trace import TracerProvider
 
+from modelhub.common.db import Database
 from modelhub.common.server import ServiceRuntime, serve_until_signalled
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from modelhub.registry import api
 from modelhub.registry.blobs import BlobStore
-from modelhub.registry.migrate import UPGRADE_COMMAND
+from modelhub.registry.migrate import check_schema
 from modelhub.registry.service import ChangeNotifier, RegistryService
 from modelhub.registry.settings import RegistrySettings
-from modelhub.registry.store.db import Database, check_schema
 from modelhub.registry.store.store import RegistryStore
 
 log = logging.getLogger("modelhub.registry")
@@ -27,7 +27,7 @@ class RegistryApp:
         self, settings: RegistrySettings, tracer_provider: TracerProvider | None = None
     ) -> None:
         self.settings = settings
-        self.db = Database.from_url(settings.database_url)
+        self.db = Database.from_url(settings.database_url, "registry")
         notifier = ChangeNotifier()
         self.store = RegistryStore(self.db, settings.watch_history, on_commit=notifier.notify)
         self.service = RegistryService(
@@ -38,6 +38,8 @@ class RegistryApp:
             watch_progress_s=settings.watch_progress_s,
             watch_poll_s=settings.watch_poll_s,
             claim_grace_s=settings.claim_grace_s,
+            upload_session_ttl_s=settings.upload_session_ttl_s,
+            max_upload_sessions=settings.max_upload_sessions,
         )
         self.runtime = ServiceRuntime(
             "registry", settings, api.ROLES, tracer_provider=tracer_provider
@@ -50,7 +52,7 @@ class RegistryApp:
     async def prepare(self) -> None:
         """Check the schema and clean crash debris; call before serving."""
         if self.settings.check_schema:
-            await check_schema(self.db.engine, UPGRADE_COMMAND)
+            await check_schema(self.db.engine)
         await self.service.start(self.settings.cleanup_orphans)
 
     async def start(self) -> None:

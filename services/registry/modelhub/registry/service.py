@@ -45,6 +45,8 @@ from modelhub.registry.resources import (
     WatchEvent,
 )
 from modelhub.registry.store.store import RegistryStore
+from modelhub.registry.uploads import UploadSession, UploadSessions
+from modelhub.registry.uploads import parse_name as parse_upload_name
 from modelhub.registry.validation import check_evaluation, validate_deployment, validate_endpoint
 
 log = logging.getLogger("modelhub.registry")
@@ -119,6 +121,8 @@ class RegistryService:
         watch_progress_s: float = 5.0,
         watch_poll_s: float = 1.0,
         claim_grace_s: float = 600.0,
+        upload_session_ttl_s: float = 3600.0,
+        max_upload_sessions: int = 64,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -127,7 +131,15 @@ class RegistryService:
         self.watch_progress_s = watch_progress_s
         self.watch_poll_s = watch_poll_s
         self.claim_grace = timedelta(seconds=claim_grace_s)
+        # Upload sessions live beside the blobs, where every replica sharing them sees them.
+        self.uploads = UploadSessions(
+            blobs.root / "uploads",
+            ttl_s=upload_session_ttl_s,
+            max_sessions=max_upload_sessions,
+            storage_errors=blobs.storage_errors,
+        )
         self._closing = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, cleanup_orphans: bool = True) -> None:
         """Remove crash debris: temp files no upload holds, expired blob claims and blobs no
@@ -146,9 +158,25 @@ class RegistryService:
                 log.warning("removed %d unfinished uploads and %d unreferenced blobs", temps, blobs)
         revision, _ = await self.store.state()
         self.notifier.notify(revision)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_uploads())
+
+    async def _sweep_uploads(self) -> None:
+        """Remove expired upload sessions, now and then, until closed."""
+        while not self._closing.is_set():
+            try:
+                removed = await self.uploads.sweep()
+            except OSError:
+                log.exception("sweeping expired upload sessions failed")
+            else:
+                if removed:
+                    log.info("removed %d expired upload sessions", removed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.uploads.sweep_interval_s())
 
     def close(self) -> None:
-        """End open Watch streams (watchers reconnect and resume elsewhere)."""
+        """End open Watch streams (watchers reconnect and resume elsewhere) and the upload
+        sessions' sweeper."""
         self._closing.set()
 
     # ------------------------------------------------------------------------ models
@@ -236,11 +264,9 @@ class RegistryService:
             aliases=list(dict.fromkeys(aliases)),
         )
 
-    async def upload_version(
-        self, req: UploadRequest, chunks: AsyncIterator[bytes]
-    ) -> ModelVersion:
-        """Store an artifact and create its version. All or nothing: on any failure or
-        cancellation neither a version row nor a blob remains."""
+    async def _admit_upload(self, req: UploadRequest) -> UploadRequest:
+        """The checks an upload passes before any byte is read: the metadata, the declared
+        size, a derivative's parent (READY) and the model (exists, or `create_model`)."""
         req = self._check_upload(req)
         if req.derivation is not None:
             # FAILED_PRECONDITION before reading any byte: derivatives of READY versions only.
@@ -269,6 +295,14 @@ class RegistryService:
                     f"{exc.message}: create it first, or set create_model in the upload metadata",
                     metadata=exc.metadata,
                 ) from None
+        return req
+
+    async def upload_version(
+        self, req: UploadRequest, chunks: AsyncIterator[bytes]
+    ) -> ModelVersion:
+        """Store an artifact and create its version. All or nothing: on any failure or
+        cancellation neither a version row nor a blob remains."""
+        req = await self._admit_upload(req)
         with self.blobs.storage_errors():
             writer = self.blobs.writer()
         committed = False
@@ -340,6 +374,57 @@ class RegistryService:
         finally:
             if not committed:
                 writer.discard()
+
+    # --------------------------------------------------------------- upload sessions
+
+    async def start_upload(self, req: UploadRequest, metadata: bytes) -> UploadSession:
+        """Open an upload session after the checks a streamed upload makes before its first
+        byte. `metadata` is the request's metadata as the transport encodes it: stored as
+        it is, and handed back (to `decode`) at commit."""
+        req = await self._admit_upload(req)
+        return await self.uploads.create(metadata, req.size_bytes)
+
+    async def append_upload(self, name: str, offset: int, chunk: bytes) -> UploadSession:
+        upload_id = parse_upload_name(name)
+        return await self.uploads.append(upload_id, offset, chunk, self.max_upload_bytes)
+
+    async def get_upload(self, name: str) -> UploadSession:
+        return await self.uploads.get(parse_upload_name(name))
+
+    async def cancel_upload(self, name: str) -> None:
+        await self.uploads.delete(parse_upload_name(name))
+
+    async def commit_upload(
+        self, name: str, decode: Callable[[bytes], UploadRequest]
+    ) -> ModelVersion:
+        """Create the version from a session's bytes, through `upload_version` (the same
+        limit, size and sha256 checks and ONNX validation). A failed commit leaves the
+        session as it was (append the missing bytes, or cancel it); a repeated commit
+        answers the version the first one created."""
+        upload_id = parse_upload_name(name)
+        async with self.uploads.locked(upload_id):
+            with self.blobs.storage_errors():
+                session = await asyncio.to_thread(self.uploads.touch, upload_id)
+            if session.committed_version:
+                return await self.get_version(session.committed_version)
+            req = decode(session.metadata)
+            if req.size_bytes and session.received_bytes != req.size_bytes:
+                raise InvalidArgumentError(
+                    f"upload session {session.name} has received {session.received_bytes} "
+                    f"bytes but its metadata declared {req.size_bytes}: append the rest "
+                    "before committing",
+                    field="metadata.size_bytes",
+                    reason="SIZE_MISMATCH",
+                    metadata={"received_bytes": str(session.received_bytes)},
+                )
+            version = await self.upload_version(req, self.uploads.read_chunks(session))
+            name = names.version_name(version.model, version.version)
+            try:
+                with self.blobs.storage_errors():
+                    await asyncio.to_thread(self.uploads.committed, session, name)
+            except Exception:  # the version exists: a retried commit would add another
+                log.exception("could not record the commit of %s as %s", session.name, name)
+            return version
 
     async def _release_blob(self, digest: str, claim: str = "") -> bool:
         """Delete a blob unless a version or an upload in progress (on any replica) still

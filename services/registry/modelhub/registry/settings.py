@@ -26,6 +26,19 @@ class RegistrySettings(ServiceSettings):
     max_upload_bytes: int = Field(
         default=2 * 1024**3, gt=0, description="Largest artifact accepted (RESOURCE_EXHAUSTED)."
     )
+    upload_session_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="An upload session (StartUpload/AppendUpload/CommitUpload, the HTTP "
+        "upload) that sees no append or commit this long expires; its bytes are removed.",
+    )
+    max_upload_sessions: int = Field(
+        default=64,
+        gt=0,
+        description="Upload sessions holding bytes at once, over every replica sharing the "
+        "blob folder; StartUpload answers RESOURCE_EXHAUSTED past it. Each holds up to "
+        "max_upload_bytes on disk.",
+    )
     watch_history: int = Field(
         default=100_000,
         ge=100,

@@ -1,6 +1,9 @@
 """gRPC servicer of the router: `modelhub.router.v1.RouterService` — the routing table it
-wrote for Envoy, explanations, outcomes and its own counters. Inference traffic does not
-pass through the router: Envoy carries it (see `xds`)."""
+wrote for Envoy, explanations, outcomes, the inference fleet and its own counters.
+Inference traffic does not pass through the router: Envoy carries it (see `xds`).
+
+A thin edge: messages in, a domain call (`routing`, `outcomes`, `fleet`), messages out;
+the domain raises `modelhub.common.errors`, which `modelhub.common.status` maps."""
 
 from __future__ import annotations
 
@@ -8,14 +11,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from modelhub.api.inference.v1 import inference_pb2 as ipb
 from modelhub.api.router.v1 import router_pb2 as pb
 from modelhub.api.router.v1 import router_pb2_grpc
 from modelhub.common.auth import Role
-from modelhub.common.errors import FailedPreconditionError
-from modelhub.common.monitor_sink import MonitorSink
-from modelhub.router import convert, outcomes
-from modelhub.router.outcomes import OutcomeCounts
+from modelhub.router import convert
+from modelhub.router.fleet import Fleet, Health, Replica
+from modelhub.router.outcomes import OutcomeForwarder
 from modelhub.router.routing import Router
 from modelhub.router.xds import ConfigWriter
 
@@ -25,27 +29,52 @@ ROLES: dict[str, Role] = {
     "GetRoutingTable": Role.READER,
     "ExplainRoute": Role.READER,
     "GetRouterStats": Role.READER,
+    "ListReplicas": Role.READER,
     # Outcomes come from the applications that call inference, with the same token.
     "RecordOutcome": Role.READER,
 }
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
+_HEALTH = {
+    Health.SERVING: pb.SERVING,
+    Health.NOT_SERVING: pb.NOT_SERVING,
+    Health.UNREACHABLE: pb.UNREACHABLE,
+}
+
+
+def replica_to_pb(replica: Replica[ipb.ModelIndexEntry]) -> pb.Replica:
+    observed = Timestamp()
+    observed.FromNanoseconds(int(replica.observe_time * 1e9))
+    index = replica.index
+    return pb.Replica(
+        address=replica.address,
+        health=_HEALTH[replica.health],
+        reason=replica.reason,
+        server_version=index.server_version,
+        devices=list(index.devices),
+        memory_used_bytes=index.memory_used_bytes,
+        memory_budget_bytes=index.memory_budget_bytes,
+        models=list(index.entries),
+        observe_time=observed,
+    )
+
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    """Routing table, explanations, outcomes and counters."""
+    """Routing table, explanations, outcomes, the fleet and counters."""
 
     def __init__(
         self,
         router: Router,
         writer: ConfigWriter,
-        monitor: MonitorSink | None,
+        outcomes: OutcomeForwarder,
+        fleet: Fleet[ipb.ModelIndexEntry],
         default_pool: Callable[[], Sequence[str]],
     ) -> None:
         self._router = router
         self._writer = writer
-        self._monitor = monitor
-        self._outcomes = OutcomeCounts()
+        self._outcomes = outcomes
+        self._fleet = fleet
         self._default_pool = default_pool
 
     async def GetRoutingTable(
@@ -61,16 +90,16 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: Context
     ) -> pb.RecordOutcomeResponse:
-        outcome = outcomes.validated(request.request_id, request.value, request.kind)
-        if self._monitor is None:
-            raise FailedPreconditionError(
-                "the router has no monitor to attribute outcomes (set "
-                "MODELHUB_ROUTER_MONITOR_ADDRESS), or send them to the monitor's RecordOutcomes",
-                reason="NO_MONITOR",
-            )
-        attributed = await self._monitor.send_outcomes([outcome]) > 0
-        self._outcomes.count(attributed)
+        attributed = await self._outcomes.record(request.request_id, request.value, request.kind)
         return pb.RecordOutcomeResponse(attributed=attributed, forwarded=True)
+
+    async def ListReplicas(
+        self, request: pb.ListReplicasRequest, context: Context
+    ) -> pb.ListReplicasResponse:
+        replicas = await self._fleet.replicas(
+            request.model, request.version, deadline_s=context.time_remaining()
+        )
+        return pb.ListReplicasResponse(replicas=[replica_to_pb(r) for r in replicas])
 
     async def GetRouterStats(
         self, request: pb.GetRouterStatsRequest, context: Context
@@ -80,8 +109,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             config_writes=self._writer.writes,
             config_write_errors=self._writer.errors,
             config_dir=str(self._writer.directory),
-            outcomes_attributed=self._outcomes.attributed,
-            outcomes_unattributed=self._outcomes.unattributed,
+            outcomes_attributed=self._outcomes.counts.attributed,
+            outcomes_unattributed=self._outcomes.counts.unattributed,
         )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from modelhub.api.inference.v1 import inference_pb2_grpc as ipb_grpc
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as opb_grpc
@@ -31,6 +32,7 @@ class ReplicaStubs:
     address: str
     oip: opb_grpc.GRPCInferenceServiceStub
     repository: ipb_grpc.ModelRepositoryServiceStub
+    health: health_pb2_grpc.HealthStub
 
 
 class Replicas:
@@ -49,6 +51,7 @@ class Replicas:
                 address,
                 opb_grpc.GRPCInferenceServiceStub(channel),
                 ipb_grpc.ModelRepositoryServiceStub(channel),
+                health_pb2_grpc.HealthStub(channel),
             )
             entry = self._channels[address] = (channel, stubs)
         return entry[1]
