@@ -47,9 +47,12 @@ async def running_suite(
     auth: bool = False,
     otlp: str = "",
     mtls: bool = False,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Suite]:
-    """`mtls`: TLS on the front door and mutual TLS behind it (`make up --mtls`)."""
-    env: dict[str, str] = {"MODELHUB_INFERENCE_EVENT_SAMPLE_RATE": "1.0"}
+    """`mtls`: TLS on the front door and mutual TLS behind it (`make up --mtls`); `env`:
+    more settings for every service."""
+    extra = env or {}
+    env = {"MODELHUB_INFERENCE_EVENT_SAMPLE_RATE": "1.0"}
     if auth:
         env |= {
             "MODELHUB_AUTH_TOKENS": f"{ADMIN_TOKEN}:admin:ops,{PUBLISHER_TOKEN}:publisher:ci",
@@ -68,7 +71,7 @@ async def running_suite(
         var=var,
         ports=Ports.free(),
         inference_instances=inference_instances,
-        env=env,
+        env=env | extra,
         envoy_otlp=otlp,
         tls=mtls,
         mtls=mtls,

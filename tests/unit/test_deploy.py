@@ -30,7 +30,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from modelhub.router import envoy
+from modelhub.router import envoy, xds
 from modelhub.router.settings import split_addresses
 from modelhub.router.xds import CLUSTERS_FILE, DEFAULT_CLUSTER, ROUTES_FILE
 from tests import dockerfiles
@@ -872,3 +872,29 @@ def test_kubernetes_router_addresses_match_envoys_clusters() -> None:
     assert [_env(inference)["MODELHUB_INFERENCE_MONITOR_ADDRESS"]] == _cluster_addresses(
         bootstrap, "monitor"
     )
+
+
+def test_the_console_is_baked_into_envoys_image_where_the_router_names_it(
+    compose: dict[str, Any],
+) -> None:
+    """The router writes direct-response routes naming the console's files and the OpenAPI
+    document as Envoy sees them: compose and Kubernetes give it the folder the envoy image
+    holds (a route naming a missing file would make Envoy refuse every route)."""
+    folder = envoy.COMPOSE.console_dir
+    console_dir, openapi_file = xds.console_paths(folder)
+    assert compose["services"]["router"]["environment"]["MODELHUB_ROUTER_CONSOLE_DIR"] == folder
+    (pod,) = [
+        d
+        for d in _k8s_documents()
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "envoy"
+    ]
+    router = _container(pod["spec"]["template"]["spec"], "router")
+    assert {"name": "MODELHUB_ROUTER_CONSOLE_DIR", "value": folder} in router["env"]
+    build = _build(compose["services"]["envoy"])
+    runtime = build.file.stages[build.target]
+    plain = [args.split() for args in runtime.args("COPY") if "--from" not in args]
+    assert ["deploy/envoy/console", console_dir] in plain
+    assert (envoy.ROOT / "deploy" / "envoy" / "console" / "index.html").is_file()
+    generated = [(stage, to) for stage, source, to in runtime.copies_from() if to == openapi_file]
+    assert len(generated) == 1
+    assert any("tools/gen_openapi.py" in command for _, command in build.file.runs(generated[0][0]))

@@ -61,6 +61,8 @@ LUA = ROOT / "deploy" / "envoy" / "modelhub.lua"
 LUA_REST_ERRORS = ROOT / "deploy" / "envoy" / "rest_errors.lua"
 LUA_SIZE_GUARD = ROOT / "deploy" / "envoy" / "size_guard.lua"
 DESCRIPTOR = ROOT / "deploy" / "envoy" / "modelhub.pb"
+# The web console (and openapi.json beside it): served by Envoy from these files.
+CONSOLE_DIR = ROOT / "deploy" / "envoy" / "console"
 COMPOSE_CONFIG = ROOT / "deploy" / "compose" / "envoy" / "envoy.yaml"
 
 TRACING = """\
@@ -115,6 +117,17 @@ class EnvoyParams:
     descriptor: str = str(DESCRIPTOR)
     # The directory the router writes Envoy's routes and clusters into (filesystem xDS).
     xds_dir: str = str(ROOT / "var" / "envoy-xds")
+    # The web console's files as Envoy sees them (its parent holds openapi.json); the seed
+    # routes /console/ and /openapi.json to them, as the router does with
+    # MODELHUB_ROUTER_CONSOLE_DIR set to the same folder. Empty: no console (outside a
+    # checkout, or before `make proto` wrote openapi.json: Envoy refuses routes naming
+    # files it lacks).
+    console_dir: str = (
+        str(CONSOLE_DIR)
+        if (CONSOLE_DIR / "index.html").is_file()
+        and (CONSOLE_DIR.parent / xds.OPENAPI_NAME).is_file()
+        else ""
+    )
     router: list[str] = field(default_factory=lambda: ["127.0.0.1:50053"])
     registry: list[str] = field(default_factory=lambda: ["127.0.0.1:50051"])
     monitor: list[str] = field(default_factory=lambda: ["127.0.0.1:50054"])
@@ -149,6 +162,7 @@ COMPOSE = EnvoyParams(
     ops_address="0.0.0.0",
     descriptor="/etc/envoy/modelhub.pb",
     xds_dir="/var/run/modelhub/xds",
+    console_dir="/etc/envoy/console",
     router=["router:50053"],
     registry=["registry:50051"],
     monitor=["monitor:50054"],
@@ -391,7 +405,13 @@ def seed(params: EnvoyParams, directory: Path | None = None) -> Path:
     plain model names and the services route). A file already there is never replaced: a
     router writing into the directory at the same time wins."""
     target = Path(directory or params.xds_dir)
-    options = xds.XdsOptions(default_pool=tuple(params.inference), upstream_tls=params.upstream_tls)
+    console_dir, openapi_file = xds.console_paths(params.console_dir)
+    options = xds.XdsOptions(
+        default_pool=tuple(params.inference),
+        upstream_tls=params.upstream_tls,
+        console_dir=console_dir,
+        openapi_file=openapi_file,
+    )
     xds.ConfigWriter(target, warm_s=0).seed(xds.snapshot(empty_table(), options))
     return target
 
@@ -481,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant != "local" and not args.descriptor:
         # The container paths exist only inside the container: validate against ours.
         params = replace(params, descriptor=str(DESCRIPTOR))
+    if args.variant != "local":
+        params = replace(params, console_dir=str(CONSOLE_DIR))
     if args.variant != "local" and not args.xds_dir:
         params = replace(params, xds_dir=str(ROOT / "build" / f"xds-{args.variant}"))
     seed(params)

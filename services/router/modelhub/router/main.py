@@ -22,7 +22,10 @@ from modelhub.common.monitor_sink import MonitorSink
 from modelhub.common.server import ServiceRuntime, serve_until_signalled, suite_service_names
 from modelhub.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from modelhub.router import api, triton_api, xds
+from modelhub.router.fleet import Fleet, dns_resolver
+from modelhub.router.fleet_client import GrpcReplicaProbe
 from modelhub.router.metrics import RouterCollector
+from modelhub.router.outcomes import OutcomeForwarder
 from modelhub.router.probes import ReadinessProber
 from modelhub.router.readiness import ReadinessGate
 from modelhub.router.registry_watch import RegistryWatch
@@ -46,22 +49,25 @@ class RouterApp:
     ) -> None:
         self.settings = settings
         self.default_pool = tuple(settings.backend_addresses)
+        console_dir, openapi_file = xds.console_paths(settings.console_dir)
         self.options = xds.XdsOptions(
             default_pool=self.default_pool,
             inference_timeout_s=settings.inference_timeout_s,
             retries=settings.retries,
             upstream_tls=xds.UpstreamTls.from_settings(settings.tls),
+            console_dir=console_dir,
+            openapi_file=openapi_file,
         )
         self.writer = xds.ConfigWriter(
             Path(settings.envoy_config_dir), warm_s=settings.config_warm_s
         )
         self.router = Router(empty_table())
         self.monitor: MonitorSink | None = None
-        if settings.monitor_address:
+        if settings.monitor.address:
             self.monitor = MonitorSink(
-                settings.monitor_address,
-                token=settings.monitor_token,
-                timeout_s=settings.monitor_timeout_s,
+                settings.monitor.address,
+                token=settings.monitor.token,
+                timeout_s=settings.monitor.timeout_s,
                 tls=settings.tls,
             )
         # One channel per inference replica, shared by the readiness probes and Triton's
@@ -70,13 +76,22 @@ class RouterApp:
         self.prober = ReadinessProber(
             self.replicas, settings.health_check_timeout_s, settings.backend_token
         )
+        # The fleet: every replica of the pools, each address of a DNS name on its own —
+        # unless TLS verifies the dialled name (without MODELHUB_TLS_SERVER_NAME), which an
+        # IP address would not match.
+        expand = not (settings.tls.enabled and not settings.tls.server_name)
+        self.fleet = Fleet(
+            self.replica_addresses,
+            GrpcReplicaProbe(self.replicas, settings.backend_token),
+            timeout_s=settings.replica_timeout_s,
+            resolver=dns_resolver if expand else None,
+        )
         self.gate = ReadinessGate(
             self.prober, self._rebuild, timeout_s=settings.version_ready_timeout_s
         )
         self.watch = RegistryWatch(
-            settings.registry_address,
+            settings.registry,
             self._on_state,
-            token=settings.registry_token,
             max_message_bytes=settings.max_message_bytes,
             tls=settings.tls,
             retry_max_s=settings.watch_retry_max_s,
@@ -85,11 +100,17 @@ class RouterApp:
         self.runtime.add_service(
             api.SERVICE_NAME,
             api.add_router_to_server,
-            api.RouterServicer(self.router, self.writer, self.monitor, lambda: self.default_pool),
+            api.RouterServicer(
+                self.router,
+                self.writer,
+                OutcomeForwarder(self.monitor.send_outcomes if self.monitor else None),
+                self.fleet,
+                lambda: self.default_pool,
+            ),
         )
         # Triton's repository and statistics extensions for the whole deployment.
         self.registry = RegistryDeployments(
-            settings.registry_address, settings.max_message_bytes, settings.tls
+            settings.registry.address, settings.max_message_bytes, settings.tls
         )
         self.repository = FrontDoorRepository(
             self.replica_addresses,

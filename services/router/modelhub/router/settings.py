@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from modelhub.common.settings import ServiceSettings
+from modelhub.common.settings import (
+    MONITOR_CLIENT_ALIASES,
+    REGISTRY_CLIENT_ALIASES,
+    FlatAliases,
+    MonitorClientSettings,
+    RegistryClientSettings,
+    ServiceSettings,
+)
 
 
 def split_addresses(text: str) -> list[str]:
@@ -14,9 +23,12 @@ def split_addresses(text: str) -> list[str]:
 
 
 class RouterSettings(ServiceSettings):
-    """Every router setting, with its default."""
+    """Every router setting, with its default. The registry and monitor clients are nested
+    (`MODELHUB_ROUTER_REGISTRY__ADDRESS`); their flat names (`MODELHUB_ROUTER_REGISTRY_ADDRESS`,
+    `_REGISTRY_TOKEN`, `_MONITOR_ADDRESS`, `_MONITOR_TOKEN`, `_MONITOR_TIMEOUT_S`) still work."""
 
     model_config = SettingsConfigDict(env_prefix="MODELHUB_ROUTER_", extra="ignore")
+    flat_aliases: ClassVar[FlatAliases] = {**REGISTRY_CLIENT_ALIASES, **MONITOR_CLIENT_ALIASES}
 
     port: int = Field(default=50053, ge=0, le=65535, description="gRPC port; 0 picks one.")
     metrics_port: int = Field(
@@ -24,11 +36,9 @@ class RouterSettings(ServiceSettings):
     )
 
     # Registry.
-    registry_address: str = Field(
-        default="127.0.0.1:50051", description="The registry's gRPC address (host:port)."
-    )
-    registry_token: str = Field(
-        default="", description="Bearer token for the registry (reader role suffices)."
+    registry: RegistryClientSettings = Field(
+        default_factory=RegistryClientSettings,
+        description="The registry the router follows (reader role suffices).",
     )
     watch_retry_max_s: float = Field(
         default=2.0,
@@ -43,6 +53,14 @@ class RouterSettings(ServiceSettings):
         description="The directory Envoy watches for its dynamic configuration (filesystem "
         "xDS): the router writes clusters.yaml and routes.yaml here. Shared with Envoy: the "
         "same host under `make up`, a shared volume in compose, a sidecar in Kubernetes.",
+    )
+    console_dir: str = Field(
+        default="",
+        description="The web console's folder as Envoy sees it (deploy/envoy/console in a "
+        "checkout, /etc/envoy/console in the Envoy image); its parent holds openapi.json. "
+        "The routes then serve /console/ and /openapi.json from these files (Envoy reads "
+        "them when it loads the routes, and refuses every route while one is missing). "
+        "Empty: no console.",
     )
     config_warm_s: float = Field(
         default=0.5,
@@ -114,16 +132,10 @@ class RouterSettings(ServiceSettings):
     )
 
     # Monitor.
-    monitor_address: str = Field(
-        default="",
-        description="The monitor's gRPC address, where RecordOutcome forwards outcomes; "
-        "empty: RecordOutcome answers FAILED_PRECONDITION.",
-    )
-    monitor_token: str = Field(
-        default="", description="Bearer token for the monitor (publisher role needed)."
-    )
-    monitor_timeout_s: float = Field(
-        default=5.0, gt=0, description="Bound on each call to the monitor."
+    monitor: MonitorClientSettings = Field(
+        default_factory=MonitorClientSettings,
+        description="The monitor, where RecordOutcome forwards outcomes (publisher role "
+        "needed); no address: RecordOutcome answers FAILED_PRECONDITION.",
     )
 
     @property

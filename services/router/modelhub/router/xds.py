@@ -40,7 +40,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -150,6 +150,11 @@ class XdsOptions:
     retries: int = 2
     # Mutual TLS to the inference replicas (None: plaintext).
     upstream_tls: UpstreamTls | None = None
+    # The web console's files and the OpenAPI document, as Envoy sees them (empty: no
+    # console routes). Envoy reads them when it loads the routes: a missing file makes it
+    # refuse the whole route configuration.
+    console_dir: str = ""
+    openapi_file: str = ""
 
 
 # ---------------------------------------------------------------------------- clusters
@@ -548,6 +553,7 @@ def service_routes(options: XdsOptions) -> list[dict[str, Any]]:
         | {"request_headers_to_remove": list(ROUTING_ONLY)}
         | rest,
         _prefix(REST_REPOSITORY_PREFIX, "router", "120s") | rest,
+        preflight_route(),
         # A /v2 path the transcoder did not map (it answers 404 itself; this route gives
         # that answer the REST error body).
         {
@@ -584,6 +590,141 @@ def service_routes(options: XdsOptions) -> list[dict[str, Any]]:
     ]
 
 
+# ---------------------------------------------------------------------------- console
+
+# The web console (deploy/envoy/console/, docs/console.md): a handful of static files that
+# Envoy answers itself from its route configuration (`direct_response` from files), so the
+# console needs no second web server and loads while a backend is down. The list is fixed:
+# the router may not see Envoy's filesystem (compose, Kubernetes), and a route naming a file
+# Envoy lacks makes Envoy refuse every route. tests/unit/router/test_console_routes.py keeps
+# it equal to the folder's contents.
+CONSOLE_PATH = "/console"
+CONSOLE_ASSETS: dict[str, str] = {
+    "index.html": "text/html; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+    **{
+        f"{module}.js": "text/javascript; charset=utf-8"
+        for module in (
+            "app",
+            "ui",
+            "api",
+            "bucketing",
+            "sha256",
+            "charts",
+            "models",
+            "routing",
+            "observe",
+        )
+    },
+}
+OPENAPI_NAME = "openapi.json"
+OPENAPI_PATH = f"/{OPENAPI_NAME}"
+# Envoy's default cap on a direct response body is 4 KiB; the OpenAPI document is ~250 KiB.
+MAX_DIRECT_RESPONSE_BYTES = 4 << 20
+# Same-origin only: no inline script or style, no framing, calls only to this origin.
+CONSOLE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# Route-level: the JSON transcoder answers 404 for any path it does not map
+# (`reject_unknown_method`), so it stands aside on the console's routes.
+_NO_TRANSCODER = {
+    "envoy.filters.http.grpc_json_transcoder": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "disabled": True,
+    }
+}
+
+
+def console_paths(console_dir: str) -> tuple[str, str]:
+    """XdsOptions' `console_dir` and `openapi_file` for a console folder: openapi.json lies
+    in its parent (deploy/envoy/ in a checkout, /etc/envoy/ in the Envoy image). Empty:
+    neither."""
+    if not console_dir:
+        return "", ""
+    folder = PurePosixPath(console_dir)
+    return str(folder), str(folder.parent / OPENAPI_NAME)
+
+
+def _file_route(path: str, filename: str, content_type: str) -> dict[str, Any]:
+    headers = {
+        "content-type": content_type,
+        # No content hashes in the names: revalidate on every load, so an upgrade shows at once.
+        "cache-control": "no-cache",
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+    }
+    if content_type.startswith("text/html"):
+        headers["content-security-policy"] = CONSOLE_CSP
+    return {
+        "name": f"console:{path}",
+        "match": {"path": path},
+        "direct_response": {"status": 200, "body": {"filename": filename}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": key, "value": value},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+            for key, value in headers.items()
+        ],
+        "typed_per_filter_config": _NO_TRANSCODER,
+    }
+
+
+def console_routes(options: XdsOptions) -> list[dict[str, Any]]:
+    """The console's files (`/console/`, `/console/<file>`), `/console` → `/console/`, and
+    the OpenAPI document at `/openapi.json`; nothing when neither is configured."""
+    routes: list[dict[str, Any]] = []
+    if options.console_dir:
+        folder = options.console_dir.rstrip("/")
+        routes.append(
+            {
+                "name": "console:redirect",
+                "match": {"path": CONSOLE_PATH},
+                "redirect": {"path_redirect": f"{CONSOLE_PATH}/"},
+                "typed_per_filter_config": _NO_TRANSCODER,
+            }
+        )
+        routes.append(
+            _file_route(f"{CONSOLE_PATH}/", f"{folder}/index.html", CONSOLE_ASSETS["index.html"])
+        )
+        routes += [
+            _file_route(f"{CONSOLE_PATH}/{name}", f"{folder}/{name}", content_type)
+            for name, content_type in CONSOLE_ASSETS.items()
+        ]
+        routes.append(
+            {
+                "name": "console:not-found",
+                "match": {"prefix": f"{CONSOLE_PATH}/"},
+                "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}},
+                "typed_per_filter_config": _NO_TRANSCODER,
+            }
+        )
+    if options.openapi_file:
+        routes.append(
+            _file_route(OPENAPI_PATH, options.openapi_file, "application/json; charset=utf-8")
+        )
+    return routes
+
+
+def preflight_route() -> dict[str, Any]:
+    """CORS preflights of the JSON APIs (`OPTIONS /v1/...`, `/v2/...`): the transcoder maps
+    no OPTIONS call, so no route matched them and the CORS filter, which answers a
+    preflight only on a route that forwards, let them through to a 404 (gRPC-Web's
+    preflights match the services' routes). The CORS filter answers on this route; the
+    cluster is never reached by a preflight it answers."""
+    return {
+        "name": "cors-preflight",
+        "match": {
+            "safe_regex": {"regex": "^/v[12]/.*"},
+            "headers": [{"name": ":method", "string_match": {"exact": "OPTIONS"}}],
+        },
+        "route": {"cluster": "router", "timeout": "5s"},
+        "typed_per_filter_config": _NO_TRANSCODER,
+    }
+
+
 CORS = {
     "envoy.filters.http.cors": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
@@ -606,13 +747,14 @@ def route_configuration(table: RoutingTable, options: XdsOptions) -> dict[str, A
         routes.extend(endpoint_routes(table.endpoints[key], options))
     return {
         "name": ROUTE_CONFIG,
+        "max_direct_response_body_size_bytes": MAX_DIRECT_RESPONSE_BYTES,
         "virtual_hosts": [
             {
                 "name": "modelhub",
                 "domains": ["*"],
                 "include_request_attempt_count": True,
                 "typed_per_filter_config": CORS,
-                "routes": routes + service_routes(options),
+                "routes": routes + service_routes(options) + console_routes(options),
             }
         ],
     }

@@ -348,6 +348,8 @@ def service_specs(config: StackConfig, inference_ports: list[int]) -> list[Servi
                     f"127.0.0.1:{port}" for port in inference_ports
                 ),
                 "MODELHUB_ROUTER_ENVOY_CONFIG_DIR": str(var / "envoy-xds"),
+                # The console Envoy serves at /console/ (and /openapi.json beside it).
+                "MODELHUB_ROUTER_CONSOLE_DIR": envoy.LOCAL.console_dir,
                 "MODELHUB_ROUTER_MONITOR_ADDRESS": f"127.0.0.1:{ports.monitor}",
                 "MODELHUB_ROUTER_REFLECT_ALL": "true",
                 "OTEL_SERVICE_NAME": "modelhub-router",
@@ -696,6 +698,7 @@ def banner(
         "",
         f"Front door (Envoy): {scheme}://{front}  — gRPC, REST v2 (/v2/…), HTTP/JSON and "
         "gRPC-Web" + (f" over TLS (CA: {certs.ca})" if certs else ""),
+        f"Console: {scheme}://{front}/console/   (its JSON API: {scheme}://{front}/openapi.json)",
     ]
     if tls is not None and tls.enabled:
         lines += [
