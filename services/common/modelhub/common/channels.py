@@ -27,10 +27,7 @@ def service_channel(
     tls = TlsSettings() if tls is None else tls
     credentials = channel_credentials(tls)
     options = channel_options(max_message_bytes) + tls_channel_options(tls)
+    interceptors = aio_client_interceptors()
     if credentials is None:
-        return grpc.aio.insecure_channel(
-            address, options=options, interceptors=aio_client_interceptors()
-        )
-    return grpc.aio.secure_channel(
-        address, credentials, options=options, interceptors=aio_client_interceptors()
-    )
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)

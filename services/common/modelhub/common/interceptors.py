@@ -8,14 +8,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from modelhub.common import errors
 from modelhub.common.auth import Authenticator, Role
-from modelhub.common.status import STATUS_DETAILS_KEY, to_rpc_status
+from modelhub.common.status import abort, code_of
 
 log = logging.getLogger("modelhub.rpc")
 
@@ -45,14 +45,6 @@ class RpcMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-
-
-async def _abort(context: grpc.aio.ServicerContext, error: errors.ModelHubError) -> NoReturn:
-    code, status = to_rpc_status(error)
-    await context.abort(
-        code, status.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
-    )
-    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
 def _as_domain_error(exc: BaseException, method: str) -> errors.ModelHubError:
@@ -123,9 +115,8 @@ def _wrap_handler(
             call.done(_code_of(context, grpc.StatusCode.UNKNOWN))
             raise exc
         error = _as_domain_error(exc, method)
-        code, _ = to_rpc_status(error)
-        call.done(code)
-        await _abort(context, error)
+        call.done(code_of(error))
+        await abort(context, error)
 
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
@@ -144,7 +135,7 @@ def _wrap_handler(
     if handler.unary_stream is not None:
         inner_us = handler.unary_stream
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = _Call(method_metrics)
             try:
                 async for item in inner_us(request, context):
@@ -158,7 +149,7 @@ def _wrap_handler(
     if handler.stream_unary is not None:
         inner_su = handler.stream_unary
 
-        async def stream_unary(requests: AsyncIterator, context: grpc.aio.ServicerContext) -> Any:
+        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             call = _Call(method_metrics)
             try:
                 response = await inner_su(requests, context)
@@ -173,8 +164,8 @@ def _wrap_handler(
         inner_ss = handler.stream_stream
 
         async def stream_stream(
-            requests: AsyncIterator, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator:
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
             call = _Call(method_metrics)
             try:
                 async for item in inner_ss(requests, context):
@@ -192,10 +183,10 @@ def _deny_handler(handler: grpc.RpcMethodHandler, error: errors.ModelHubError) -
     """A handler of the same kind as `handler` that fails every call with `error`."""
 
     async def deny_unary(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _abort(context, error)
+        await abort(context, error)
 
-    async def deny_stream(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
-        await _abort(context, error)
+    async def deny_stream(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await abort(context, error)
         yield  # pragma: no cover - makes this an async generator
 
     if handler.unary_unary is not None:
@@ -248,8 +239,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 if self._metrics is not None:
                     _, _, tail = method.partition("/")
                     service, _, name = tail.partition("/")
-                    code, _ = to_rpc_status(exc)
-                    self._metrics.handled.labels(service, name, code.name).inc()
+                    self._metrics.handled.labels(service, name, code_of(exc).name).inc()
                 return _deny_handler(handler, exc)
         wrapped = self._wrapped.get(method)
         if wrapped is None:

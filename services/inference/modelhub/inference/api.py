@@ -68,7 +68,7 @@ def route_of(context: grpc.aio.ServicerContext) -> Route:
     headers = {key: value for key, value in metadata if key in routing.HEADERS}
     if not headers:
         return DIRECT
-    return routing.parse_route(headers)  # type: ignore[arg-type]
+    return routing.parse_route(headers)
 
 
 def _decoder(request: pb.ModelInferRequest, max_request_bytes: int) -> Callable[[], InferRequest]:

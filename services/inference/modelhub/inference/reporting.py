@@ -47,7 +47,7 @@ class RequestReporter:
 
     def __init__(
         self,
-        pipeline: EventPipeline,
+        pipeline: EventPipeline[Event],
         *,
         sample_rate: float,
         max_values: int,

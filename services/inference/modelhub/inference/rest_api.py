@@ -19,6 +19,7 @@ from modelhub.api.oip import rest_pb2_grpc as rest_grpc
 from modelhub.common.errors import FailedPreconditionError
 from modelhub.common.rest import JSON, empty_body, json_body, message_dict
 from modelhub.inference import api, convert, rest, routing
+from modelhub.inference.request import InferRequest
 from modelhub.inference.service import InferenceService
 from modelhub.inference.settings import REQUEST_ENVELOPE_BYTES
 
@@ -98,7 +99,7 @@ class InferenceRestServicer(rest_grpc.InferenceRestServicer):
         header_length = headers.get(rest.HEADER_LENGTH)
         decoded: list[rest.RestInfer] = []
 
-        def decode() -> rest.InferRequest:
+        def decode() -> InferRequest:
             call = rest.parse_infer(
                 body,
                 None if header_length is None else str(header_length),

@@ -153,7 +153,7 @@ class SessionFactory:
             return False
         finally:
             ort.set_default_logger_severity(2)
-        usable = session.get_providers()[0] == CUDA
+        usable = bool(session.get_providers()[0] == CUDA)
         log.info("CUDA execution provider %s", "usable" if usable else "not usable: using CPU")
         return usable
 

@@ -100,7 +100,9 @@ def supervise(settings: InferenceSettings) -> int:
     return failure
 
 
-def _write_ready(settings: InferenceSettings, port: int, children: list[subprocess.Popen]) -> bool:
+def _write_ready(
+    settings: InferenceSettings, port: int, children: list[subprocess.Popen[bytes]]
+) -> bool:
     """Write the combined ready file once every worker has written its own."""
     workers = []
     for index, child in enumerate(children):

@@ -103,7 +103,8 @@ def _sample_feature(feature: Mapping[str, Any], rows: int, rng: np.random.Genera
     if len(edges) >= 2 and counts.size == len(edges) - 1 and counts.sum() > 0:
         bins = rng.choice(counts.size, size=rows, p=counts / counts.sum())
         low, high = np.asarray(edges[:-1])[bins], np.asarray(edges[1:])[bins]
-        return low + (high - low) * rng.random(rows)
+        values: np.ndarray = low + (high - low) * rng.random(rows)
+        return values
     mean, std = float(feature.get("mean", 0.0)), float(feature.get("stddev", 1.0))
     return rng.normal(mean, std if std > 0 else 1.0, rows)
 

@@ -291,7 +291,8 @@ def _describe_npy(
 
 def _open_npy(file: Path) -> np.ndarray:
     try:
-        return np.load(file, mmap_mode="r", allow_pickle=False)
+        array: np.ndarray = np.load(file, mmap_mode="r", allow_pickle=False)
+        return array
     except ValueError as exc:
         raise InvalidArgumentError(
             f"{str(file)!r} is not an NPY array that can be scored ({exc}); object arrays "

@@ -82,8 +82,8 @@ _STATUS_TO_PB = {
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 
 
-def status_from_pb(value: int) -> VersionStatus | None:
-    return _STATUS_FROM_PB.get(value)  # type: ignore[call-overload]
+def status_from_pb(value: pb.ModelVersion.Status) -> VersionStatus | None:
+    return _STATUS_FROM_PB.get(value)
 
 
 _DEVICE_TO_PB = {
@@ -94,8 +94,8 @@ _DEVICE_TO_PB = {
 _DEVICE_FROM_PB = {v: k for k, v in _DEVICE_TO_PB.items()}
 
 
-def device_from_pb(value: int) -> Device:
-    return _DEVICE_FROM_PB.get(value, Device.AUTO)  # type: ignore[call-overload]
+def device_from_pb(value: types_pb2.Device) -> Device:
+    return _DEVICE_FROM_PB.get(value, Device.AUTO)
 
 
 def device_to_pb(device: Device) -> int:
@@ -396,7 +396,7 @@ def sticky_key_from_pb(msg: pb.Endpoint) -> StickyKey | None:
     if not msg.HasField("sticky_key"):
         return None
     key = msg.sticky_key
-    source = _KEY_SOURCE_FROM_PB.get(key.source)  # type: ignore[call-overload]
+    source = _KEY_SOURCE_FROM_PB.get(key.source)
     if source is None:
         if not key.name:
             return None
@@ -491,7 +491,7 @@ def endpoint_to_pb(ep: Endpoint) -> pb.Endpoint:
     if ep.sticky_key is not None:
         msg.sticky_key.CopyFrom(
             pb.StickyKey(
-                source=_KEY_SOURCE_TO_PB[ep.sticky_key.source],  # type: ignore[arg-type]
+                source=_KEY_SOURCE_TO_PB[ep.sticky_key.source],
                 name=ep.sticky_key.name,
             )
         )
@@ -543,12 +543,12 @@ def kinds_from_pb(values: list[int]) -> set[Kind]:
 
 def event_to_pb(event: WatchEvent) -> pb.WatchEvent:
     msg = pb.WatchEvent(
-        type=_TYPE_TO_PB[event.type],  # type: ignore[arg-type]
+        type=_TYPE_TO_PB[event.type],
         revision=event.revision,
         name=event.name,
     )
     if event.kind is not None:
-        msg.kind = _KIND_TO_PB[event.kind]  # type: ignore[assignment]
+        msg.kind = _KIND_TO_PB[event.kind]
     resource = event.resource
     if isinstance(resource, Model):
         msg.model.CopyFrom(model_to_pb(resource))

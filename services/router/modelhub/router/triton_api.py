@@ -59,7 +59,7 @@ class Budget:
         self.margin = margin
 
     def of(self, context: Context) -> float:
-        remaining = context.time_remaining()
+        remaining: float | None = context.time_remaining()
         if remaining is None:
             return self.limit_s
         return max(0.05, min(self.limit_s, remaining * (1 - self.margin)))
