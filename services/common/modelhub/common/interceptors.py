@@ -135,7 +135,9 @@ def _wrap_handler(
     if handler.unary_stream is not None:
         inner_us = handler.unary_stream
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
             call = _Call(method_metrics)
             try:
                 async for item in inner_us(request, context):
@@ -149,7 +151,9 @@ def _wrap_handler(
     if handler.stream_unary is not None:
         inner_su = handler.stream_unary
 
-        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        async def stream_unary(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> Any:
             call = _Call(method_metrics)
             try:
                 response = await inner_su(requests, context)
