@@ -1,460 +1,244 @@
-"""`modelhub`: publish, promote and inspect models from the shell.
+"""`modelhub`: publish, promote, route and watch models from the shell.
 
-    modelhub models push fraud model.onnx --alias challenger
-    modelhub alias set fraud champion 3
-    modelhub endpoints apply fraud endpoint.json
-    modelhub versions list fraud
-    modelhub endpoints audit fraud --sample-rate 0.1 --redact ssn
-    modelhub audit list --endpoint fraud --since 1h
-    modelhub score fraud@champion --input data.parquet --output scores.parquet
-
-The registry address comes from --registry or MODELHUB_REGISTRY_ADDRESS (default
-127.0.0.1:50051), the token from --token or MODELHUB_TOKEN.
+Tables for people by default; `--json` (anywhere on the command line) prints JSON for
+scripts: protobuf's JSON mapping with the proto field names, 64-bit integers as numbers
+(as strings only beyond 2**53, where JSON parsers lose digits); `watch --json` prints one
+JSON object per line. Exit status: 0 done, 1 refused or failed (the status code and
+message on stderr), 2 bad usage or a command whose package is not installed, 130
+interrupted; a reader that goes away (`| head`) ends the command by SIGPIPE, as for other
+Unix tools.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
+import signal
 import sys
-import time
+import textwrap
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.message import Message
 
-from modelhub.api.common.v1 import types_pb2
-from modelhub.api.registry.v1 import registry_pb2 as pb
+from modelhub.cli import fleet, monitor, resources
 from modelhub.cli import score as score_cli
+from modelhub.cli.output import Output, write
+from modelhub.cli.progress import Bars, terminal
+from modelhub.cli.session import MissingPackageError, Session
 from modelhub.client import ClientError, RegistryClient
-from modelhub.common.errors import FailedPreconditionError, ModelHubError
+from modelhub.common.errors import ModelHubError
 from modelhub.common.status import status_code_for
+from modelhub.common.version import __version__
 
-STATUS_NAMES = {pb.ModelVersion.READY: "READY", pb.ModelVersion.ARCHIVED: "ARCHIVED"}
-
-
-def _json(message: Message) -> str:
-    return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2)
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr (only when stderr is a terminal): amount, rate
-    and ETA in `unit`s (`scale` of them per counted item; rows: unit "rows", scale 1)."""
-
-    def __init__(self, label: str, unit: str = "MB", scale: float = 1e6) -> None:
-        self.label = label
-        self.unit = unit
-        self.scale = scale
-        self.enabled = sys.stderr.isatty()
-        self.start = time.monotonic()
-        self.first: int | None = None  # work done before this run (resumed) is not a rate
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total <= 0:
-            return
-        if self.first is None:
-            self.first = done
-        width = 30
-        filled = int(width * done / total)
-        rate = (done - self.first) / max(time.monotonic() - self.start, 1e-6)
-        left = int((total - done) / rate) if rate > 0 else -1
-        eta = f" ETA {left // 60}:{left % 60:02d}" if left >= 0 else ""
-        digits = 0 if self.scale == 1 else 1
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{done / self.scale:,.{digits}f}/{total / self.scale:,.{digits}f} {self.unit} "
-            f"{rate / self.scale:,.{digits}f} {self.unit}/s{eta}"
-        )
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+Handler = Callable[[Session], Awaitable[Output]]
+Formatter = argparse.RawDescriptionHelpFormatter
+DESCRIPTION_WIDTH = 88
+REFERENCE_HELP = "a version: fraud@champion (alias), fraud:3 or fraud/versions/3 (number)"
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip() for row in cells
-    )
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
 
 
-def _load_message(path: str, message: Message) -> Message:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    return json_format.Parse(text, message)
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before or after its name. `defaults`: on the
+    top-level parser only, so that a command's parser never overwrites a value given
+    before the command."""
 
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
 
-async def _models(client: RegistryClient, args: argparse.Namespace) -> str:
-    if args.action == "create":
-        return _json(await client.create_model(args.model, args.description, args.tag or []))
-    if args.action == "get":
-        return _json(await client.get_model(args.model))
-    if args.action == "delete":
-        await client.delete_model(args.model)
-        return f"deleted models/{args.model}"
-    if args.action == "push":
-        profile = None
-        if args.profile:
-            profile = _load_message(args.profile, types_pb2.DataProfile())
-        version = await client.push(
-            args.model,
-            args.file,
-            description=args.description,
-            author=args.author or os.environ.get("USER", ""),
-            source=pb.Source(run_id=args.run_id, dataset=args.dataset, commit=args.commit),
-            tags=args.tag or [],
-            aliases=args.alias or [],
-            data_profile=profile,  # type: ignore[arg-type]
-            progress=ProgressBar(f"pushing {Path(args.file).name}"),
-        )
-        return (
-            _json(version)
-            if args.json
-            else (
-                f"{version.name} sha256:{version.artifact.sha256[:12]} "
-                f"aliases={','.join(version.aliases) or '-'}"
-            )
-        )
-    models = await client.list_models(args.prefix, args.tag_filter)
-    if args.json:
-        return json.dumps([json.loads(_json(m)) for m in models], indent=2)
-    rows = [(m.name, m.latest_version, ",".join(m.tags), m.description[:40]) for m in models]
-    return _table(rows, ["NAME", "LATEST", "TAGS", "DESCRIPTION"])
-
-
-async def _versions(client: RegistryClient, args: argparse.Namespace) -> str:
-    if args.action == "get":
-        return _json(await client.resolve(args.reference))
-    if args.action == "download":
-        version = await client.download(
-            args.reference, args.output, ProgressBar(f"downloading {args.reference}")
-        )
-        return f"{version.name} → {args.output} (sha256 verified)"
-    if args.action == "optimize":
-        from modelhub.optimize.cli import optimize
-
-        done = await optimize(
-            client,
-            args.reference,
-            args.method,
-            calibration=args.calibration,
-            validation=args.validation,
-            alias=args.alias,
-            shadow_on=args.shadow_on,
-            shadow_rate=args.shadow_rate,
-            rows=args.rows,
-            threads=args.threads,
-            say=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-        if args.json:
-            return _json(done.version)
-        head = f"registered {done.version.name} ({args.method} of {done.version.derivation.parent})"
-        return "\n".join([head, *done.report.lines(), *done.notes])
-    if args.action == "report":
-        from modelhub.optimize.cli import report_from_pb
-
-        version = await client.resolve(args.reference)
-        if not version.HasField("derivation"):
-            raise FailedPreconditionError(
-                f"{version.name} is not an optimized derivative: it has no report"
-            )
-        lines = [f"{version.name}: {version.derivation.method} of {version.derivation.parent}"]
-        if version.HasField("evaluation"):
-            lines += report_from_pb(version).lines()
-        return _json(version) if args.json else "\n".join(lines)
-    if args.action == "archive":
-        return _json(await client.archive(args.reference))
-    if args.action == "delete":
-        await client.delete_version(args.reference)
-        return f"deleted {args.reference}"
-    versions = await client.list_versions(args.model, alias=args.alias or "")
-    if args.json:
-        return json.dumps([json.loads(_json(v)) for v in versions], indent=2)
-    rows = [
-        (
-            v.version,
-            STATUS_NAMES.get(v.status, "?"),
-            ",".join(v.aliases) or "-",
-            v.artifact.sha256[:12],
-            v.artifact.size_bytes,
-            v.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
-        )
-        for v in versions
-    ]
-    return _table(rows, ["VERSION", "STATUS", "ALIASES", "SHA256", "BYTES", "CREATED"])
-
-
-async def _alias(client: RegistryClient, args: argparse.Namespace) -> str:
-    if args.action == "set":
-        alias = await client.set_alias(args.model, args.alias, args.version)
-        return f"{alias.name} → version {alias.version}"
-    if args.action == "delete":
-        await client.delete_alias(args.model, args.alias)
-        return f"deleted alias {args.alias} of models/{args.model}"
-    aliases = await client.list_aliases(args.model)
-    return _table([(a.alias, a.version) for a in aliases], ["ALIAS", "VERSION"])
-
-
-async def _deployments(client: RegistryClient, args: argparse.Namespace) -> str:
-    if args.action == "apply":
-        spec = _load_message(args.file, pb.Deployment())
-        return _json(await client.apply_deployment(args.deployment, spec))  # type: ignore[arg-type]
-    if args.action == "delete":
-        await client.delete_deployment(args.deployment)
-        return f"deleted deployments/{args.deployment}"
-    items = await client.list_deployments()
-    rows = [
-        (d.name, d.model, ",".join(str(v.resolved_version) for v in d.versions), d.instance_count)
-        for d in items
-    ]
-    return _table(rows, ["NAME", "MODEL", "VERSIONS", "INSTANCES"])
-
-
-async def _endpoints(client: RegistryClient, args: argparse.Namespace) -> str:
-    if args.action == "apply":
-        spec = _load_message(args.file, pb.Endpoint())
-        return _json(await client.apply_endpoint(args.endpoint, spec))  # type: ignore[arg-type]
-    if args.action == "get":
-        return _json(await client.get_endpoint(args.endpoint))
-    if args.action == "delete":
-        await client.delete_endpoint(args.endpoint)
-        return f"deleted endpoints/{args.endpoint}"
-    if args.action == "audit":
-        redact = [n.strip() for value in args.redact or [] for n in value.split(",") if n.strip()]
-        endpoint = await client.set_endpoint_audit(args.endpoint, args.sample_rate, redact)
-        return _json(endpoint) if args.json else f"{endpoint.name}: audit {_audit_policy(endpoint)}"
-    items = await client.list_endpoints()
-    rows = [
-        (
-            e.name,
-            " ".join(
-                f"{v.name}={v.weight:g}→{v.model.removeprefix('models/')}:"
-                f"{v.selector.resolved_version}"
-                for v in e.variants
-            ),
-            " ".join(f"{s.name}@{s.sample_rate:g}" for s in e.shadows) or "-",
-            _audit_policy(e),
-        )
-        for e in items
-    ]
-    return _table(rows, ["NAME", "VARIANTS", "SHADOWS", "AUDIT"])
-
-
-def _audit_policy(endpoint: pb.Endpoint) -> str:
-    audit = endpoint.audit
-    if not endpoint.HasField("audit") or audit.sample_rate <= 0:
-        return "off"
-    redacted = f" redact={','.join(audit.redact_inputs)}" if audit.redact_inputs else ""
-    return f"{audit.sample_rate:g}{redacted}"
-
-
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_time(text: str, now: float | None = None) -> float:
-    """Epoch seconds of `--since`/`--until`: RFC 3339 (`2026-01-31T12:00:00Z`, a date) or
-    a duration before now (`90s`, `15m`, `2h`, `7d`)."""
-    from datetime import UTC, datetime
-
-    value = text.strip()
-    unit = _DURATION_UNITS.get(value[-1:].lower())
-    if unit is not None and value[:-1].replace(".", "", 1).isdigit():
-        return (time.time() if now is None else now) - float(value[:-1]) * unit
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration "
-            "before now (90s, 15m, 2h, 7d)"
-        ) from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
-async def _audit(client: RegistryClient, args: argparse.Namespace) -> str:
-    """The payload audit log kept by the monitor (admin role)."""
-    import grpc
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    from modelhub.api.monitor.v1 import monitor_pb2 as mpb
-    from modelhub.api.monitor.v1 import monitor_pb2_grpc
-    from modelhub.common.channels import service_channel
-
-    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
-    async with service_channel(args.monitor) as channel:
-        stub = monitor_pb2_grpc.MonitorServiceStub(channel)
-        try:
-            if args.action == "get":
-                return _json(
-                    await stub.GetAuditRecord(
-                        mpb.GetAuditRecordRequest(request_id=args.request_id), metadata=metadata
-                    )
-                )
-            request = mpb.ListAuditRecordsRequest(
-                endpoint=args.endpoint,
-                page_size=min(args.limit, 1000),
-                view=mpb.AUDIT_RECORD_VIEW_FULL if args.full else mpb.AUDIT_RECORD_VIEW_BASIC,
-            )
-            for flag, field in ((args.since, "start_time"), (args.until, "end_time")):
-                if flag:
-                    stamp = Timestamp()
-                    stamp.FromNanoseconds(round(parse_time(flag) * 1e9))
-                    getattr(request, field).CopyFrom(stamp)
-            records: list[mpb.AuditRecord] = []
-            while len(records) < args.limit:
-                page = await stub.ListAuditRecords(request, metadata=metadata)
-                records.extend(page.records)
-                if not page.next_page_token:
-                    break
-                request.page_token = page.next_page_token
-        except grpc.aio.AioRpcError as exc:
-            raise ClientError.from_rpc_error(exc) from None
-    records = records[: args.limit]
-    if args.json or args.full:
-        return json.dumps([json.loads(_json(r)) for r in records], indent=2)
-    rows = [
-        (
-            r.time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            r.request_id,
-            r.endpoint.removeprefix("endpoints/"),
-            r.variant or "-",
-            f"{r.model.removeprefix('models/')}:{r.version}" if r.model else "-",
-            _status_name(r.status_code),
-            f"{r.caller}({r.caller_role})" if r.caller_role else r.caller,
-            r.size_bytes,
-        )
-        for r in records
-    ]
-    return _table(
-        rows,
-        ["TIME (UTC)", "REQUEST ID", "ENDPOINT", "VARIANT", "MODEL", "STATUS", "CALLER", "BYTES"],
-    )
-
-
-def _status_name(code: int) -> str:
-    import grpc
-
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return str(status.name)
-    return str(code)
-
-
-async def _monitor(client: RegistryClient, args: argparse.Namespace) -> str:
-    """Monitor reports (stats, drift, experiment, shadows, alerts) as JSON."""
-    import grpc
-
-    from modelhub.api.monitor.v1 import monitor_pb2 as mpb
-    from modelhub.api.monitor.v1 import monitor_pb2_grpc
-    from modelhub.common.channels import service_channel
-
-    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
-    window = args.window
-    async with service_channel(args.monitor) as channel:
-        stub = monitor_pb2_grpc.MonitorServiceStub(channel)
-        try:
-            if args.group == "stats":
-                key = mpb.SeriesKey(
-                    model=f"models/{args.model}" if args.model else "",
-                    version=args.version,
-                    endpoint=f"endpoints/{args.endpoint}" if args.endpoint else "",
-                    variant=args.variant or "",
-                )
-                reply: Message = await stub.ListStats(
-                    mpb.ListStatsRequest(filter=key, window_seconds=window), metadata=metadata
-                )
-            elif args.group == "drift":
-                reply = await stub.GetDriftReport(
-                    mpb.GetDriftReportRequest(
-                        model=f"models/{args.model}", version=args.version, window_seconds=window
-                    ),
-                    metadata=metadata,
-                )
-            elif args.group == "experiment":
-                reply = await stub.GetExperimentReport(
-                    mpb.GetExperimentReportRequest(
-                        endpoint=f"endpoints/{args.endpoint}", window_seconds=window
-                    ),
-                    metadata=metadata,
-                )
-            elif args.group == "shadows":
-                reply = await stub.GetShadowReport(
-                    mpb.GetShadowReportRequest(
-                        endpoint=f"endpoints/{args.endpoint}", window_seconds=window
-                    ),
-                    metadata=metadata,
-                )
-            else:
-                reply = await stub.ListAlerts(mpb.ListAlertsRequest(), metadata=metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise ClientError.from_rpc_error(exc) from None
-    return _json(reply)
-
-
-async def _watch(client: RegistryClient, args: argparse.Namespace) -> str:
-    async for event in client.watch(args.start_revision):
-        line = json_format.MessageToDict(event, preserving_proto_field_name=True)
-        print(json.dumps(line), flush=True)
-    return ""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelhub", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--registry",
-        default=os.environ.get("MODELHUB_REGISTRY_ADDRESS", "127.0.0.1:50051"),
-        help="registry address host:port",
+        metavar="HOST:PORT",
+        default=default(_env("MODELHUB_REGISTRY_ADDRESS", "127.0.0.1:50051")),
+        help="registry address (env MODELHUB_REGISTRY_ADDRESS; default 127.0.0.1:50051)",
     )
-    parser.add_argument("--token", default=os.environ.get("MODELHUB_TOKEN"))
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    groups = parser.add_subparsers(dest="group", required=True)
+    parser.add_argument(
+        "--token",
+        default=default(os.environ.get("MODELHUB_TOKEN")),
+        help="bearer token sent to every service (env MODELHUB_TOKEN)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print JSON for scripts instead of tables",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="no progress bars or notes on stderr",
+    )
 
-    models = groups.add_parser("models", help="models and publishing").add_subparsers(
-        dest="action", required=True
-    )
-    p = models.add_parser("create")
-    p.add_argument("model")
-    p.add_argument("--description", default="")
-    p.add_argument("--tag", action="append")
-    models.add_parser("get").add_argument("model")
-    models.add_parser("delete").add_argument("model")
-    p = models.add_parser("list")
-    p.add_argument("--prefix", default="")
-    p.add_argument("--tag", dest="tag_filter", default="")
-    p = models.add_parser("push", help="upload an ONNX file as a new version")
-    p.add_argument("model")
-    p.add_argument("file")
-    p.add_argument("--description", default="")
-    p.add_argument("--author", default="")
-    p.add_argument("--run-id", default="")
-    p.add_argument("--dataset", default="")
-    p.add_argument("--commit", default="")
-    p.add_argument("--tag", action="append")
-    p.add_argument("--alias", action="append", help="point this alias at the new version")
-    p.add_argument("--profile", help="DataProfile JSON file (the drift baseline)")
 
-    versions = groups.add_parser("versions", help="model versions").add_subparsers(
-        dest="action", required=True
-    )
-    p = versions.add_parser("list")
-    p.add_argument("model")
-    p.add_argument("--alias")
-    for action in ("get", "archive", "delete"):
-        versions.add_parser(action).add_argument(
-            "reference", help="fraud@champion, fraud:3, fraud/versions/3"
+class Builder:
+    """Adds groups and commands, each with a description, help on every argument, the
+    options every command takes, and examples (a command shows those of its group's
+    examples that run it)."""
+
+    def __init__(self, groups: Any) -> None:
+        self.groups = groups
+        self.common = argparse.ArgumentParser(add_help=False)
+        _global_options(self.common, defaults=False)
+        self._examples: dict[int, tuple[str, list[str]]] = {}
+
+    def command(
+        self, parent: Any, name: str, help_text: str, description: str = "", epilog: str = ""
+    ) -> argparse.ArgumentParser:
+        if not epilog and id(parent) in self._examples:
+            group, lines = self._examples[id(parent)]
+            mine = [line for line in lines if line.startswith(f"modelhub {group} {name} ")]
+            epilog = _examples("\n".join(mine)) if mine else ""
+        text = description or help_text[0].upper() + help_text[1:] + "."
+        parser: argparse.ArgumentParser = parent.add_parser(
+            name,
+            help=help_text,
+            description=textwrap.fill(text, DESCRIPTION_WIDTH),
+            epilog=epilog,
+            formatter_class=Formatter,
+            parents=[self.common],
         )
-    p = versions.add_parser("download")
-    p.add_argument("reference")
-    p.add_argument("-o", "--output", required=True)
-    p = versions.add_parser(
-        "optimize",
-        help="build a quantized (int8) or float16 derivative, measure it against its "
-        "parent and register it with its lineage and report",
+        return parser
+
+    def group(self, name: str, help_text: str, description: str, examples: str) -> Any:
+        parser = self.command(self.groups, name, help_text, description, _examples(examples))
+        actions = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")
+        self._examples[id(actions)] = (name, _lines(examples))
+        return actions
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.strip().splitlines()]
+
+
+def _examples(text: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in _lines(text))
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _address(parser: argparse.ArgumentParser, service: str, port: int) -> None:
+    env = f"MODELHUB_{service.upper()}_ADDRESS"
+    parser.add_argument(
+        f"--{service}",
+        metavar="HOST:PORT",
+        default=_env(env, f"127.0.0.1:{port}"),
+        help=f"{service} address (env {env}; default 127.0.0.1:{port})",
     )
-    p.add_argument("reference", help="the parent: fraud@champion, fraud:3")
-    p.add_argument("--method", required=True, choices=["dynamic-int8", "static-int8", "fp16"])
+
+
+# ------------------------------------------------------------------------------ groups
+
+
+def _models(b: Builder) -> None:
+    g = b.group(
+        "models",
+        "models and publishing versions",
+        "Models, and publishing an ONNX file as a model's next version.",
+        """modelhub models push fraud model.onnx --alias challenger --run-id run-42
+        modelhub models list --prefix fr
+        modelhub models get fraud --json""",
+    )
+    p = b.command(g, "create", "create a model (push creates it too)")
+    p.add_argument("model", help="model id, e.g. fraud")
+    p.add_argument("--description", default="", help="free text")
+    p.add_argument("--tag", action="append", help="a tag (repeat for several)")
+    p = b.command(g, "get", "show a model")
+    p.add_argument("model", help="model id")
+    p = b.command(g, "delete", "delete a model and all its versions")
+    p.add_argument("model", help="model id")
+    p = b.command(g, "list", "list models")
+    p.add_argument("--prefix", default="", help="only models whose id starts with this")
+    p.add_argument("--tag", dest="tag_filter", default="", help="only models with this tag")
+    p = b.command(
+        g,
+        "push",
+        "upload an ONNX file as the model's next version",
+        "Upload an ONNX file as the model's next version (created with the model if "
+        "needed). The registry checks the digest and the graph and records its schema. "
+        "A progress bar shows on a terminal.",
+    )
+    p.add_argument("model", help="model id")
+    p.add_argument("file", help="the .onnx file")
+    p.add_argument("--description", default="", help="free text")
+    p.add_argument("--author", default="", help="who published it (default: $USER)")
+    p.add_argument("--run-id", default="", help="training run id (e.g. an MLflow run)")
+    p.add_argument("--dataset", default="", help="training data set name or URI")
+    p.add_argument("--commit", default="", help="code revision it was built from")
+    p.add_argument("--tag", action="append", help="a tag (repeat for several)")
+    p.add_argument("--alias", action="append", help="point this alias at the new version")
+    p.add_argument(
+        "--profile", help="DataProfile JSON file: the training data's distribution (drift)"
+    )
+
+
+def _versions(b: Builder) -> None:
+    g = b.group(
+        "versions",
+        "model versions: list, inspect, download, optimize",
+        "A model's versions. References: fraud@champion (an alias), fraud@latest, fraud:3 "
+        "or fraud/versions/3.",
+        """modelhub versions list fraud
+        modelhub versions get fraud@champion
+        modelhub versions download fraud:3 -o model.onnx
+        modelhub versions optimize fraud@champion --method dynamic-int8 --alias candidate
+        modelhub versions report fraud@candidate""",
+    )
+    p = b.command(g, "list", "list a model's versions, newest first")
+    p.add_argument("model", help="model id")
+    p.add_argument("--alias", help="only the version this alias points at")
+    for action, help_text in (
+        ("get", "show a version: status, aliases, artifact, lineage, inputs and outputs"),
+        ("archive", "archive a version (kept, never routed to or deployed again)"),
+        ("delete", "delete a version that nothing uses"),
+    ):
+        b.command(g, action, help_text).add_argument("reference", help=REFERENCE_HELP)
+    p = b.command(
+        g, "download", "download a version's artifact (sha256 verified, written atomically)"
+    )
+    p.add_argument("reference", help=REFERENCE_HELP)
+    p.add_argument("-o", "--output", required=True, help="file to write")
+    _optimize(b, g)
+    p = b.command(
+        g,
+        "report",
+        "a derivative's lineage and evaluation report",
+        "A derivative's lineage and evaluation report (needs the modelhub-inference package).",
+    )
+    p.add_argument("reference", help=REFERENCE_HELP)
+
+
+def _optimize(b: Builder, g: Any) -> None:
+    p = b.command(
+        g,
+        "optimize",
+        "build a quantized (int8) or float16 derivative, measure it against its parent and "
+        "register it with its lineage and report",
+        "Build a quantized (int8) or float16 derivative of a READY version, measure it "
+        "against its parent and register it as a new version with its lineage and report "
+        "(needs the modelhub-inference package).",
+    )
+    p.add_argument("reference", help="the parent: " + REFERENCE_HELP)
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=["dynamic-int8", "static-int8", "fp16"],
+        help="how to derive it",
+    )
     p.add_argument(
         "--calibration",
         default="",
@@ -464,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--validation",
         default="",
-        help="rows to compare the two on (.npz/.npy); default: synthesised from the "
-        "parent's data profile (the report says so)",
+        help="rows to compare the two on (.npz/.npy/.parquet); default: synthesised from "
+        "the parent's data profile (the report says so)",
     )
     p.add_argument("--rows", type=int, default=1024, help="rows synthesised (default 1024)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads when measuring")
@@ -477,39 +261,115 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the derivative as a shadow on this endpoint (and to the model's "
         "deployments) so the shadow comparison measures it on live traffic",
     )
-    p.add_argument("--shadow-rate", type=float, default=1.0, help="share of traffic mirrored")
-    versions.add_parser("report", help="a derivative's lineage and evaluation report").add_argument(
-        "reference"
+    p.add_argument(
+        "--shadow-rate", type=float, default=1.0, help="share of traffic mirrored (0..1)"
     )
 
-    alias = groups.add_parser("alias", help="aliases").add_subparsers(dest="action", required=True)
-    p = alias.add_parser("set")
-    p.add_argument("model")
-    p.add_argument("alias")
-    p.add_argument("version", type=int)
-    p = alias.add_parser("delete")
-    p.add_argument("model")
-    p.add_argument("alias")
-    alias.add_parser("list").add_argument("model")
 
-    deployments = groups.add_parser("deployments").add_subparsers(dest="action", required=True)
-    p = deployments.add_parser("apply", help="create or replace from a JSON Deployment")
-    p.add_argument("deployment")
-    p.add_argument("file", help="JSON file, - for stdin")
-    deployments.add_parser("delete").add_argument("deployment")
-    deployments.add_parser("list")
-
-    endpoints = groups.add_parser("endpoints").add_subparsers(dest="action", required=True)
-    p = endpoints.add_parser("apply", help="create or replace from a JSON Endpoint")
-    p.add_argument("endpoint")
-    p.add_argument("file", help="JSON file, - for stdin")
-    endpoints.add_parser("get").add_argument("endpoint")
-    endpoints.add_parser("delete").add_argument("endpoint")
-    endpoints.add_parser("list")
-    p = endpoints.add_parser(
-        "audit", help="set the payload audit policy (sample rate, redacted inputs)"
+def _aliases(b: Builder) -> None:
+    g = b.group(
+        "alias",
+        "aliases: named pointers to versions (champion, challenger)",
+        "Aliases: named pointers to a model's versions. Moving one promotes a version "
+        "everywhere it is selected by that alias.",
+        """modelhub alias set fraud champion 3
+        modelhub alias list fraud
+        modelhub alias delete fraud challenger""",
     )
-    p.add_argument("endpoint")
+    p = b.command(g, "set", "point an alias at a version (creating it if needed)")
+    p.add_argument("model", help="model id")
+    p.add_argument("alias", help="alias name (latest is reserved)")
+    p.add_argument("version", type=int, help="version number (READY)")
+    p = b.command(g, "delete", "delete an alias nothing selects")
+    p.add_argument("model", help="model id")
+    p.add_argument("alias", help="alias name")
+    p = b.command(g, "list", "list a model's aliases")
+    p.add_argument("model", help="model id")
+
+
+def _apply_args(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument(
+        "name",
+        nargs="?",
+        help=f"{kind} id (default: the file's name field, {kind}s/NAME)",
+    )
+    p.add_argument(
+        "file",
+        help=f"{kind} file: JSON (// comments allowed), - for stdin; "
+        f"see `modelhub {kind}s example`",
+    )
+
+
+def _example_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schema", action="store_true", help="print the file's JSON Schema instead")
+
+
+def _deployments(b: Builder) -> None:
+    g = b.group(
+        "deployments",
+        "deployments: which versions the inference replicas keep loaded",
+        "Deployments: which versions of a model every inference replica keeps loaded, "
+        "on which device, with which batching.",
+        """modelhub deployments example > deployment.json
+        modelhub deployments apply fraud deployment.json --wait --timeout 120
+        modelhub deployments list
+        modelhub fleet --model fraud""",
+    )
+    p = b.command(
+        g,
+        "apply",
+        "create a deployment or replace its spec from a file",
+        "Create a deployment or replace its spec from a JSON Deployment file. With --wait, "
+        "return only once every inference replica the router knows reports each deployed "
+        "version loaded (READY).",
+    )
+    _apply_args(p, "deployment")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until every inference replica has the version(s) loaded",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=300.0,
+        metavar="S",
+        help="with --wait: give up after S seconds (default 300; exit status 1)",
+    )
+    _address(p, "router", 50053)
+    b.command(g, "get", "show a deployment").add_argument("deployment", help="deployment id")
+    b.command(g, "delete", "delete a deployment").add_argument("deployment", help="deployment id")
+    b.command(g, "list", "list deployments")
+    _example_args(
+        b.command(
+            g,
+            "example",
+            "print an annotated example deployment file (or its JSON Schema)",
+            "Print an example deployment file with every field explained (--json: plain "
+            "JSON; --schema: the JSON Schema of the file), both derived from the API's "
+            "definition of a Deployment.",
+        )
+    )
+
+
+def _endpoints(b: Builder) -> None:
+    g = b.group(
+        "endpoints",
+        "endpoints: routing policies (A/B splits, canaries, shadows)",
+        "Endpoints: how requests for an endpoint name are split among variants (sticky "
+        "A/B buckets, canaries), mirrored to shadows and audited.",
+        """modelhub endpoints example > endpoint.json
+        modelhub endpoints apply fraud endpoint.json
+        modelhub endpoints get fraud
+        modelhub endpoints audit fraud --sample-rate 0.1 --redact ssn""",
+    )
+    p = b.command(g, "apply", "create an endpoint or replace its policy from a file")
+    _apply_args(p, "endpoint")
+    b.command(g, "get", "show an endpoint's policy").add_argument("endpoint", help="endpoint id")
+    b.command(g, "delete", "delete an endpoint").add_argument("endpoint", help="endpoint id")
+    b.command(g, "list", "list endpoints with their variants as resolved now")
+    p = b.command(g, "audit", "set the payload audit policy (sample rate, redacted inputs)")
+    p.add_argument("endpoint", help="endpoint id")
     p.add_argument(
         "--sample-rate",
         type=float,
@@ -519,94 +379,229 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--redact", action="append", help="input name never recorded (repeat, or comma-separate)"
     )
+    _example_args(
+        b.command(
+            g,
+            "example",
+            "print an annotated example endpoint file (or its JSON Schema)",
+            "Print an example endpoint file with every field explained (--json: plain "
+            "JSON; --schema: the JSON Schema of the file), both derived from the API's "
+            "definition of an Endpoint.",
+        )
+    )
 
-    monitor_address = os.environ.get("MODELHUB_MONITOR_ADDRESS", "127.0.0.1:50054")
-    audit = groups.add_parser(
-        "audit", help="the payload audit log kept by the monitor (admin role)"
-    ).add_subparsers(dest="action", required=True)
-    p = audit.add_parser("list", help="records, newest first (summaries unless --full)")
+
+def _audit(b: Builder) -> None:
+    g = b.group(
+        "audit",
+        "the payload audit log kept by the monitor (admin role)",
+        "The payload audit log kept by the monitor (admin role): sampled requests with "
+        "their inputs and outputs.",
+        """modelhub audit list --endpoint fraud --since 1h
+        modelhub audit get 3f2a9c1e""",
+    )
+    p = b.command(g, "list", "records, newest first (summaries unless --full)")
     p.add_argument("--endpoint", default="", help="endpoint id")
     p.add_argument("--since", default="", help="RFC 3339 time or a duration before now (15m, 2h)")
     p.add_argument("--until", default="", help="RFC 3339 time or a duration before now")
     p.add_argument("--limit", type=int, default=50, help="most records (default 50)")
     p.add_argument("--full", action="store_true", help="with the payloads (JSON)")
-    p.add_argument("--monitor", default=monitor_address, help="monitor address host:port")
-    p = audit.add_parser("get", help="one request's record with its payloads (JSON)")
-    p.add_argument("request_id")
-    p.add_argument("--monitor", default=monitor_address, help="monitor address host:port")
-    for name, help_text in [
-        ("stats", "live statistics per model/version/endpoint/variant"),
-        ("drift", "drift report of a model version"),
-        ("experiment", "per-variant outcome rates and significance on an endpoint"),
-        ("shadows", "shadow vs primary comparison on an endpoint"),
-        ("alerts", "pending and firing alerts"),
-    ]:
-        p = groups.add_parser(name, help=help_text)
-        p.add_argument("--monitor", default=monitor_address, help="monitor address host:port")
-        p.add_argument("--window", type=int, default=300, help="window in seconds (60/300/3600)")
-        if name in ("stats", "drift"):
-            p.add_argument("model", nargs="?" if name == "stats" else None, default="")
-            p.add_argument("--version", type=int, default=0)
-        if name in ("stats", "experiment", "shadows"):
-            p.add_argument(
-                "--endpoint" if name == "stats" else "endpoint", default="", help="endpoint id"
-            )
-        if name == "stats":
-            p.add_argument("--variant", default="")
+    _address(p, "monitor", 50054)
+    p = b.command(g, "get", "one request's record with its payloads (JSON)")
+    p.add_argument("request_id", help="the request id (ModelInfer id)")
+    _address(p, "monitor", 50054)
 
-    p = groups.add_parser("watch", help="follow the registry's change feed")
-    p.add_argument("--from", dest="start_revision", type=int, default=0)
-    score_cli.add_parser(groups)
+
+def _reports(b: Builder) -> None:
+    commands = [
+        ("stats", "live statistics per model, version, endpoint and variant",
+         "modelhub stats --endpoint fraud\nmodelhub stats fraud --version 2 --window 3600"),
+        ("drift", "drift report of a model version against its baseline",
+         "modelhub drift fraud --version 1 --window 3600"),
+        ("experiment", "per-variant outcome rates and significance on an endpoint",
+         "modelhub experiment fraud --window 3600"),
+        ("shadows", "shadow vs primary comparison on an endpoint",
+         "modelhub shadows fraud"),
+        ("alerts", "pending and firing alerts", "modelhub alerts --json"),
+    ]  # fmt: skip
+    for name, help_text, examples in commands:
+        p = b.command(b.groups, name, help_text, epilog=_examples(examples))
+        _address(p, "monitor", 50054)
+        p.add_argument("--window", type=int, default=300, help="window in seconds: 60, 300 or 3600")
+        if name == "stats":
+            p.add_argument("model", nargs="?", default="", help="model id (default: every model)")
+            p.add_argument(
+                "--version", type=int, default=0, help="version number (default: every one)"
+            )
+            p.add_argument("--endpoint", default="", help="endpoint id")
+            p.add_argument("--variant", default="", help="variant name")
+        elif name == "drift":
+            p.add_argument("model", help="model id")
+            p.add_argument("--version", type=int, default=0, help="version number")
+        elif name in ("experiment", "shadows"):
+            p.add_argument("endpoint", help="endpoint id")
+
+
+def _watch_and_fleet(b: Builder) -> None:
+    p = b.command(
+        b.groups,
+        "watch",
+        "follow the registry's changes, one line per change",
+        "Follow the registry's change feed: the current state first (`exists`), then one "
+        "line per change (time, revision, kind, name, what changed). --json: one JSON "
+        "object per line (NDJSON), with the in-sync and progress markers.",
+        _examples(
+            "modelhub watch\nmodelhub watch --kind endpoint --kind deployment\n"
+            "modelhub watch --kind version --name fraud --json | jq .version.name\n"
+            "modelhub watch --from 42"
+        ),
+    )
+    p.add_argument(
+        "--kind",
+        action="append",
+        choices=sorted(resources.KINDS_BY_NAME),
+        help="only this kind of resource (repeat for several)",
+    )
+    p.add_argument(
+        "--name",
+        default="",
+        help="only resources of this id (fraud: the model with its versions and aliases, "
+        "and the deployment and endpoint named fraud) or full name (models/fraud); "
+        "wildcards allowed (fraud-*)",
+    )
+    p.add_argument(
+        "--from",
+        dest="start_revision",
+        type=int,
+        default=0,
+        metavar="REVISION",
+        help="replay the changes after this revision instead of the current state",
+    )
+    p = b.command(
+        b.groups,
+        "fleet",
+        "the inference replicas and the versions each has loaded",
+        "The inference replicas the router sends traffic to, whether they answer, and the "
+        "versions each has loaded: state, device and memory.",
+        _examples("modelhub fleet\nmodelhub fleet --model fraud --version 3 --json"),
+    )
+    p.add_argument("--model", default="", help="only the versions of this model (id)")
+    p.add_argument("--version", default="", help="with --model: only this version number")
+    _address(p, "router", 50053)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelhub",
+        description="Publish, promote, route and watch ONNX models on ModelHub.",
+        epilog=_examples(
+            """modelhub models push fraud model.onnx --alias challenger
+            modelhub alias set fraud champion 3
+            modelhub endpoints apply fraud endpoint.json
+            modelhub deployments apply fraud deployment.json --wait
+            modelhub versions list fraud
+            modelhub stats --endpoint fraud
+            modelhub watch --kind endpoint
+            modelhub score fraud@champion --input data.parquet --output scores.parquet"""
+        )
+        + "\n\n`modelhub COMMAND --help` explains each command.\n\n"
+        + (__doc__ or "").split("\n\n", 1)[1].strip(),
+        formatter_class=Formatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"modelhub {__version__}", help="print the version"
+    )
+    _global_options(parser, defaults=True)
+    b = Builder(parser.add_subparsers(dest="group", required=True, metavar="COMMAND"))
+    _models(b)
+    _versions(b)
+    _aliases(b)
+    _deployments(b)
+    _endpoints(b)
+    _watch_and_fleet(b)
+    _audit(b)
+    _reports(b)
+    score_cli.add_parser(b.groups, b.common)
     return parser
 
 
-async def _score(client: RegistryClient, args: argparse.Namespace) -> str:
-    return await score_cli.run(client, args, ProgressBar)
+# ----------------------------------------------------------------------------- running
 
 
-COMMANDS: dict[str, Callable[[RegistryClient, argparse.Namespace], Awaitable[str]]] = {
-    "models": _models,
-    "versions": _versions,
-    "alias": _alias,
-    "deployments": _deployments,
-    "endpoints": _endpoints,
-    "watch": _watch,
-    "audit": _audit,
-    "stats": _monitor,
-    "drift": _monitor,
-    "experiment": _monitor,
-    "shadows": _monitor,
-    "alerts": _monitor,
+async def _score(s: Session) -> Output:
+    return Output(await score_cli.run(s.client, s.args, s.bars))
+
+
+COMMANDS: dict[str, Handler] = {
+    "models": resources.models,
+    "versions": resources.versions,
+    "alias": resources.aliases,
+    "deployments": resources.deployments,
+    "endpoints": resources.endpoints,
+    "watch": resources.watch,
+    "fleet": fleet.fleet,
+    "audit": monitor.audit,
+    "stats": monitor.stats,
+    "drift": monitor.drift,
+    "experiment": monitor.experiment,
+    "shadows": monitor.shadows,
+    "alerts": monitor.alerts,
     "score": _score,
 }
 
 
-async def run(args: argparse.Namespace) -> str:
+async def run(args: argparse.Namespace) -> Output:
     from modelhub.common.settings import TlsSettings
 
-    async with RegistryClient(args.registry, args.token, tls=TlsSettings()) as client:
-        return await COMMANDS[args.group](client, args)
+    with Bars(enabled=not args.quiet and terminal()) as bars:
+        async with RegistryClient(args.registry, args.token, tls=TlsSettings()) as client:
+            return await COMMANDS[args.group](Session(args, client, bars))
+
+
+def _error(text: str, status: int) -> int:
+    print(f"error: {text}", file=sys.stderr)
+    return status
+
+
+def _execute(args: argparse.Namespace) -> int:
+    try:
+        output = asyncio.run(run(args))
+    except ClientError as exc:
+        return _error(f"{exc.code.name}: {exc.message}", 1)
+    except ModelHubError as exc:  # refused before or without a call (local work, --wait)
+        code = status_code_for(type(exc))
+        return _error(f"{code.name if code else exc.reason}: {exc.message}", 1)
+    except MissingPackageError as exc:
+        return _error(str(exc), 2)
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError, json_format.ParseError) as exc:
+        return _error(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+    text = output.render(args.json)
+    if text:
+        write(text)
+    return 0
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (`modelhub models list | head -1`): end as other
+    Unix tools do, by SIGPIPE, without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # nothing left for the interpreter to flush
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    return 128 + 13  # where there is no SIGPIPE: the status a shell reports for one
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        output = asyncio.run(run(args))
-    except ClientError as exc:
-        print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
-        return 1
-    except ModelHubError as exc:  # local work (e.g. batch scoring) refused
-        code = status_code_for(type(exc))
-        print(f"error: {code.name if code else exc.reason}: {exc.message}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError, json_format.ParseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    if output:
-        print(output)
-    return 0
+        return _execute(args)
+    except BrokenPipeError:
+        return _closed_pipe()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ calls and arguments here, the job in `modelhub.scoring`).
     modelhub score fraud@champion --input /data/in.parquet --output /data/out.parquet \\
         --scheduler tcp://dask-scheduler:8786
 
-Needs the `score` extra: pip install 'modelhub[score]'.
+Needs the modelhub-inference package with its `score` extra:
+pip install 'modelhub-inference[score]'.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelhub.cli.session import inference_unit
 from modelhub.client import RegistryClient
 from modelhub.common.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
 from modelhub.common.names import is_decimal
@@ -28,20 +30,39 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]
 
 
-def add_parser(groups: Any) -> None:
-    """The `score` command's arguments."""
+EXAMPLES = """examples:
+  modelhub score fraud@champion --input data.parquet --output scores.parquet
+  modelhub score fraud:3 -i data.csv -o scores.csv --id-column txn_id
+  modelhub score fraud@champion -i in.parquet -o out.parquet --scheduler local:4
+  modelhub score fraud@champion -i in.parquet -o out.parquet --scheduler tcp://dask:8786"""
+
+
+def add_parser(groups: Any, common: argparse.ArgumentParser) -> None:
+    """The `score` command's arguments (`common`: the options every command takes)."""
     p = groups.add_parser(
         "score",
         help="score a Parquet, CSV or NPY file with a model version (offline, batch)",
         description="Score every row of a file with a registered model version: locally "
         "on every core, or on a Dask cluster (--scheduler). Rows that cannot be scored go "
-        "to an errors file with the reason; a stopped job resumes when run again.",
+        "to an errors file with the reason; a stopped job resumes when run again. Needs "
+        "the modelhub-inference package with its score extra.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
     )
-    p.add_argument("reference", help="fraud@champion, fraud:3, fraud/versions/3")
+    p.add_argument("reference", help="the version: fraud@champion, fraud:3, fraud/versions/3")
     p.add_argument("--input", "-i", required=True, help=".parquet, .csv or .npy")
     p.add_argument("--output", "-o", required=True, help=".parquet, .csv or .npy")
-    p.add_argument("--input-format", choices=("parquet", "csv", "npy"))
-    p.add_argument("--output-format", choices=("parquet", "csv", "npy"))
+    p.add_argument(
+        "--input-format",
+        choices=("parquet", "csv", "npy"),
+        help="the input's format (default: from its extension)",
+    )
+    p.add_argument(
+        "--output-format",
+        choices=("parquet", "csv", "npy"),
+        help="the output's format (default: from its extension)",
+    )
     p.add_argument(
         "--columns",
         action="append",
@@ -67,7 +88,12 @@ def add_parser(groups: Any) -> None:
         default=0,
         help="ONNX Runtime threads per session (default: every core here; 1 per Dask task)",
     )
-    p.add_argument("--device", choices=("cpu", "auto", "gpu"), default="cpu")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "auto", "gpu"),
+        default="cpu",
+        help="where ONNX Runtime runs (default cpu; auto: GPU when it works)",
+    )
     p.add_argument("--work-dir", help="part files and manifest (default: <output>.parts)")
     p.add_argument("--keep-parts", action="store_true", help="keep the part files afterwards")
     p.add_argument(
@@ -113,7 +139,7 @@ def _require_extra(distributed: bool) -> None:
     except ImportError as exc:
         raise FailedPreconditionError(
             f"batch scoring needs the `score` extra ({exc.name} is not installed): "
-            "pip install 'modelhub[score]'",
+            "pip install 'modelhub-inference[score]'",
             reason="MISSING_EXTRA",
         ) from None
 
@@ -179,11 +205,13 @@ def _run_job(
 async def run(
     client: RegistryClient, args: argparse.Namespace, progress_bar: Callable[..., Progress]
 ) -> str:
-    """Resolve and download the version (sha256 verified), then score."""
-    _require_extra(bool(args.scheduler))
-    from modelhub.inference.onnx_schema import read_schema
-    from modelhub.inference.registry_source import version_info
-    from modelhub.scoring.job import ModelArtifact
+    """Resolve and download the version (sha256 verified), then score. `progress_bar(label,
+    unit="bytes")` makes a progress callback."""
+    with inference_unit():
+        _require_extra(bool(args.scheduler))
+        from modelhub.inference.onnx_schema import read_schema
+        from modelhub.inference.registry_source import version_info
+        from modelhub.scoring.job import ModelArtifact
 
     options = _options(args)
     local_workers(args.scheduler)  # checked before anything is downloaded
@@ -203,7 +231,7 @@ async def run(
             reference=args.reference,
             feature_names=tuple(f.name for f in version.data_profile.features),
         )
-        progress = progress_bar(f"scoring {info.model}:{info.version}", unit="rows", scale=1)
+        progress = progress_bar(f"scoring {info.model}:{info.version}", unit="rows")
         summary = await asyncio.to_thread(_run_job, artifact, args, options, progress)
     resumed = f", {summary.resumed} resumed" if summary.resumed else ""
     return (

@@ -97,7 +97,10 @@ async def optimize(
     rows: int = 1024,
     threads: int = 1,
     say: Callable[[str], None] = lambda _: None,
+    progress: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> Optimized:
+    """Build, measure and register the derivative; `say` tells what it is doing, `progress`
+    makes a progress callback for a transfer (the parent's download) from its label."""
     parent = await client.resolve(reference)
     if parent.status != pb.ModelVersion.READY:
         raise FailedPreconditionError(
@@ -109,7 +112,8 @@ async def optimize(
     with tempfile.TemporaryDirectory(prefix="modelhub-optimize-") as tmp:
         parent_path = Path(tmp) / "parent.onnx"
         say(f"downloading {parent.name}")
-        await client.download(parent.name, parent_path)
+        label = f"downloading {parent.name}"
+        await client.download(parent.name, parent_path, progress(label) if progress else None)
         parent_bytes = parent_path.read_bytes()
         # Domain errors of the local work (bad data, a model the tool cannot handle) reach
         # the CLI, which prints them with their status code like a refused call.
