@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.filestore import is_digest
 from modelhub.common.names import (
     LATEST,
     RESERVED_ALIASES,
@@ -53,7 +54,6 @@ __all__ = [
 # Matched with fullmatch: `$` would also match before a trailing newline.
 _TAG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_tags(tags: list[str], field: str = "tags") -> list[str]:
@@ -107,7 +107,7 @@ def check_metadata(values: dict[str, str], field: str = "metadata") -> dict[str,
 
 
 def check_sha256(value: str, field: str = "sha256") -> str:
-    if not _HEX64.fullmatch(value):
+    if not is_digest(value):
         raise InvalidArgumentError(
             f"{field} must be 64 lowercase hex characters, got {value[:80]!r}", field=field
         )

@@ -198,7 +198,7 @@ class RegistryService:
         self, page_size: int, page_token: str, name_prefix: str, tag: str
     ) -> Page[Model]:
         filters = {"name_prefix": name_prefix, "tag": tag}
-        after = paging.decode_token(page_token, filters)
+        after = paging.decode_str(page_token, filters)
         limit = paging.page_size(page_size)
         items, more = await self.store.list_models(limit, after, name_prefix, tag)
         token = paging.encode_token(items[-1].id, filters) if more and items else ""
@@ -304,16 +304,11 @@ class RegistryService:
         cancellation neither a version row nor a blob remains."""
         req = await self._admit_upload(req)
         with self.blobs.storage_errors():
-            writer = self.blobs.writer()
+            writer = self.blobs.writer(max_bytes=self.max_upload_bytes, label="the upload")
         committed = False
         try:
             with self.blobs.storage_errors():
                 async for chunk in chunks:
-                    if writer.size + len(chunk) > self.max_upload_bytes:
-                        raise PayloadTooLargeError(
-                            f"the upload exceeds the limit of {self.max_upload_bytes} bytes",
-                            metadata={"limit_bytes": str(self.max_upload_bytes)},
-                        )
                     writer.write(chunk)
                 await asyncio.to_thread(writer.finish)
             if writer.size == 0:
@@ -453,7 +448,7 @@ class RegistryService:
         if alias and alias not in RESERVED_ALIASES:
             names.check_id(alias, "alias", "alias")
         filters = {"model": model, "status": status, "alias": alias, "tag": tag}
-        before = paging.decode_token(page_token, filters)
+        before = paging.decode_int(page_token, filters)
         limit = paging.page_size(page_size)
         items, more = await self.store.list_versions(model, limit, before, status, alias, tag, full)
         token = paging.encode_token(items[-1].version, filters) if more and items else ""
@@ -535,7 +530,7 @@ class RegistryService:
     ) -> Page[Deployment]:
         model_id = names.model_id(model, "model") if model else ""
         filters = {"model": model_id}
-        after = paging.decode_token(page_token, filters)
+        after = paging.decode_str(page_token, filters)
         items, more = await self.store.list_deployments(
             paging.page_size(page_size), after, model_id
         )
@@ -560,7 +555,7 @@ class RegistryService:
 
     async def list_endpoints(self, page_size: int, page_token: str) -> Page[Endpoint]:
         filters: dict[str, str] = {}
-        after = paging.decode_token(page_token, filters)
+        after = paging.decode_str(page_token, filters)
         items, more = await self.store.list_endpoints(paging.page_size(page_size), after)
         return Page(items, paging.encode_token(items[-1].id, filters) if more and items else "")
 

@@ -40,7 +40,7 @@ from modelhub.api.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from modelhub.api.registry.v1 import registry_pb2 as rpb
 from modelhub.api.router.v1 import router_pb2, router_pb2_grpc
 from modelhub.client import ClientError, RegistryClient
-from modelhub.common.channels import service_channel
+from modelhub.common.channels import bearer, service_channel
 from modelhub.common.settings import TlsSettings
 from modelhub.devstack import demo, devcerts
 from modelhub.router import envoy, xds
@@ -515,7 +515,7 @@ async def demo_traffic(
     terminates TLS with a certificate this CA signed."""
     rng = np.random.default_rng(3)
     served: Counter[str] = Counter()
-    auth = [("authorization", f"Bearer {token}")] if token else []
+    auth = list(bearer(token))
     channel = (
         grpc.aio.secure_channel(
             address, grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
