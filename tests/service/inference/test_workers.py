@@ -19,9 +19,10 @@ from tests.service.inference.oip import infer_request, outputs_of
 from tests.unit.inference.helpers import double_model
 
 
-async def test_two_workers_share_one_port(tmp_path: Path) -> None:
+async def _start_two_workers(tmp_path: Path, ready: Path) -> asyncio.subprocess.Process:
+    """`python -m modelhub.inference` with two workers serving a model directory; `ready`
+    appears once both serve."""
     models = write_models(tmp_path / "models", {"double": double_model("FP32")})
-    ready = tmp_path / "ready.json"
     env = {
         **os.environ,
         "MODELHUB_INFERENCE_WORKERS": "2",
@@ -34,9 +35,14 @@ async def test_two_workers_share_one_port(tmp_path: Path) -> None:
         "MODELHUB_INFERENCE_DEVICE": "cpu",
         "MODELHUB_LOG_FORMAT": "text",
     }
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "modelhub.inference", env=env, stderr=asyncio.subprocess.DEVNULL
     )
+
+
+async def test_two_workers_share_one_port(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    process = await _start_two_workers(tmp_path, ready)
     try:
         async with asyncio.timeout(60):
             while not ready.exists():
@@ -64,23 +70,8 @@ async def test_two_workers_share_one_port(tmp_path: Path) -> None:
 async def test_a_worker_that_dies_stops_the_others_and_the_exit_status_says_so(
     tmp_path: Path,
 ) -> None:
-    models = write_models(tmp_path / "models", {"double": double_model("FP32")})
     ready = tmp_path / "ready.json"
-    env = {
-        **os.environ,
-        "MODELHUB_INFERENCE_WORKERS": "2",
-        "MODELHUB_INFERENCE_PORT": "0",
-        "MODELHUB_INFERENCE_METRICS_PORT": "-1",
-        "MODELHUB_INFERENCE_MODEL_SOURCE": "directory",
-        "MODELHUB_INFERENCE_MODEL_DIR": str(models),
-        "MODELHUB_INFERENCE_CACHE_DIR": str(tmp_path / "cache"),
-        "MODELHUB_INFERENCE_READY_FILE": str(ready),
-        "MODELHUB_INFERENCE_DEVICE": "cpu",
-        "MODELHUB_LOG_FORMAT": "text",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelhub.inference", env=env, stderr=asyncio.subprocess.DEVNULL
-    )
+    process = await _start_two_workers(tmp_path, ready)
     try:
         async with asyncio.timeout(60):
             while not ready.exists():

@@ -31,7 +31,7 @@ from modelhub.common.contract import (
     WatchEvent,
 )
 
-_DEVICES: dict[int, Device] = {
+DEVICES: dict[int, Device] = {
     types_pb2.AUTO: Device.AUTO,
     types_pb2.CPU: Device.CPU,
     types_pb2.GPU: Device.GPU,
@@ -57,7 +57,7 @@ KINDS_TO_PB = {kind: value for value, kind in _KINDS.items()}
 
 
 def device_from_pb(value: int) -> Device:
-    return _DEVICES.get(value, Device.AUTO)
+    return DEVICES.get(value, Device.AUTO)
 
 
 def batching_from_pb(msg: types_pb2.BatchingConfig) -> BatchingConfig:

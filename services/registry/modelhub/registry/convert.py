@@ -13,7 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.registry.v1 import registry_pb2 as pb
+from modelhub.common import registry_view
 from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.registry_view import batching_from_pb, device_from_pb, runtime_from_pb
 from modelhub.common.serving import BatchingConfig, Device, RuntimeConfig
 from modelhub.registry import names
 from modelhub.registry.resources import (
@@ -86,30 +88,12 @@ def status_from_pb(value: pb.ModelVersion.Status) -> VersionStatus | None:
     return _STATUS_FROM_PB.get(value)
 
 
-_DEVICE_TO_PB = {
-    Device.AUTO: types_pb2.AUTO,
-    Device.CPU: types_pb2.CPU,
-    Device.GPU: types_pb2.GPU,
-}
-_DEVICE_FROM_PB = {v: k for k, v in _DEVICE_TO_PB.items()}
-
-
-def device_from_pb(value: types_pb2.Device) -> Device:
-    return _DEVICE_FROM_PB.get(value, Device.AUTO)
+# From protobuf: the one view the services share (modelhub.common.registry_view).
+_DEVICE_TO_PB = {device: value for value, device in registry_view.DEVICES.items()}
 
 
 def device_to_pb(device: Device) -> int:
     return _DEVICE_TO_PB[device]
-
-
-def batching_from_pb(msg: types_pb2.BatchingConfig) -> BatchingConfig:
-    return BatchingConfig(
-        max_batch_size=msg.max_batch_size,
-        max_queue_delay_us=msg.max_queue_delay_us,
-        max_queue_size=msg.max_queue_size,
-        priority_levels=msg.priority_levels,
-        default_timeout_us=msg.default_timeout_us,
-    )
 
 
 def batching_to_pb(cfg: BatchingConfig) -> types_pb2.BatchingConfig:
@@ -119,14 +103,6 @@ def batching_to_pb(cfg: BatchingConfig) -> types_pb2.BatchingConfig:
         max_queue_size=cfg.max_queue_size,
         priority_levels=cfg.priority_levels,
         default_timeout_us=cfg.default_timeout_us,
-    )
-
-
-def runtime_from_pb(msg: types_pb2.RuntimeConfig) -> RuntimeConfig:
-    return RuntimeConfig(
-        intra_op_threads=msg.intra_op_threads,
-        inter_op_threads=msg.inter_op_threads,
-        graph_optimization=msg.graph_optimization,
     )
 
 
