@@ -13,6 +13,7 @@ from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.registry.main import RegistryApp
 from tests.onnx_models import add_constant, two_inputs
+from tests.polling import wait_for
 from tests.service.registry.helpers import download, upload, upload_requests
 
 Stub = registry_pb2_grpc.RegistryServiceStub
@@ -113,8 +114,8 @@ async def test_cancelled_upload_leaves_nothing(registry: RegistryApp, registry_s
 
     call = registry_stub.UploadModelVersion(slow_requests())
     await started.wait()
-    await asyncio.sleep(0.3)  # the server has written the first chunk to a temp file
-    assert list(registry.service.blobs.tmp_dir.iterdir()), "upload should be in progress"
+    # The server has written the first chunk to a temp file.
+    await wait_for(lambda: any(registry.service.blobs.tmp_dir.iterdir()))
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
