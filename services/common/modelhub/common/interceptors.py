@@ -100,86 +100,107 @@ def _code_of(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grp
     return default
 
 
+async def _on_error(
+    context: grpc.aio.ServicerContext, exc: BaseException, call: _Call, method: str
+) -> None:
+    """End a failed call: cancellation and aborts propagate as they are; anything else is
+    mapped to its status (unexpected exceptions as INTERNAL) and aborts the call."""
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        call.done(grpc.StatusCode.CANCELLED)
+        raise exc
+    if isinstance(exc, grpc.aio.AbortError):
+        call.done(_code_of(context, grpc.StatusCode.UNKNOWN))
+        raise exc
+    error = _as_domain_error(exc, method)
+    call.done(code_of(error))
+    await abort(context, error)
+
+
+# The behaviours of the four kinds of RPC (grpc's handler attributes), unwrapped and wrapped.
+_Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+_Streaming = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+
+
+def _wrap_unary_unary(inner: _Unary, method: str, metrics: _MethodMetrics | None) -> _Unary:
+    async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = _Call(metrics)
+        try:
+            response = await inner(request, context)
+        except BaseException as exc:
+            await _on_error(context, exc, call, method)
+        call.done(_code_of(context, grpc.StatusCode.OK) or grpc.StatusCode.OK)
+        return response
+
+    return unary_unary
+
+
+def _wrap_unary_stream(
+    inner: _Streaming, method: str, metrics: _MethodMetrics | None
+) -> _Streaming:
+    async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = _Call(metrics)
+        try:
+            async for item in inner(request, context):
+                yield item
+        except BaseException as exc:
+            await _on_error(context, exc, call, method)
+        call.done(grpc.StatusCode.OK)
+
+    return unary_stream
+
+
+def _wrap_stream_unary(inner: _Unary, method: str, metrics: _MethodMetrics | None) -> _Unary:
+    async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        call = _Call(metrics)
+        try:
+            response = await inner(requests, context)
+        except BaseException as exc:
+            await _on_error(context, exc, call, method)
+        call.done(grpc.StatusCode.OK)
+        return response
+
+    return stream_unary
+
+
+def _wrap_stream_stream(
+    inner: _Streaming, method: str, metrics: _MethodMetrics | None
+) -> _Streaming:
+    async def stream_stream(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        call = _Call(metrics)
+        try:
+            async for item in inner(requests, context):
+                yield item
+        except BaseException as exc:
+            await _on_error(context, exc, call, method)
+        call.done(grpc.StatusCode.OK)
+
+    return stream_stream
+
+
 def _wrap_handler(
     handler: grpc.RpcMethodHandler, method: str, metrics: RpcMetrics | None
 ) -> grpc.RpcMethodHandler:
     _, _, tail = method.partition("/")
     service, _, name = tail.partition("/")
     method_metrics = _MethodMetrics(metrics, service, name) if metrics is not None else None
-
-    async def on_error(context: grpc.aio.ServicerContext, exc: BaseException, call: _Call) -> None:
-        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            call.done(grpc.StatusCode.CANCELLED)
-            raise exc
-        if isinstance(exc, grpc.aio.AbortError):
-            call.done(_code_of(context, grpc.StatusCode.UNKNOWN))
-            raise exc
-        error = _as_domain_error(exc, method)
-        call.done(code_of(error))
-        await abort(context, error)
-
     if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(method_metrics)
-            try:
-                response = await inner_uu(request, context)
-            except BaseException as exc:
-                await on_error(context, exc, call)
-            call.done(_code_of(context, grpc.StatusCode.OK) or grpc.StatusCode.OK)
-            return response
-
-        return handler._replace(unary_unary=unary_unary)
-
+        return handler._replace(
+            unary_unary=_wrap_unary_unary(handler.unary_unary, method, method_metrics)
+        )
     if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            call = _Call(method_metrics)
-            try:
-                async for item in inner_us(request, context):
-                    yield item
-            except BaseException as exc:
-                await on_error(context, exc, call)
-            call.done(grpc.StatusCode.OK)
-
-        return handler._replace(unary_stream=unary_stream)
-
+        return handler._replace(
+            unary_stream=_wrap_unary_stream(handler.unary_stream, method, method_metrics)
+        )
     if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> Any:
-            call = _Call(method_metrics)
-            try:
-                response = await inner_su(requests, context)
-            except BaseException as exc:
-                await on_error(context, exc, call)
-            call.done(grpc.StatusCode.OK)
-            return response
-
-        return handler._replace(stream_unary=stream_unary)
-
+        return handler._replace(
+            stream_unary=_wrap_stream_unary(handler.stream_unary, method, method_metrics)
+        )
     if handler.stream_stream is not None:
-        inner_ss = handler.stream_stream
-
-        async def stream_stream(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            call = _Call(method_metrics)
-            try:
-                async for item in inner_ss(requests, context):
-                    yield item
-            except BaseException as exc:
-                await on_error(context, exc, call)
-            call.done(grpc.StatusCode.OK)
-
-        return handler._replace(stream_stream=stream_stream)
-
+        return handler._replace(
+            stream_stream=_wrap_stream_stream(handler.stream_stream, method, method_metrics)
+        )
     return handler
 
 

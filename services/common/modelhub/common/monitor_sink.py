@@ -80,6 +80,14 @@ def _fill(message: mpb.InferenceEvent, event: Event) -> None:
         message.key_hash = event.key_hash
     if event.rows:
         message.rows = event.rows
+    if event.traceparent:
+        message.traceparent = event.traceparent
+    _fill_data_and_copies(message, event)
+
+
+def _fill_data_and_copies(message: mpb.InferenceEvent, event: Event) -> None:
+    """The part of `_fill` most events leave empty: sampled feature and prediction values,
+    shadow comparisons, and what marks a shadow copy or a mirrored primary."""
     if event.features:
         _add_values(message.features, event.features)
     if event.predictions:
@@ -97,8 +105,6 @@ def _fill(message: mpb.InferenceEvent, event: Event) -> None:
                 argmax_agree=c.argmax_agree,
                 has_argmax=c.has_argmax,
             )
-    if event.traceparent:
-        message.traceparent = event.traceparent
     if event.shadow:
         message.shadow = True
     if event.mirrored:

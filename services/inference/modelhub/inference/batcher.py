@@ -501,16 +501,7 @@ class AdaptiveBatcher:
         assert self._loop is not None
         started = self._loop.time()
         t0 = time.perf_counter()
-        if len(jobs) == 1:
-            arrays = jobs[0].arrays or ()
-        else:
-            arrays = tuple(
-                np.concatenate([job.arrays[i] for job in jobs])  # type: ignore[index]
-                for i in range(len(self._input_names))
-            )
-        feeds = dict(zip(self._input_names, arrays, strict=True))
-        for job in jobs:
-            job.arrays = None  # the batch holds the data now; free the request's copy early
+        feeds = self._feeds(jobs)
         input_s = time.perf_counter() - t0
         span = self._batch_span(jobs, rows, instance)
         waited = 0.0  # time off the loop thread, excluded from the loop's overhead
@@ -538,34 +529,56 @@ class AdaptiveBatcher:
             return
         self.cost.curve.observe(rows, infer_s)
         t1 = time.perf_counter()
-        if len(jobs) == 1:
-            future = jobs[0].future
-            if not future.done():
-                future.set_result(outputs)
-        else:
-            for output in outputs:
-                if output.ndim == 0 or output.shape[0] != rows:
-                    self._fail(
-                        jobs,
-                        InternalError(
-                            f"model version {self.name} returned an output of shape "
-                            f"{list(output.shape)} for a batch of {rows} rows"
-                        ),
-                        span,
-                    )
-                    return
-            offset = 0
-            for job in jobs:
-                end = offset + job.rows
-                if not job.future.done():
-                    job.future.set_result([output[offset:end] for output in outputs])
-                offset = end
+        if not self._answer(jobs, rows, outputs, span):
+            return
         output_s = time.perf_counter() - t1
         if span is not None:
             span.set_attribute("modelhub.compute_seconds", infer_s)
             span.end()
         self._observer.batch_done(jobs, rows, started, input_s, infer_s, output_s)
         self.cost.observe_overhead(time.perf_counter() - t0 - waited)
+
+    def _feeds(self, jobs: list[Job]) -> dict[str, np.ndarray]:
+        """The session inputs of a batch: each input's rows of every job, concatenated in
+        job order. The jobs let go of their arrays."""
+        if len(jobs) == 1:
+            arrays = jobs[0].arrays or ()
+        else:
+            arrays = tuple(
+                np.concatenate([job.arrays[i] for job in jobs])  # type: ignore[index]
+                for i in range(len(self._input_names))
+            )
+        feeds = dict(zip(self._input_names, arrays, strict=True))
+        for job in jobs:
+            job.arrays = None  # the batch holds the data now; free the request's copy early
+        return feeds
+
+    def _answer(self, jobs: list[Job], rows: int, outputs: list[np.ndarray], span: Any) -> bool:
+        """Give each job its rows of every output; False (the jobs failed, the span ended)
+        when an output does not have one row per batch row."""
+        if len(jobs) == 1:
+            future = jobs[0].future
+            if not future.done():
+                future.set_result(outputs)
+            return True
+        for output in outputs:
+            if output.ndim == 0 or output.shape[0] != rows:
+                self._fail(
+                    jobs,
+                    InternalError(
+                        f"model version {self.name} returned an output of shape "
+                        f"{list(output.shape)} for a batch of {rows} rows"
+                    ),
+                    span,
+                )
+                return False
+        offset = 0
+        for job in jobs:
+            end = offset + job.rows
+            if not job.future.done():
+                job.future.set_result([output[offset:end] for output in outputs])
+            offset = end
+        return True
 
     def _fail(self, jobs: list[Job], error: ModelHubError, span: Any) -> None:
         for job in jobs:

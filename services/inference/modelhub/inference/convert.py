@@ -3,7 +3,7 @@ servicers, that knows the wire types)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -61,67 +61,13 @@ def infer_request(request: pb.ModelInferRequest, max_request_bytes: int) -> Infe
     tensors = request.inputs
     if not tensors:
         raise InvalidArgumentError("the request has no inputs", field="inputs")
-    inputs: list[InputTensor] = []
     raws = list(request.raw_input_contents)  # one bytes object each: frombuffer views them
     if raws:
-        if len(raws) != len(tensors):
-            raise InvalidArgumentError(
-                f"raw_input_contents has {len(raws)} entries for {len(tensors)} inputs; send "
-                "one per input, in the order of `inputs`",
-                field="raw_input_contents",
-            )
-        size = sum(map(len, raws))
-        if size > max_request_bytes:
-            raise _too_large(size, max_request_bytes)
-        for index, raw in enumerate(raws):
-            tensor = tensors[index]
-            if tensor.HasField("contents") and tensor.contents.ByteSize():
-                raise InvalidArgumentError(
-                    f"inputs[{index}] carries typed contents and the request carries "
-                    "raw_input_contents: the protocol allows one or the other, not both; send "
-                    "every input's data either in raw_input_contents or in its contents",
-                    field=f"inputs[{index}].contents",
-                )
-            datatype = tensor.datatype
-            # BYTES: every element takes at least its length prefix.
-            itemsize = min_element_bytes(datatype, f"inputs[{index}].datatype")
-            shape = checked_shape(tensor.shape, itemsize, max_request_bytes, f"inputs[{index}]")
-            data = decode_raw(raw, datatype, shape, index)
-            inputs.append(InputTensor(tensor.name, datatype, shape, data))
+        inputs = _raw_inputs(tensors, raws, max_request_bytes)
     else:
-        size = 0
-        for index, tensor in enumerate(tensors):
-            field = f"inputs[{index}]"
-            dtype = dtype_of(tensor.datatype, f"{field}.datatype")
-            contents = TYPED_FIELD.get(tensor.datatype)
-            if contents is None:
-                raise InvalidArgumentError(
-                    f"{tensor.datatype} data can only be sent as raw_input_contents",
-                    field=f"{field}.contents",
-                )
-            values = getattr(tensor.contents, contents)
-            if tensor.datatype == BYTES:
-                # Counted as their raw encoding would be: bytes plus a length prefix each
-                # (not the 8 bytes of an object pointer).
-                size += bytes_payload_size(values)
-                itemsize = min_element_bytes(BYTES, field)
-            else:
-                size += len(values) * dtype.itemsize
-                itemsize = dtype.itemsize
-            if size > max_request_bytes:
-                raise _too_large(size, max_request_bytes)
-            shape = checked_shape(tensor.shape, itemsize, max_request_bytes, field)
-            data = decode_typed(values, tensor.datatype, shape, field)
-            inputs.append(InputTensor(tensor.name, tensor.datatype, shape, data))
-    priority = 0
-    timeout_s = None
+        inputs = _typed_inputs(tensors, max_request_bytes)
     parameters = request.parameters
-    if len(parameters):
-        if "priority" in parameters:
-            priority = _int_parameter(parameters["priority"], "priority")
-        if "timeout" in parameters:  # microseconds, as tritonclient sends it
-            timeout_us = _int_parameter(parameters["timeout"], "timeout")
-            timeout_s = timeout_us / 1e6 if timeout_us > 0 else None
+    priority, timeout_s = _request_parameters(parameters) if len(parameters) else (0, None)
     return InferRequest(
         model=request.model_name,
         version=request.model_version,
@@ -130,6 +76,84 @@ def infer_request(request: pb.ModelInferRequest, max_request_bytes: int) -> Infe
         priority=priority,
         timeout_s=timeout_s,
     )
+
+
+def _raw_inputs(
+    tensors: Sequence[pb.ModelInferRequest.InferInputTensor],
+    raws: list[bytes],
+    max_request_bytes: int,
+) -> list[InputTensor]:
+    """The inputs of a request whose data is in `raw_input_contents` (one entry each)."""
+    if len(raws) != len(tensors):
+        raise InvalidArgumentError(
+            f"raw_input_contents has {len(raws)} entries for {len(tensors)} inputs; send "
+            "one per input, in the order of `inputs`",
+            field="raw_input_contents",
+        )
+    size = sum(map(len, raws))
+    if size > max_request_bytes:
+        raise _too_large(size, max_request_bytes)
+    inputs: list[InputTensor] = []
+    for index, raw in enumerate(raws):
+        tensor = tensors[index]
+        if tensor.HasField("contents") and tensor.contents.ByteSize():
+            raise InvalidArgumentError(
+                f"inputs[{index}] carries typed contents and the request carries "
+                "raw_input_contents: the protocol allows one or the other, not both; send "
+                "every input's data either in raw_input_contents or in its contents",
+                field=f"inputs[{index}].contents",
+            )
+        datatype = tensor.datatype
+        # BYTES: every element takes at least its length prefix.
+        itemsize = min_element_bytes(datatype, f"inputs[{index}].datatype")
+        shape = checked_shape(tensor.shape, itemsize, max_request_bytes, f"inputs[{index}]")
+        data = decode_raw(raw, datatype, shape, index)
+        inputs.append(InputTensor(tensor.name, datatype, shape, data))
+    return inputs
+
+
+def _typed_inputs(
+    tensors: Sequence[pb.ModelInferRequest.InferInputTensor], max_request_bytes: int
+) -> list[InputTensor]:
+    """The inputs of a request whose data is in each input's typed `contents`."""
+    inputs: list[InputTensor] = []
+    size = 0
+    for index, tensor in enumerate(tensors):
+        field = f"inputs[{index}]"
+        dtype = dtype_of(tensor.datatype, f"{field}.datatype")
+        contents = TYPED_FIELD.get(tensor.datatype)
+        if contents is None:
+            raise InvalidArgumentError(
+                f"{tensor.datatype} data can only be sent as raw_input_contents",
+                field=f"{field}.contents",
+            )
+        values = getattr(tensor.contents, contents)
+        if tensor.datatype == BYTES:
+            # Counted as their raw encoding would be: bytes plus a length prefix each
+            # (not the 8 bytes of an object pointer).
+            size += bytes_payload_size(values)
+            itemsize = min_element_bytes(BYTES, field)
+        else:
+            size += len(values) * dtype.itemsize
+            itemsize = dtype.itemsize
+        if size > max_request_bytes:
+            raise _too_large(size, max_request_bytes)
+        shape = checked_shape(tensor.shape, itemsize, max_request_bytes, field)
+        data = decode_typed(values, tensor.datatype, shape, field)
+        inputs.append(InputTensor(tensor.name, tensor.datatype, shape, data))
+    return inputs
+
+
+def _request_parameters(parameters: Mapping[str, pb.InferParameter]) -> tuple[int, float | None]:
+    """The priority and timeout (seconds; None: none) a request's parameters ask for."""
+    priority = 0
+    timeout_s = None
+    if "priority" in parameters:
+        priority = _int_parameter(parameters["priority"], "priority")
+    if "timeout" in parameters:  # microseconds, as tritonclient sends it
+        timeout_us = _int_parameter(parameters["timeout"], "timeout")
+        timeout_s = timeout_us / 1e6 if timeout_us > 0 else None
+    return priority, timeout_s
 
 
 def checked_shape(

@@ -116,6 +116,34 @@ def check_request_id(value: str, field_name: str = "request_id") -> str:
     return value
 
 
+def _field_violations(entry: AuditEntry) -> list[FieldViolation]:
+    """What is wrong with a record's names, numbers, trace id and caller."""
+    found: list[FieldViolation] = []
+
+    def bad(field_name: str, description: str) -> None:
+        found.append(FieldViolation(field_name, description))
+
+    if not is_resource_id(entry.endpoint.removeprefix("endpoints/")):
+        bad("endpoint", "must be `endpoints/{endpoint}`")
+    if entry.variant and not is_resource_id(entry.variant):
+        bad("variant", "must be a variant id")
+    if entry.model and not is_resource_id(entry.model.removeprefix("models/")):
+        bad("model", "must be `models/{model}`")
+    if entry.version < 0:
+        bad("version", "must not be negative")
+    if not 0 <= entry.status_code <= 16:
+        bad("status_code", "must be a gRPC status code (0-16)")
+    if not math.isfinite(entry.latency_s) or entry.latency_s < 0:
+        bad("latency_seconds", "must be a finite number >= 0")
+    if entry.trace_id and not _TRACE_ID.fullmatch(entry.trace_id):
+        bad("trace_id", "must be 32 lowercase hex digits")
+    if len(entry.caller) > MAX_CALLER:
+        bad("caller", f"is longer than {MAX_CALLER} characters")
+    if entry.caller_role not in _ROLES:
+        bad("caller_role", "must be reader, publisher or admin")
+    return found
+
+
 class AuditLog:
     """The stored audit records and their retention."""
 
@@ -142,43 +170,34 @@ class AuditLog:
 
     def _violations(self, entry: AuditEntry, now: float) -> list[FieldViolation]:
         found: list[FieldViolation] = []
-
-        def bad(field_name: str, description: str) -> None:
-            found.append(FieldViolation(field_name, description))
-
         if not 0 < len(entry.request_id) <= MAX_REQUEST_ID or not entry.request_id.isprintable():
-            bad("request_id", f"must be 1-{MAX_REQUEST_ID} printable characters")
-        if not math.isfinite(entry.time) or entry.time <= 0:
-            bad("time", "is required")
-        elif entry.time > now + self.settings.max_clock_skew_s:
-            bad("time", f"is more than {self.settings.max_clock_skew_s:g}s in the future")
-        elif entry.time < now - self.max_age_s:
-            bad("time", f"is older than the retention ({self.max_age_s:g}s)")
-        if not is_resource_id(entry.endpoint.removeprefix("endpoints/")):
-            bad("endpoint", "must be `endpoints/{endpoint}`")
-        if entry.variant and not is_resource_id(entry.variant):
-            bad("variant", "must be a variant id")
-        if entry.model and not is_resource_id(entry.model.removeprefix("models/")):
-            bad("model", "must be `models/{model}`")
-        if entry.version < 0:
-            bad("version", "must not be negative")
-        if not 0 <= entry.status_code <= 16:
-            bad("status_code", "must be a gRPC status code (0-16)")
-        if not math.isfinite(entry.latency_s) or entry.latency_s < 0:
-            bad("latency_seconds", "must be a finite number >= 0")
-        if entry.trace_id and not _TRACE_ID.fullmatch(entry.trace_id):
-            bad("trace_id", "must be 32 lowercase hex digits")
-        if len(entry.caller) > MAX_CALLER:
-            bad("caller", f"is longer than {MAX_CALLER} characters")
-        if entry.caller_role not in _ROLES:
-            bad("caller_role", "must be reader, publisher or admin")
+            found.append(
+                FieldViolation("request_id", f"must be 1-{MAX_REQUEST_ID} printable characters")
+            )
+        time_problem = self._time_problem(entry.time, now)
+        if time_problem is not None:
+            found.append(FieldViolation("time", time_problem))
+        found.extend(_field_violations(entry))
         if len(entry.payload) > self.max_record_bytes:
-            bad(
-                "inputs",
-                f"the record's payload takes {len(entry.payload)} bytes, more than "
-                f"{self.max_record_bytes} (MODELHUB_MONITOR_AUDIT_MAX_RECORD_BYTES)",
+            found.append(
+                FieldViolation(
+                    "inputs",
+                    f"the record's payload takes {len(entry.payload)} bytes, more than "
+                    f"{self.max_record_bytes} (MODELHUB_MONITOR_AUDIT_MAX_RECORD_BYTES)",
+                )
             )
         return found
+
+    def _time_problem(self, time: float, now: float) -> str | None:
+        """What is wrong with a record's time: missing, in the future (past the allowed
+        clock skew) or past the retention; None when nothing is."""
+        if not math.isfinite(time) or time <= 0:
+            return "is required"
+        if time > now + self.settings.max_clock_skew_s:
+            return f"is more than {self.settings.max_clock_skew_s:g}s in the future"
+        if time < now - self.max_age_s:
+            return f"is older than the retention ({self.max_age_s:g}s)"
+        return None
 
     async def ingest(
         self, entries: list[AuditEntry], problems: dict[int, list[FieldViolation]] | None = None

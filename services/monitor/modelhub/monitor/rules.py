@@ -157,13 +157,16 @@ def _webhook_problem(url: str) -> str | None:
     return None
 
 
-def rule_violations(rule: AlertRule, path: str = "rule") -> list[FieldViolation]:
-    """Everything wrong with `rule` (with its window already defaulted)."""
-    out: list[FieldViolation] = []
-    if not rule.display_name.strip():
-        out.append(FieldViolation(f"{path}.display_name", "is required"))
-    elif len(rule.display_name) > 200:
-        out.append(FieldViolation(f"{path}.display_name", "must be at most 200 characters"))
+def _display_name_problem(display_name: str) -> str | None:
+    if not display_name.strip():
+        return "is required"
+    if len(display_name) > 200:
+        return "must be at most 200 characters"
+    return None
+
+
+def _metric_violations(rule: AlertRule, path: str, out: list[FieldViolation]) -> None:
+    """An unknown metric; a known one whose series lacks what it is computed from."""
     if rule.metric not in METRICS:
         out.append(
             FieldViolation(
@@ -178,6 +181,27 @@ def rule_violations(rule: AlertRule, path: str = "rule") -> list[FieldViolation]
         )
     if rule.metric in SHADOW_METRICS and not rule.series.endpoint:
         out.append(FieldViolation(f"{path}.series.endpoint", f"{rule.metric} needs an endpoint"))
+
+
+def _threshold_problem(metric: str, threshold: float) -> str | None:
+    if not math.isfinite(threshold):
+        return f"must be finite, got {threshold}"
+    if metric in ("error_rate", "outcome_rate", "shadow_disagreement") and not (
+        0.0 <= threshold <= 1.0
+    ):
+        return f"{metric} is a fraction: the threshold must be in [0, 1], got {threshold}"
+    if threshold < 0.0 and metric in METRICS:
+        return f"{metric} is never negative: a negative threshold cannot be meant"
+    return None
+
+
+def rule_violations(rule: AlertRule, path: str = "rule") -> list[FieldViolation]:
+    """Everything wrong with `rule` (with its window already defaulted)."""
+    out: list[FieldViolation] = []
+    problem = _display_name_problem(rule.display_name)
+    if problem:
+        out.append(FieldViolation(f"{path}.display_name", problem))
+    _metric_violations(rule, path, out)
     if rule.comparator is None:
         out.append(
             FieldViolation(
@@ -185,25 +209,9 @@ def rule_violations(rule: AlertRule, path: str = "rule") -> list[FieldViolation]
                 "is required: GREATER_THAN, GREATER_OR_EQUAL, LESS_THAN or LESS_OR_EQUAL",
             )
         )
-    if not math.isfinite(rule.threshold):
-        out.append(FieldViolation(f"{path}.threshold", f"must be finite, got {rule.threshold}"))
-    elif rule.metric in ("error_rate", "outcome_rate", "shadow_disagreement") and not (
-        0.0 <= rule.threshold <= 1.0
-    ):
-        out.append(
-            FieldViolation(
-                f"{path}.threshold",
-                f"{rule.metric} is a fraction: the threshold must be in [0, 1], got "
-                f"{rule.threshold}",
-            )
-        )
-    elif rule.threshold < 0.0 and rule.metric in METRICS:
-        out.append(
-            FieldViolation(
-                f"{path}.threshold",
-                f"{rule.metric} is never negative: a negative threshold cannot be meant",
-            )
-        )
+    problem = _threshold_problem(rule.metric, rule.threshold)
+    if problem:
+        out.append(FieldViolation(f"{path}.threshold", problem))
     if rule.window_s not in WINDOWS_S:
         out.append(
             FieldViolation(
