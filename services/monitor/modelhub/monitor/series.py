@@ -1,5 +1,6 @@
-"""Series: the requests of one (model, version, endpoint, variant, source), in windows and
-as cumulative counters (for Prometheus), and the bounded table holding them."""
+"""Series: the requests of one (model, version, endpoint, variant, source), in windows, in
+10-second steps over the hour (time series) and as cumulative counters (for Prometheus),
+and the bounded table holding them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from modelhub.monitor.stats import Bucket
+from modelhub.monitor.timeseries import History, HistoryPool
 from modelhub.monitor.windows import WindowedRings
 
 # Prometheus histogram bounds of the request duration, in seconds.
@@ -65,13 +67,19 @@ class Cumulative:
 
 
 class Series:
-    """One series: its fine and coarse time rings and its cumulative counters."""
+    """One series: its fine and coarse time rings, its steps over the hour (a history from
+    `histories`, from its first event, while the pool has one; without a pool, its own)
+    and its cumulative counters."""
 
-    __slots__ = ("cumulative", "key", "rings")
+    __slots__ = ("_histories", "cumulative", "history", "key", "rings")
 
-    def __init__(self, key: SeriesKey, alpha: float, max_bins: int) -> None:
+    def __init__(
+        self, key: SeriesKey, alpha: float, max_bins: int, histories: HistoryPool | None = None
+    ) -> None:
         self.key = key
         self.rings: WindowedRings[Bucket] = WindowedRings(lambda: Bucket(alpha, max_bins))
+        self._histories = histories if histories is not None else HistoryPool(1)
+        self.history: History | None = None
         self.cumulative = Cumulative()
 
     def record(
@@ -92,6 +100,9 @@ class Series:
         fine = self.rings.fine.at(t)
         if fine is not None:  # None: older than the short windows, still inside the hour
             fine.add(latency_s, status_code, queue_s, compute_s, labels, max_labels)
+        history = self.history or self._histories.acquire(self, t)
+        if history is not None:
+            history.record(t, latency_s, status_code)
         self.cumulative.add(latency_s, status_code)
         return True
 
@@ -111,12 +122,18 @@ class Series:
 
 class SeriesTable:
     """At most `max_series` series; idle ones make room for new ones, and when none is idle
-    a new series is refused (its events are dropped and counted by the caller)."""
+    a new series is refused (its events are dropped and counted by the caller). At most
+    `max_history_series` of them (default: all) keep their steps over the hour."""
 
-    def __init__(self, max_series: int, alpha: float, max_bins: int) -> None:
+    def __init__(
+        self, max_series: int, alpha: float, max_bins: int, max_history_series: int | None = None
+    ) -> None:
         self.max_series = max_series
         self.alpha = alpha
         self.max_bins = max_bins
+        self.histories = HistoryPool(
+            max_series if max_history_series is None else max_history_series
+        )
         self._series: dict[SeriesKey, Series] = {}
         self._last_scan = -float("inf")
 
@@ -135,7 +152,7 @@ class SeriesTable:
             return series
         if len(self._series) >= self.max_series and not self._evict_idle(now):
             return None
-        series = self._series[key] = Series(key, self.alpha, self.max_bins)
+        series = self._series[key] = Series(key, self.alpha, self.max_bins, self.histories)
         return series
 
     def _evict_idle(self, now: float) -> bool:
@@ -144,7 +161,7 @@ class SeriesTable:
         self._last_scan = now
         idle = [key for key, series in self._series.items() if series.is_idle(now)]
         for key in idle:
-            del self._series[key]
+            self.histories.release(self._series.pop(key))
         return bool(idle)
 
     def matching(self, selector: SeriesKey) -> list[Series]:
