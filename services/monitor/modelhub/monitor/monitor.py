@@ -214,25 +214,9 @@ class Monitor:
         t = event.time or now
         if t < now - RETENTION_S:
             return "too_old"
-        if event.shadow:
-            # A shadow copy is a comparison, not a request of the endpoint: it counts only
-            # in the shadow version's own series (no endpoint, no variant), and its request
-            # id (the primary's) is not one outcomes may be attributed to.
-            fields = (event.model, event.version, "", "", event.source)
-        else:
-            fields = (event.model, event.version, event.endpoint, event.variant, event.source)
-        series = self._series_of.get(fields)
+        series = self._series_for(event, now)
         if series is None:
-            table = self.series
-            before = len(table)
-            series = table.get_or_create(SeriesKey(*fields), now)
-            if series is None:
-                return "series_limit"
-            if len(table) != before + 1:
-                # Idle series were evicted to make room (or the cache was behind): forget
-                # what the cache held rather than hand out a series no longer in the table.
-                self._series_of.clear()
-            self._series_of[fields] = series
+            return "series_limit"
         predictions = event.predictions
         if predictions:
             qualified = len(predictions) > 1
@@ -253,6 +237,36 @@ class Monitor:
             self.requests.remember(event.request_id, t, series, now)
         if predictions or event.features:
             self.samples.add(event.model, event.version, t, now, event.features, predictions)
+        self._record_shadows(event, t, now)
+        return None
+
+    def _series_for(self, event: Event, now: float) -> Series | None:
+        """The event's series (created when new), or None when the series limit refuses
+        it."""
+        if event.shadow:
+            # A shadow copy is a comparison, not a request of the endpoint: it counts only
+            # in the shadow version's own series (no endpoint, no variant), and its request
+            # id (the primary's) is not one outcomes may be attributed to.
+            fields = (event.model, event.version, "", "", event.source)
+        else:
+            fields = (event.model, event.version, event.endpoint, event.variant, event.source)
+        series = self._series_of.get(fields)
+        if series is not None:
+            return series
+        table = self.series
+        before = len(table)
+        series = table.get_or_create(SeriesKey(*fields), now)
+        if series is None:
+            return None
+        if len(table) != before + 1:
+            # Idle series were evicted to make room (or the cache was behind): forget what
+            # the cache held rather than hand out a series no longer in the table.
+            self._series_of.clear()
+        self._series_of[fields] = series
+        return series
+
+    def _record_shadows(self, event: Event, t: float, now: float) -> None:
+        """Shadow results the event carries, and the halves of a mirrored pair it joins."""
         for shadow in event.shadows:
             if not self.shadows.record(event.endpoint, event.latency_s, shadow, t, now):
                 self.counters.shadows_dropped += 1
@@ -262,7 +276,6 @@ class Monitor:
                     joined.endpoint, joined.primary_latency_s, joined.result, joined.time or t, now
                 ):
                     self.counters.shadows_dropped += 1
-        return None
 
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> OutcomeResult:
         """Validate the whole batch, then join each outcome to its request."""
