@@ -35,8 +35,8 @@ def test_a_write_lands_under_its_digest_and_is_made_durable(
         steps.append(("rename", os.stat(src).st_ino))
         replace(src, dst)
 
-    monkeypatch.setattr(filestore.os, "fsync", recording_fsync)
-    monkeypatch.setattr(filestore.os, "replace", recording_replace)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
     store = FileStore(tmp_path)
     writer = store.writer()
     for chunk in (b"hello ", b"world"):
@@ -109,3 +109,74 @@ def test_cleanup_removes_only_temp_files_no_writer_holds(tmp_path: Path) -> None
     live.discard()
     assert other.cleanup_temps(grace_s=3600) == 0
     assert list(other.tmp_dir.iterdir()) == []
+
+
+def _record_sync_steps(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record fsyncs (of a file or a directory) and renames, as (step, path or inode)."""
+    steps: list[tuple[str, str]] = []
+    replace, fsync = os.replace, os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        steps.append(("fsync dir" if stat.S_ISDIR(st.st_mode) else "fsync file", str(st.st_ino)))
+        fsync(fd)
+
+    def recording_replace(src: Path, dst: Path) -> None:
+        steps.append(("rename", f"{src} -> {dst}"))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    return steps
+
+
+def test_atomic_write_replaces_a_file_durably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "state.json"
+    target.write_text("old")
+    steps = _record_sync_steps(monkeypatch)
+    previous = os.umask(0o022)
+    try:
+        filestore.atomic_write(target, b'{"n": 1}')
+    finally:
+        os.umask(previous)
+    assert target.read_bytes() == b'{"n": 1}'
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # the usual mode, not mkstemp's 0o600
+    # The temp file beside the target synced, renamed over it, then the directory synced.
+    [(step1, inode), (step2, rename), (step3, dir_inode)] = steps
+    assert (step1, step2, step3) == ("fsync file", "rename", "fsync dir")
+    assert inode == str(target.stat().st_ino)
+    assert dir_inode == str(tmp_path.stat().st_ino)
+    source, dest = rename.split(" -> ")
+    assert Path(source).parent == tmp_path and Path(source).name.startswith(".state.json.")
+    assert source.endswith(".tmp") and dest == str(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_atomic_write_takes_text_as_utf8_and_can_skip_the_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = _record_sync_steps(monkeypatch)
+    target = tmp_path / "ready.json"
+    filestore.atomic_write(str(target), "größe ✓", fsync=False)
+    assert target.read_bytes() == "größe ✓".encode()
+    assert [step for step, _ in steps] == ["rename"]  # atomic, but nothing synced
+    filestore.atomic_write(target, "again", fsync=False)
+    assert target.read_text() == "again"
+    assert [p.name for p in tmp_path.iterdir()] == ["ready.json"]
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    # A directory in the way: the rename fails after the bytes were written and synced.
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "keep").write_text("x")
+    with pytest.raises(IsADirectoryError):
+        filestore.atomic_write(blocked, b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked"]
+    assert [p.name for p in blocked.iterdir()] == ["keep"]
+    # A missing directory: nothing is created anywhere.
+    with pytest.raises(FileNotFoundError):
+        filestore.atomic_write(tmp_path / "absent" / "f", b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked"]

@@ -10,6 +10,8 @@ volume). A writer holds an exclusive `flock` on its temp file from creation unti
 is in place, so `cleanup_temps` removes only temp files nobody holds: the debris of a
 crashed writer. On a file system without locks, temp files are judged by age instead.
 
+`atomic_write` replaces a small file whole (state, manifests, ready files) the same way.
+
 The registry's blob store and the inference artifact cache are built on this module; the
 calls are blocking (run them in a worker thread from async code).
 """
@@ -59,6 +61,31 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool = True) -> None:
+    """Replace `path` with `data` (str is written as UTF-8) all at once: readers see the old
+    file or the new one, never a part. The bytes go to a temp file in the same directory
+    (`.<name>.<random>.tmp`, created with the usual mode, 0o666 less the umask), which is
+    renamed over `path`. With `fsync` (the default) the temp file is fsynced before the
+    rename and the directory after it, so the new content also survives a crash; without,
+    only the atomicity holds. The temp file is removed when any step fails (blocking)."""
+    target = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with open(fd, "wb") as out:
+            out.write(payload)
+            out.flush()
+            if fsync:
+                os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(target.parent)
 
 
 def _lock(fd: int, wait: bool) -> bool | None:

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from modelhub.common import errors, telemetry
 from modelhub.common.auth import Role
+from modelhub.common.filestore import atomic_write
 from modelhub.common.interceptors import EdgeInterceptor, RpcMetrics
 from modelhub.common.reflection import SourceInfoPool, load_descriptor_set
 from modelhub.common.settings import ServiceSettings
@@ -315,13 +316,8 @@ class ServiceRuntime:
 
 def write_ready_file(runtime: ServiceRuntime) -> None:
     """Atomically write {port, metrics_port, pid} to the configured ready file."""
-    path = runtime.settings.ready_file
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(
-            {"port": runtime.port, "metrics_port": runtime.metrics_port, "pid": os.getpid()}, fh
-        )
-    os.replace(tmp, path)
+    info = {"port": runtime.port, "metrics_port": runtime.metrics_port, "pid": os.getpid()}
+    atomic_write(runtime.settings.ready_file, json.dumps(info))
 
 
 async def serve_until_signalled(

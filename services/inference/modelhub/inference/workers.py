@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from modelhub.common.filestore import atomic_write
 from modelhub.inference.settings import InferenceSettings
 
 log = logging.getLogger("modelhub.inference.workers")
@@ -111,8 +112,8 @@ def _write_ready(
             return False
         info = json.loads(path.read_text())
         workers.append({"pid": child.pid, "metrics_port": info.get("metrics_port", 0)})
-    tmp = f"{settings.ready_file}.tmp"
-    Path(tmp).write_text(
+    atomic_write(
+        settings.ready_file,
         json.dumps(
             {
                 "port": port,
@@ -120,7 +121,6 @@ def _write_ready(
                 "pid": os.getpid(),
                 "workers": workers,
             }
-        )
+        ),
     )
-    os.replace(tmp, settings.ready_file)
     return True

@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.filestore import atomic_write, fsync_dir
 from modelhub.inference.spec import ModelSchema
 from modelhub.scoring.columns import ARRAY_COLUMN, build_plan, list_layout
 
@@ -427,11 +428,16 @@ def _temporary(path: Path) -> Path:
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write a part file atomically (a temporary name renamed into place)."""
+    """Write a part file atomically and durably (a temporary name, synced, renamed into
+    place): the manifest that records it as done is synced too, so a resumed job never
+    trusts a part that only reached the page cache."""
     tmp = _temporary(path)
     try:
         pq.write_table(table, tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -500,9 +506,7 @@ def _numpy_dtype(schema: pa.Schema) -> np.dtype:
 def write_meta(path: Path, metadata: Mapping[str, str]) -> Path:
     """The sidecar `<file>.meta.json` of a CSV or NPY file (which have no metadata)."""
     sidecar = path.with_name(path.name + ".meta.json")
-    tmp = _temporary(sidecar)
-    tmp.write_text(json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, sidecar)
+    atomic_write(sidecar, json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n")
     return sidecar
 
 

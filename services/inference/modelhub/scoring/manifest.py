@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modelhub.common.errors import FailedPreconditionError
+from modelhub.common.filestore import atomic_write
 from modelhub.scoring.io import Partition
 
 MANIFEST = "manifest.json"
@@ -136,10 +135,7 @@ class Manifest:
                 str(i): {"rows": d.rows, "errors": d.errors} for i, d in sorted(self.done.items())
             },
         }
-        path = self.directory / MANIFEST
-        tmp = path.with_name(f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
-        os.replace(tmp, path)
+        atomic_write(self.directory / MANIFEST, json.dumps(data, separators=(",", ":")))
 
 
 def clear(directory: Path) -> None:

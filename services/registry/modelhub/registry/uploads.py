@@ -49,7 +49,7 @@ from modelhub.common.errors import (
     PayloadTooLargeError,
     ResourceExhaustedError,
 )
-from modelhub.common.filestore import fsync_dir
+from modelhub.common.filestore import atomic_write, fsync_dir
 
 # The largest chunk one append takes (the API's max_chunk_bytes).
 MAX_CHUNK_BYTES = 8 << 20
@@ -210,14 +210,7 @@ class UploadSessions:
 
     def _save(self, session: UploadSession) -> None:
         """Replace the state atomically (blocking)."""
-        directory = self._dir(session.id)
-        temp = directory / f"{_STATE}.{uuid.uuid4().hex}.tmp"
-        try:
-            _write_synced(temp, _state_json(session))
-            os.replace(temp, directory / _STATE)
-        finally:
-            temp.unlink(missing_ok=True)
-        fsync_dir(directory)
+        atomic_write(self._dir(session.id) / _STATE, _state_json(session))
 
     def _live_count(self) -> int:
         """Sessions that hold bytes (committed ones keep only their state)."""
