@@ -4,7 +4,8 @@ fallback, audit), tensor schemas, versions and Watch events.
 
 Router, inference and monitor work with these values; `modelhub.common.registry_view`
 builds them from the registry's protobuf messages, with the registry's name rules
-(`modelhub.common.names`). The registry itself keeps its own mutable storage model
+(`modelhub.common.names`). The registry stores these same values (tensor schemas,
+selectors, sticky keys, Watch event types) inside its own resource records
 (`modelhub.registry.resources`). No grpc, no protobuf here.
 """
 

@@ -8,14 +8,9 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from modelhub.common import contract
+from modelhub.common.contract import ModelSchema
 from modelhub.common.errors import InvalidArtifactError
 from modelhub.common.onnx_schema import first_line, not_onnx, schema_of
-from modelhub.registry.resources import ModelSchema, TensorSpec
-
-
-def _tensor(spec: contract.TensorSpec) -> TensorSpec:
-    return TensorSpec(spec.name, spec.datatype, list(spec.shape), list(spec.dim_names))
 
 
 def inspect_onnx(path: Path) -> ModelSchema:
@@ -33,13 +28,4 @@ def inspect_onnx(path: Path) -> ModelSchema:
         raise InvalidArtifactError(
             f"the ONNX checker rejected the model: {first_line(str(exc))}"
         ) from None
-    schema = schema_of(model)
-    return ModelSchema(
-        inputs=[_tensor(s) for s in schema.inputs],
-        outputs=[_tensor(s) for s in schema.outputs],
-        opsets=list(schema.opsets),
-        producer_name=schema.producer_name,
-        producer_version=schema.producer_version,
-        ir_version=schema.ir_version,
-        graph_name=schema.graph_name,
-    )
+    return schema_of(model)

@@ -15,7 +15,12 @@ from modelhub.api.common.v1 import types_pb2
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.common import registry_view
 from modelhub.common.errors import InvalidArgumentError
-from modelhub.common.registry_view import batching_from_pb, device_from_pb, runtime_from_pb
+from modelhub.common.registry_view import (
+    batching_from_pb,
+    device_from_pb,
+    runtime_from_pb,
+    selector_from_pb,
+)
 from modelhub.common.serving import BatchingConfig, Device, RuntimeConfig
 from modelhub.registry import names
 from modelhub.registry.resources import (
@@ -299,14 +304,8 @@ def alias_to_pb(alias: Alias) -> pb.Alias:
 
 # ------------------------------------------------------------------- deployments, endpoints
 
-
-def selector_from_pb(msg: pb.VersionSelector) -> VersionSelector:
-    which = msg.WhichOneof("selector")
-    if which == "version":
-        return VersionSelector(version=msg.version)
-    if which == "alias":
-        return VersionSelector(alias=msg.alias)
-    return VersionSelector()
+# Selectors from protobuf: registry_view's (a resolved_version a client sends is not kept:
+# the store resolves selectors itself when it reads a deployment or endpoint back).
 
 
 def selector_to_pb(selector: VersionSelector) -> pb.VersionSelector:

@@ -44,6 +44,8 @@ def from_json(tp: Any, data: Any) -> Any:
         return [from_json(item, v) for v in data]
     if origin is tuple:
         args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_json(args[0], v) for v in data)
         return tuple(from_json(a, v) for a, v in zip(args, data, strict=True))
     if origin is dict:
         _, item = typing.get_args(tp)

@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from modelhub.common.contract import EventType as EventType
+from modelhub.common.contract import KeySource as KeySource
+from modelhub.common.contract import ModelSchema as ModelSchema
+from modelhub.common.contract import StickyKey as StickyKey
+from modelhub.common.contract import TensorSpec as TensorSpec
+from modelhub.common.contract import VersionSelector as VersionSelector
 from modelhub.common.serving import BatchingConfig, Device, RuntimeConfig
+
+# Version selectors, tensor schemas, sticky keys and Watch event types are the contract's
+# (`modelhub.common.contract`, immutable), re-exported here: the registry stores and
+# answers the same values the other services read.
 
 
 class VersionStatus(enum.StrEnum):
@@ -21,13 +31,6 @@ class Kind(enum.StrEnum):
     ALIAS = "ALIAS"
     DEPLOYMENT = "DEPLOYMENT"
     ENDPOINT = "ENDPOINT"
-
-
-class EventType(enum.StrEnum):
-    PUT = "PUT"
-    DELETE = "DELETE"
-    SYNCED = "SYNCED"
-    PROGRESS = "PROGRESS"
 
 
 @dataclass
@@ -49,25 +52,6 @@ class Source:
     dataset: str = ""
     commit: str = ""
     uri: str = ""
-
-
-@dataclass
-class TensorSpec:
-    name: str
-    datatype: str
-    shape: list[int]
-    dim_names: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ModelSchema:
-    inputs: list[TensorSpec] = field(default_factory=list)
-    outputs: list[TensorSpec] = field(default_factory=list)
-    opsets: list[tuple[str, int]] = field(default_factory=list)
-    producer_name: str = ""
-    producer_version: str = ""
-    ir_version: int = 0
-    graph_name: str = ""
 
 
 @dataclass
@@ -123,20 +107,6 @@ class Alias:
 
 
 @dataclass
-class VersionSelector:
-    """A version by number, by alias, or (both None) the newest READY version."""
-
-    version: int | None = None
-    alias: str | None = None
-    resolved_version: int = 0
-
-    def describe(self) -> str:
-        if self.version is not None:
-            return f"version {self.version}"
-        return f"alias {self.alias or 'latest'!r}"
-
-
-@dataclass
 class Deployment:
     id: str
     model: str
@@ -150,17 +120,6 @@ class Deployment:
     create_time: datetime | None = None
     update_time: datetime | None = None
     etag: str = ""
-
-
-class KeySource(enum.StrEnum):
-    METADATA = "metadata"
-    PARAMETER = "parameter"
-
-
-@dataclass
-class StickyKey:
-    source: KeySource
-    name: str
 
 
 @dataclass

@@ -94,7 +94,8 @@ class Tx:
             t.changes.insert().values(
                 revision=revision,
                 kind=kind.value,
-                type=type_.value,
+                # By name ("PUT"...): what the feed has always stored.
+                type=type_.name,
                 name=name,
                 payload=to_json(resource),
                 create_time=self.now,

@@ -19,8 +19,9 @@ from modelhub.registry.store.refs import resolve_current, resolve_selector
 
 
 @dataclass
-class DeploymentSpec:
-    """What a deployment row stores as JSON (everything but identity and labels)."""
+class StoredDeployment:
+    """What a deployment row stores as JSON (everything but identity and labels); not the
+    contract's `DeploymentSpec`, which is what the other services read."""
 
     model: str
     versions: list[VersionSelector]
@@ -31,7 +32,7 @@ class DeploymentSpec:
 
 
 async def _to_deployment(conn: AsyncConnection, row: PolicyRow) -> Deployment:
-    spec = decode(DeploymentSpec, row.spec)
+    spec = decode(StoredDeployment, row.spec)
     versions = [await resolve_current(conn, spec.model, s) for s in spec.versions]
     return Deployment(
         id=row.name,
@@ -57,7 +58,7 @@ async def _write(tx: Tx, dep: Deployment, pk: int | None) -> Deployment:
         await resolve_selector(tx.conn, dep.model, selector, f"deployment.versions[{i}]")
         for i, selector in enumerate(dep.versions)
     ]
-    spec = DeploymentSpec(
+    spec = StoredDeployment(
         model=dep.model,
         versions=[replace(s, resolved_version=0) for s in dep.versions],
         instance_count=dep.instance_count,

@@ -18,8 +18,9 @@ from modelhub.registry.store.refs import resolve_current, resolve_selector
 
 
 @dataclass
-class EndpointSpec:
-    """What an endpoint row stores as JSON (everything but identity and labels)."""
+class StoredEndpoint:
+    """What an endpoint row stores as JSON (everything but identity and labels); not the
+    contract's `EndpointSpec`, which is what the other services read."""
 
     description: str
     sticky_key: StickyKey | None
@@ -32,7 +33,7 @@ class EndpointSpec:
 
 
 async def _to_endpoint(conn: AsyncConnection, row: PolicyRow) -> Endpoint:
-    spec = decode(EndpointSpec, row.spec)
+    spec = decode(StoredEndpoint, row.spec)
     variants = [
         replace(v, selector=await resolve_current(conn, v.model, v.selector)) for v in spec.variants
     ]
@@ -67,7 +68,7 @@ async def _write(tx: Tx, ep: Endpoint, pk: int | None) -> Endpoint:
         await resolve_selector(tx.conn, s.model, s.selector, f"endpoint.shadows[{i}]")
         for i, s in enumerate(ep.shadows)
     ]
-    spec = EndpointSpec(
+    spec = StoredEndpoint(
         description=ep.description,
         sticky_key=ep.sticky_key,
         salt=ep.salt,

@@ -115,7 +115,7 @@ class WatchStore(StoreBase):
             )
             events = [
                 WatchEvent(
-                    EventType(r.type),
+                    EventType[r.type],
                     int(r.revision),
                     Kind(r.kind),
                     r.name,
