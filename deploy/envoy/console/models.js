@@ -38,7 +38,7 @@ export async function list(main, _params, query, signal) {
     { class: "inline", role: "search", "aria-label": "Filter models" },
     labelled("Name starts with", search),
     labelled("Tag", tag),
-    labelled("Owner (this page)", owner),
+    labelled("Owner", owner),
     el("button", { type: "submit" }, "Search"),
   );
   form.addEventListener("submit", (event) => {
@@ -54,12 +54,13 @@ export async function list(main, _params, query, signal) {
     newModelCard(),
   );
   await fill(results, async () => {
+    // The registry filters by label (`owner=<value>`, an exact match) across every page.
+    const label = filters.owner ? `${OWNER_LABEL}=${filters.owner}` : "";
     const page = await registry.listModels(
-      { page_size: PAGE_SIZE, page_token: pageToken, name_prefix: filters.q, tag: filters.tag },
+      { page_size: PAGE_SIZE, page_token: pageToken, name_prefix: filters.q, tag: filters.tag, label },
       signal,
     );
-    let rows = page.models || [];
-    if (filters.owner) rows = rows.filter((m) => (m.labels?.[OWNER_LABEL] || "").includes(filters.owner));
+    const rows = page.models || [];
     const before = history.get(key) || [];
     const pager = el("div", { class: "pager" });
     if (pageToken) {

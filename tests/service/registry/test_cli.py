@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from modelhub.api.registry.v1 import registry_pb2 as rpb
+from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.cli import specs
 from modelhub.registry.main import RegistryApp
 from tests.cli import run_cli
 from tests.onnx_models import add_constant, large_matmul
+
+Stub = registry_pb2_grpc.RegistryServiceStub
 
 
 async def _cli(address: str, *args: str) -> tuple[int, str, str]:
@@ -316,3 +320,21 @@ async def test_a_closed_pipe_ends_a_listing_quietly(registry: RegistryApp, tmp_p
     _, err_bytes = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == -signal.SIGPIPE
     assert err_bytes == b""
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_models_list_by_label(registry: RegistryApp, registry_stub: Stub) -> None:
+    for model, owner in (("a-model", "alice"), ("b-model", "bob"), ("c-model", "alice")):
+        await registry_stub.CreateModel(
+            rpb.CreateModelRequest(model_id=model, model=rpb.Model(labels={"owner": owner}))
+        )
+    code, out, err = await _cli(registry.address, "models", "list", "--label", "owner=alice")
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [
+        "models/a-model",
+        "models/c-model",
+    ]
+
+    code, out, err = await _cli(registry.address, "models", "list", "--label", "owner")
+    assert code != 0 and out == ""
+    assert "label" in err and "key=value" in err

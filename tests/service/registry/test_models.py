@@ -130,6 +130,70 @@ async def test_list_pagination_and_filters(registry_stub: Stub) -> None:
     assert list(none.models) == []
 
 
+async def _all_pages(stub: Stub, request: pb.ListModelsRequest) -> tuple[list[str], int]:
+    """Every model name of a listing, following next_page_token; (names, pages)."""
+    names: list[str] = []
+    pages = 0
+    while True:
+        page = await stub.ListModels(request)
+        names += [m.name for m in page.models]
+        pages += 1
+        if not page.next_page_token:
+            return names, pages
+        request.page_token = page.next_page_token
+
+
+async def test_list_filtered_by_label_pages(registry_stub: Stub) -> None:
+    owners = ["alice", "bob", "alice", "alice2", "alice", "", "alice", "alice"]
+    for i, owner in enumerate(owners):
+        labels = {"owner": owner} if owner else {"team": "alice"}
+        if i == 0:
+            labels["owner.team"] = "risk"  # a key with '.' is one key, not a JSON path
+        await registry_stub.CreateModel(
+            pb.CreateModelRequest(
+                model_id=f"m-{i}",
+                model=pb.Model(labels=labels, tags=["even"] if i % 2 == 0 else ["odd"]),
+            )
+        )
+
+    alice, pages = await _all_pages(
+        registry_stub, pb.ListModelsRequest(label="owner=alice", page_size=2)
+    )
+    assert alice == [f"models/m-{i}" for i in (0, 2, 4, 6, 7)]  # exact value, not "alice2"
+    assert pages == 3
+    # With a tag and a name prefix as well.
+    both, _ = await _all_pages(
+        registry_stub,
+        pb.ListModelsRequest(label="owner=alice", tag="even", name_prefix="m-", page_size=1),
+    )
+    assert both == ["models/m-0", "models/m-2", "models/m-4", "models/m-6"]
+    dotted = await registry_stub.ListModels(pb.ListModelsRequest(label="owner.team=risk"))
+    assert [m.name for m in dotted.models] == ["models/m-0"]
+    assert dict(dotted.models[0].labels)["owner"] == "alice"
+    nobody = await registry_stub.ListModels(pb.ListModelsRequest(label="owner=carol"))
+    assert list(nobody.models) == [] and nobody.next_page_token == ""
+
+    # A token is bound to its label filter.
+    first = await registry_stub.ListModels(pb.ListModelsRequest(label="owner=alice", page_size=2))
+    assert first.next_page_token
+    other = await _error(
+        registry_stub.ListModels(
+            pb.ListModelsRequest(label="owner=bob", page_token=first.next_page_token)
+        )
+    )
+    assert other.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in (other.details() or "")
+    unfiltered = await _error(
+        registry_stub.ListModels(pb.ListModelsRequest(page_token=first.next_page_token))
+    )
+    assert unfiltered.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    for bad in ("owner", "=alice", "Owner=alice", "owner=" + "x" * 257):
+        error = await _error(registry_stub.ListModels(pb.ListModelsRequest(label=bad)))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert "label" in (error.details() or ""), bad
+
+
 async def test_delete_model_removes_versions_and_blobs(registry, registry_stub: Stub) -> None:
     await upload(registry_stub, "gone", add_constant(1.0))
     await upload(registry_stub, "gone", add_constant(2.0))

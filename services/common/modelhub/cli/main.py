@@ -164,6 +164,9 @@ def _models(b: Builder) -> None:
     p = b.command(g, "list", "list models")
     p.add_argument("--prefix", default="", help="only models whose id starts with this")
     p.add_argument("--tag", dest="tag_filter", default="", help="only models with this tag")
+    p.add_argument(
+        "--label", default="", help="only models with this label, key=value (e.g. owner=alice)"
+    )
     p = b.command(
         g,
         "push",

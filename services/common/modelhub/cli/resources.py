@@ -227,7 +227,7 @@ async def models(s: Session) -> Output:
         return Output(f"deleted models/{args.model}", {"deleted": f"models/{args.model}"})
     if args.action == "push":
         return await _push(s)
-    found = await client.list_models(args.prefix, args.tag_filter)
+    found = await client.list_models(args.prefix, args.tag_filter, args.label)
     rows = [(m.name, m.latest_version, ",".join(m.tags), m.description[:40]) for m in found]
     return Output.of_list(found, table(rows, ["NAME", "LATEST", "TAGS", "DESCRIPTION"]))
 

@@ -76,7 +76,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
         page = await self.service.list_models(
-            request.page_size, request.page_token, request.name_prefix, request.tag
+            request.page_size,
+            request.page_token,
+            request.name_prefix,
+            request.tag,
+            request.label,
         )
         return pb.ListModelsResponse(
             models=[convert.model_to_pb(m) for m in page.items],

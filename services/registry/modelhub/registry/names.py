@@ -87,6 +87,19 @@ def check_labels(labels: dict[str, str], field: str = "labels") -> dict[str, str
     return dict(labels)
 
 
+def label_filter(value: str, field: str = "label") -> tuple[str, str] | None:
+    """A `key=value` label filter as (key, value); None when empty."""
+    if not value:
+        return None
+    key, sep, wanted = value.partition("=")
+    if not sep:
+        raise InvalidArgumentError(
+            f"{field} {value!r} is not valid: use key=value (e.g. owner=alice)", field=field
+        )
+    check_labels({key: wanted}, field)
+    return key, wanted
+
+
 def check_text(value: str, field: str, limit: int = 4096) -> str:
     if len(value) > limit:
         raise InvalidArgumentError(f"{field} is longer than {limit} characters", field=field)

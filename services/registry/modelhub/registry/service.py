@@ -195,12 +195,13 @@ class RegistryService:
         return await self.store.get_model(names.model_id(name))
 
     async def list_models(
-        self, page_size: int, page_token: str, name_prefix: str, tag: str
+        self, page_size: int, page_token: str, name_prefix: str, tag: str, label: str = ""
     ) -> Page[Model]:
-        filters = {"name_prefix": name_prefix, "tag": tag}
+        wanted = names.label_filter(label)
+        filters = {"name_prefix": name_prefix, "tag": tag, "label": label}
         after = paging.decode_str(page_token, filters)
         limit = paging.page_size(page_size)
-        items, more = await self.store.list_models(limit, after, name_prefix, tag)
+        items, more = await self.store.list_models(limit, after, name_prefix, tag, wanted)
         token = paging.encode_token(items[-1].id, filters) if more and items else ""
         return Page(items, token)
 

@@ -104,8 +104,14 @@ class ModelStore(StoreBase):
 
     @shielded
     async def list_models(
-        self, limit: int, after: str | None, name_prefix: str, tag: str
+        self,
+        limit: int,
+        after: str | None,
+        name_prefix: str,
+        tag: str,
+        label: tuple[str, str] | None = None,
     ) -> tuple[list[Model], bool]:
+        """A page of models after `after` by name; `label` is a (key, value) to match."""
         query = sa.select(t.models).order_by(t.models.c.name).limit(limit + 1)
         if after:
             query = query.where(t.models.c.name > after)
@@ -117,6 +123,10 @@ class ModelStore(StoreBase):
                     sa.select(t.model_tags.c.model_pk).where(t.model_tags.c.tag == tag)
                 )
             )
+        if label is not None:
+            # Labels are a JSON column (no labels table): matched per row while walking the
+            # name index, so a page still stops after limit + 1 matches.
+            query = query.where(t.models.c.labels[label[0]].as_string() == label[1])
         async with self.db.read() as conn:
             rows = [ModelRow.of(row) for row in await conn.execute(query)]
             more = len(rows) > limit
