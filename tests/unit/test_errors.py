@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import grpc
@@ -14,6 +15,7 @@ from modelhub.common.status import (
     STATUS_DETAILS_KEY,
     STATUS_TABLE,
     bad_request,
+    code_for_exception,
     domain_error,
     error_info,
     rich_status,
@@ -76,6 +78,23 @@ def test_codes(error: errors.ModelHubError, code: grpc.StatusCode) -> None:
     assert got == code
     assert status.code == code.value[0]
     assert status.message == error.message
+    assert code_for_exception(error) == code
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (errors.NotFoundError("gone"), grpc.StatusCode.NOT_FOUND),
+        (asyncio.CancelledError(), grpc.StatusCode.CANCELLED),
+        (GeneratorExit(), grpc.StatusCode.CANCELLED),
+        (ValueError("bug"), grpc.StatusCode.INTERNAL),
+        (KeyboardInterrupt(), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_the_code_a_call_ends_with_for_any_exception(
+    exc: BaseException, code: grpc.StatusCode
+) -> None:
+    assert code_for_exception(exc) == code
 
 
 def test_details_carry_reason_and_field_violations() -> None:

@@ -132,3 +132,19 @@ def test_a_shadow_that_never_answers_counts_as_failed(monitor: Monitor, clock) -
     assert (report["candidate"].compared, report["candidate"].failed) == (2, 1)
     assert (report["other"].compared, report["other"].failed) == (1, 1)
     assert (report["other"].model, report["other"].version) == ("models/fraud", 3)
+
+
+def test_malformed_mirrored_entries_are_left_out() -> None:
+    """`mirrored_to` is parsed as the routing header it came from: entries without a shadow
+    name or a version number are skipped, a full model name is accepted."""
+    joiner = ShadowJoiner(max_pending=10, window_s=1)
+    primary = _primary("r", [1.0])
+    primary.mirrored_to = ("nameless", "=fraud:2", "bad=fraud:v", "s=fraud", "ok=models/fraud:4")
+    joiner.add(primary, 0.0)
+    [missing] = joiner.expire(10.0)
+    assert joiner.counters.missing == 1
+    assert (missing.result.shadow, missing.result.model, missing.result.version) == (
+        "ok",
+        "models/fraud",
+        4,
+    )

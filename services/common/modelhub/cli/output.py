@@ -22,6 +22,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from modelhub.common.names import bare_id
+
 SAFE_INTEGER = 2**53 - 1
 _INT64_TYPES = {
     FieldDescriptor.TYPE_INT64,
@@ -165,5 +167,5 @@ def percent(fraction: float) -> str:
 
 
 def model_id(name: str) -> str:
-    """`models/fraud` → `fraud` (and any other collection prefix)."""
-    return name.split("/", 1)[1] if "/" in name else name
+    """`models/fraud` → `fraud`; a bare `fraud` as it is (the tables' model column)."""
+    return bare_id(name)

@@ -18,6 +18,7 @@ from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.client.errors import ClientError
 from modelhub.common.channels import bearer, service_channel
 from modelhub.common.filestore import file_digest
+from modelhub.common.names import qualified_name
 from modelhub.common.settings import TlsSettings
 
 T = TypeVar("T")
@@ -26,7 +27,8 @@ CHUNK = 1024 * 1024
 
 
 def model_name(model: str) -> str:
-    return model if model.startswith("models/") else f"models/{model}"
+    """`models/{model}` from the model id or the name itself."""
+    return qualified_name(model)
 
 
 class RegistryClient:
@@ -82,12 +84,15 @@ class RegistryClient:
         request = pb.GetModelRequest(name=model_name(model))
         return await self._call(self.stub.GetModel(request, **self._kw()))
 
-    async def list_models(self, name_prefix: str = "", tag: str = "") -> list[pb.Model]:
+    async def list_models(
+        self, name_prefix: str = "", tag: str = "", label: str = ""
+    ) -> list[pb.Model]:
+        """Every model matching the filters; `label` is `key=value` (e.g. `owner=alice`)."""
         models: list[pb.Model] = []
         token = ""
         while True:
             request = pb.ListModelsRequest(
-                page_size=200, page_token=token, name_prefix=name_prefix, tag=tag
+                page_size=200, page_token=token, name_prefix=name_prefix, tag=tag, label=label
             )
             page = await self._call(self.stub.ListModels(request, **self._kw()))
             models += page.models

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from modelhub.common import errors
 from modelhub.common.auth import Authenticator, Role
-from modelhub.common.status import abort, code_of
+from modelhub.common.status import abort, code_for_exception, code_of
 
 log = logging.getLogger("modelhub.rpc")
 
@@ -105,15 +105,13 @@ async def _on_error(
 ) -> None:
     """End a failed call: cancellation and aborts propagate as they are; anything else is
     mapped to its status (unexpected exceptions as INTERNAL) and aborts the call."""
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        call.done(grpc.StatusCode.CANCELLED)
-        raise exc
     if isinstance(exc, grpc.aio.AbortError):
         call.done(_code_of(context, grpc.StatusCode.UNKNOWN))
         raise exc
-    error = _as_domain_error(exc, method)
-    call.done(code_of(error))
-    await abort(context, error)
+    call.done(code_for_exception(exc))
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        raise exc
+    await abort(context, _as_domain_error(exc, method))
 
 
 # The behaviours of the four kinds of RPC (grpc's handler attributes), unwrapped and wrapped.

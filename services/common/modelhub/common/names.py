@@ -96,6 +96,18 @@ def endpoint_id(name: str, field: str = "name") -> str:
     return _parse(name, ENDPOINTS, "endpoint", field)
 
 
+def bare_id(value: str, collection: str = MODELS) -> str:
+    """The id of `{collection}{id}`, or `value` as it is without that prefix (a bare id):
+    `models/fraud` and `fraud` → `fraud`. Unchecked: callers that need an id check it."""
+    return value.removeprefix(collection)
+
+
+def qualified_name(value: str, collection: str = MODELS) -> str:
+    """`{collection}{id}` from the id or from the name itself: `fraud` and `models/fraud`
+    → `models/fraud`. Unchecked, like `bare_id`."""
+    return value if value.startswith(collection) else f"{collection}{value}"
+
+
 def model_name(model: str) -> str:
     return f"{MODELS}{model}"
 

@@ -11,6 +11,7 @@ failed call's.
 
 from __future__ import annotations
 
+import asyncio
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -60,9 +61,28 @@ def status_code_for(error_class: type[errors.ModelHubError]) -> grpc.StatusCode 
     return None
 
 
+_CODES: dict[type[errors.ModelHubError], grpc.StatusCode] = {}
+
+
 def code_of(error: errors.ModelHubError) -> grpc.StatusCode:
     """The status code `error` is reported with (INTERNAL for an unmapped class)."""
-    return status_code_for(type(error)) or grpc.StatusCode.INTERNAL
+    cls = type(error)
+    code = _CODES.get(cls)
+    if code is None:
+        # Error classes are few; hot paths (each failed request) ask again.
+        code = _CODES[cls] = status_code_for(cls) or grpc.StatusCode.INTERNAL
+    return code
+
+
+def code_for_exception(exc: BaseException) -> grpc.StatusCode:
+    """The status code a call that raised `exc` ends with: a domain error's own, CANCELLED
+    for a cancelled call (`asyncio.CancelledError`, or `GeneratorExit` for a stream the
+    client left) and INTERNAL for any other exception."""
+    if isinstance(exc, errors.ModelHubError):
+        return code_of(exc)
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.INTERNAL
 
 
 # A status travels in the answer's trailers, which gRPC clients refuse past 8 KiB by default

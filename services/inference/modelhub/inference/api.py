@@ -17,7 +17,7 @@ from modelhub.api.oip import grpc_predict_v2_pb2 as pb
 from modelhub.api.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhub.common.auth import Authenticator, Role
 from modelhub.common.errors import InvalidArgumentError, ModelHubError, NotFoundError
-from modelhub.common.status import status_code_for
+from modelhub.common.status import code_for_exception
 from modelhub.inference import convert, repository_api, routing
 from modelhub.inference.audit import AuditPolicy, RequestAuditor
 from modelhub.inference.metrics import InferenceMetrics
@@ -50,14 +50,14 @@ LOAD_ROLE = repository_api.ROLES["LoadModel"]
 # Messages of one ModelStreamInfer stream running at once.
 STREAM_WINDOW = 256
 
-_CODES: dict[type, grpc.StatusCode] = {}
 
-
-def _code(exc: ModelHubError) -> grpc.StatusCode:
-    code = _CODES.get(type(exc))
-    if code is None:
-        code = _CODES[type(exc)] = status_code_for(type(exc)) or grpc.StatusCode.INTERNAL
-    return code
+def _failure_message(exc: BaseException, code: grpc.StatusCode) -> str:
+    """What the request report says of a failed call (its status code is `code`)."""
+    if isinstance(exc, ModelHubError):
+        return exc.message
+    if code is grpc.StatusCode.CANCELLED:
+        return "the call was cancelled"
+    return f"internal error: {type(exc).__name__}"
 
 
 def route_of(context: grpc.aio.ServicerContext) -> Route:
@@ -253,7 +253,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             except ModelHubError as exc:
                 answers.put_nowait(
                     pb.ModelStreamInferResponse(
-                        error_message=f"{_code(exc).name}: {exc}",
+                        error_message=f"{code_for_exception(exc).name}: {exc}",
                         infer_response=pb.ModelInferResponse(
                             id=request.id,
                             model_name=request.model_name,
@@ -339,23 +339,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 span.set_attribute("modelhub.model", model)
                 span.set_attribute("modelhub.version", version)
             return result, routing.served_labels(route, result.model, result.version)
-        except ModelHubError as exc:
-            code = _code(exc)
-            message = exc.message
+        except BaseException as exc:
+            code = code_for_exception(exc)
+            message = _failure_message(exc, code)
+            if not isinstance(exc, ModelHubError):
+                raise
             if domain is not None and domain.served_version is not None:
                 model, version = domain.model, str(domain.served_version)
             # Without the frames it came through (convert's copies of the raw contents, the
             # batcher's arrays): gRPC keeps the last call's exception for a while, and a
             # refused request must not keep its data with it. Its status says what failed.
             raise exc.with_traceback(None)  # noqa: B904 - the same exception, re-raised
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            message = "the call was cancelled"
-            raise
-        except Exception as exc:
-            code = grpc.StatusCode.INTERNAL
-            message = f"internal error: {type(exc).__name__}"
-            raise
         finally:
             latency = time.perf_counter() - start
             # Only an endpoint's variants label the histogram, bounded in number and

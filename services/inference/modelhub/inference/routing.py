@@ -13,18 +13,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from modelhub.common.errors import InvalidArgumentError, NotFoundError
-from modelhub.common.names import is_decimal, is_resource_id, is_version_reference
+from modelhub.common.names import (
+    ENDPOINTS,
+    MODELS,
+    bare_id,
+    is_decimal,
+    is_resource_id,
+    is_version_reference,
+    model_name,
+    qualified_name,
+)
+from modelhub.common.routing_headers import (
+    HEADER_ATTEMPT,
+    HEADER_ENDPOINT,
+    HEADER_FALLBACK,
+    HEADER_KEY_HASH,
+    HEADER_MIRRORED,
+    HEADER_REQUEST_ID,
+    HEADER_SHADOW,
+    HEADER_TARGET,
+    HEADER_VARIANT,
+    format_named_target,
+    parse_named_target,
+    parse_target,
+)
 
-HEADER_ENDPOINT = "x-modelhub-endpoint"
-HEADER_VARIANT = "x-modelhub-variant"
-HEADER_TARGET = "x-modelhub-target"
-HEADER_FALLBACK = "x-modelhub-fallback"
-HEADER_ATTEMPT = "x-envoy-attempt-count"
-HEADER_SHADOW = "x-modelhub-shadow"
-HEADER_MIRRORED = "x-modelhub-mirrored"
-HEADER_KEY_HASH = "x-modelhub-key-hash"
-HEADER_REQUEST_ID = "x-request-id"
-
+# The headers inference reads (the rest of the request's metadata is not looked at).
 HEADERS = frozenset(
     (
         HEADER_ENDPOINT,
@@ -99,23 +113,13 @@ def _mirrors(value: str) -> tuple[bool, tuple[str, ...]]:
         return True, ()
     found = []
     for entry in value[: _MAX_HEADER * _MAX_MIRRORS].split(",")[:_MAX_MIRRORS]:
-        name, sep, target = entry.strip().partition("=")
-        model, colon, version = target.rpartition(":")
-        if sep and colon and is_resource_id(name) and is_resource_id(model) and is_decimal(version):
-            found.append(f"{name}={model}:{version}")
+        try:
+            name, model, version = parse_named_target(entry.strip(), HEADER_MIRRORED, "shadow")
+        except InvalidArgumentError:
+            continue
+        if is_resource_id(name) and is_resource_id(model) and is_decimal(version):
+            found.append(format_named_target(name, model, version))
     return True, tuple(found)
-
-
-def _target(value: str, header: str) -> tuple[str, str]:
-    """`{model}:{version}` (or `models/{model}:{version}`) → (model id, version)."""
-    model, sep, version = value.strip().rpartition(":")
-    model = model.removeprefix("models/")
-    if not sep or not model or not version:
-        raise InvalidArgumentError(
-            f"header {header} must be `{{model}}:{{version}}`, got {value[:_MAX_HEADER]!r}",
-            field=header,
-        )
-    return model, version
 
 
 def parse_route(headers: Mapping[str, str]) -> Route:
@@ -124,28 +128,20 @@ def parse_route(headers: Mapping[str, str]) -> Route:
         return DIRECT
     get = headers.get
     endpoint = get(HEADER_ENDPOINT, "").strip()[:_MAX_HEADER]
-    if endpoint and not endpoint.startswith("endpoints/"):
-        endpoint = f"endpoints/{endpoint}"
+    if endpoint:
+        endpoint = qualified_name(endpoint, ENDPOINTS)
     variant = get(HEADER_VARIANT, "").strip()[:_MAX_HEADER]
     model = version = ""
     target = get(HEADER_TARGET, "")
     if target:
-        model, version = _target(target, HEADER_TARGET)
+        model, version = parse_target(target, HEADER_TARGET)
     fallback = False
     spec = get(HEADER_FALLBACK, "")
     if spec:
         attempt_text = get(HEADER_ATTEMPT, "1").strip()
         attempt = int(attempt_text) if is_decimal(attempt_text) else 1
         if attempt >= 2:
-            name, sep, fallback_target = spec.partition("=")
-            if not sep or not name.strip():
-                raise InvalidArgumentError(
-                    f"header {HEADER_FALLBACK} must be `{{variant}}={{model}}:{{version}}`, "
-                    f"got {spec[:_MAX_HEADER]!r}",
-                    field=HEADER_FALLBACK,
-                )
-            model, version = _target(fallback_target, HEADER_FALLBACK)
-            variant = name.strip()
+            variant, model, version = parse_named_target(spec, HEADER_FALLBACK)
             fallback = True
     mirrored, mirrored_to = _mirrors(get(HEADER_MIRRORED, ""))
     return Route(
@@ -169,9 +165,9 @@ def model_reference(name: str, version: str, route: Route) -> tuple[str, str]:
     model's default), a version number or an alias: anything else is INVALID_ARGUMENT."""
     if route.model:
         return route.model, version_reference(route.version, HEADER_TARGET)
-    if name.startswith("models/"):
-        return name.removeprefix("models/"), version_reference(version)
-    if name.startswith("endpoints/"):
+    if name.startswith(MODELS):
+        return bare_id(name, MODELS), version_reference(version)
+    if name.startswith(ENDPOINTS):
         raise NotFoundError(
             f"no endpoint or model named {name!r} here: endpoints are served through the "
             "front door (Envoy), which routes them to a model version",
@@ -198,11 +194,7 @@ def message_route(route: Route, name: str, sequence: int) -> Route:
     direct call for messages naming another model. Each message gets its own request id
     (`{x-request-id}.{sequence}`), so that events and outcomes tell them apart."""
     request_id = f"{route.request_id}.{sequence}" if route.request_id else ""
-    if (
-        route.routed
-        and name
-        and name.removeprefix("endpoints/") != route.endpoint.removeprefix("endpoints/")
-    ):
+    if route.routed and name and bare_id(name, ENDPOINTS) != bare_id(route.endpoint, ENDPOINTS):
         return Route(key_hash=route.key_hash, request_id=request_id)
     return replace(route, request_id=request_id)
 
@@ -215,7 +207,7 @@ def served_labels(route: Route, model: str, version: int) -> list[tuple[str, str
         labels.append((PARAM_ENDPOINT, route.endpoint))
     if route.variant:
         labels.append((PARAM_VARIANT, route.variant))
-    labels.append((PARAM_MODEL, f"models/{model}"))
+    labels.append((PARAM_MODEL, model_name(model)))
     labels.append((PARAM_VERSION, str(version)))
     return labels
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from modelhub.common import paging
 from modelhub.common.errors import FieldViolation, InvalidArgumentError, NotFoundError
-from modelhub.common.names import is_resource_id
+from modelhub.common.names import ENDPOINTS, bare_id, is_resource_id, qualified_name
 from modelhub.monitor.clock import Clock
 from modelhub.monitor.settings import MonitorSettings
 
@@ -96,14 +96,14 @@ class AuditIngestResult:
 
 def endpoint_name(value: str, field_name: str = "endpoint") -> str:
     """`endpoints/{e}` from `endpoints/{e}` or a bare id; INVALID_ARGUMENT otherwise."""
-    endpoint = value.removeprefix("endpoints/")
+    endpoint = bare_id(value, ENDPOINTS)
     if not is_resource_id(endpoint):
         raise InvalidArgumentError(
             f"{field_name} must be `endpoints/{{endpoint}}` (or the endpoint id), got "
             f"{value[:100]!r}",
             field=field_name,
         )
-    return f"endpoints/{endpoint}"
+    return qualified_name(endpoint, ENDPOINTS)
 
 
 def check_request_id(value: str, field_name: str = "request_id") -> str:
@@ -123,11 +123,11 @@ def _field_violations(entry: AuditEntry) -> list[FieldViolation]:
     def bad(field_name: str, description: str) -> None:
         found.append(FieldViolation(field_name, description))
 
-    if not is_resource_id(entry.endpoint.removeprefix("endpoints/")):
+    if not is_resource_id(bare_id(entry.endpoint, ENDPOINTS)):
         bad("endpoint", "must be `endpoints/{endpoint}`")
     if entry.variant and not is_resource_id(entry.variant):
         bad("variant", "must be a variant id")
-    if entry.model and not is_resource_id(entry.model.removeprefix("models/")):
+    if entry.model and not is_resource_id(bare_id(entry.model)):
         bad("model", "must be `models/{model}`")
     if entry.version < 0:
         bad("version", "must not be negative")

@@ -22,7 +22,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from modelhub.common.names import is_decimal
+from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.names import bare_id, is_decimal, model_name
+from modelhub.common.routing_headers import parse_named_target
 from modelhub.monitor.events import Event, ShadowResult
 
 DEADLINE_EXCEEDED = 4  # gRPC code of a shadow that did not answer within the window
@@ -138,7 +140,7 @@ class ShadowJoiner:
 
     def _join(self, pending: _Pending, primary: Event, shadow: Event, out: list[Joined]) -> None:
         pending.joined = True
-        name = shadow.variant or shadow.model.removeprefix("models/")
+        name = shadow.variant or bare_id(shadow.model)
         pending.answered.add(name)
         result = ShadowResult(
             shadow=name,
@@ -177,14 +179,16 @@ class ShadowJoiner:
         # Shadows the primary was sent to that never answered: failed comparisons, so a
         # dead shadow shows in the shadow report instead of as silence.
         for expected in primary.mirrored_to:
-            name, _, target = expected.partition("=")
-            model, _, version = target.rpartition(":")
+            try:
+                name, model, version = parse_named_target(expected, "mirrored_to", "shadow")
+            except InvalidArgumentError:
+                continue
             if name in pending.answered or not is_decimal(version):
                 continue
             self.counters.missing += 1
             result = ShadowResult(
                 shadow=name,
-                model=f"models/{model}",
+                model=model_name(model),
                 version=int(version),
                 status_code=DEADLINE_EXCEEDED,
                 latency_s=self.window_s,

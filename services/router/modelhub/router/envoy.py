@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from modelhub.common import routing_headers
 from modelhub.common.limits import DEFAULT_MAX_REQUEST_BYTES, REQUEST_ENVELOPE_BYTES
 from modelhub.router import xds
 from modelhub.router.table import MAX_SHADOWS, empty_table
@@ -185,16 +186,16 @@ VARIANTS = {"local": LOCAL, "compose": COMPOSE, "k8s": KUBERNETES}
 # before the Lua filter runs. `x-modelhub-model` (and `x-modelhub-version` with it) stay:
 # a client may name the model in the header.
 INTERNAL_HEADERS = (
-    xds.HEADER_ENDPOINT,
-    xds.HEADER_VARIANT,
-    xds.HEADER_TARGET,
-    xds.HEADER_FALLBACK,
-    xds.HEADER_SHADOW,
-    xds.HEADER_MIRRORED,
-    xds.HEADER_BUCKET,
-    "x-modelhub-key-hash",
-    "x-modelhub-route",
-    *(f"x-modelhub-mirror-{i}" for i in range(MAX_SHADOWS)),
+    routing_headers.HEADER_ENDPOINT,
+    routing_headers.HEADER_VARIANT,
+    routing_headers.HEADER_TARGET,
+    routing_headers.HEADER_FALLBACK,
+    routing_headers.HEADER_SHADOW,
+    routing_headers.HEADER_MIRRORED,
+    routing_headers.HEADER_BUCKET,
+    routing_headers.HEADER_KEY_HASH,
+    routing_headers.HEADER_ROUTE,
+    *(f"{routing_headers.HEADER_MIRROR_PREFIX}{i}" for i in range(MAX_SHADOWS)),
 )
 
 

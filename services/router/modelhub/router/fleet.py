@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, Protocol, TypeVar
 
 from modelhub.common.errors import InvalidArgumentError, ModelHubError
-from modelhub.common.names import is_decimal, is_resource_id
+from modelhub.common.names import bare_id, is_decimal, is_resource_id
 
 
 class IndexEntry(Protocol):
@@ -127,7 +127,7 @@ class Filter:
     @classmethod
     def of(cls, model: str, version: str) -> Filter:
         """From the request: `models/{m}` or `m`, and a version number (with a model)."""
-        given, model = model, model.removeprefix("models/")
+        given, model = model, bare_id(model)
         if given and not is_resource_id(model):
             raise InvalidArgumentError(
                 f"model {given[:100]!r} is not a model: give `models/{{model}}` or the model id",

@@ -45,6 +45,20 @@ from typing import Any
 
 import yaml
 
+from modelhub.common.routing_headers import (
+    HEADER_BUCKET,
+    HEADER_ENDPOINT,
+    HEADER_FALLBACK,
+    HEADER_MIRROR_PREFIX,
+    HEADER_MIRRORED,
+    HEADER_MODEL,
+    HEADER_ROUTE,
+    HEADER_SHADOW,
+    HEADER_TARGET,
+    HEADER_VARIANT,
+    format_named_target,
+    format_target,
+)
 from modelhub.common.settings import TlsSettings
 from modelhub.router import bucketing
 from modelhub.router.table import MAX_SHADOWS, EndpointRoute, KeySource, RoutingTable, Target
@@ -78,16 +92,6 @@ OIP_DEPLOYMENT_METHODS = (
     "ModelStatistics",
 )
 DEFAULT_CLUSTER = "inference"  # the default inference pool (static, in Envoy's bootstrap)
-# Mirror headers the Lua filter clears: x-modelhub-mirror-0..7.
-
-HEADER_ENDPOINT = "x-modelhub-endpoint"
-HEADER_VARIANT = "x-modelhub-variant"
-HEADER_TARGET = "x-modelhub-target"
-HEADER_FALLBACK = "x-modelhub-fallback"
-HEADER_SHADOW = "x-modelhub-shadow"
-HEADER_MIRRORED = "x-modelhub-mirrored"
-HEADER_BUCKET = "x-modelhub-bucket"
-HEADER_ROUTE = "x-modelhub-route"
 # Headers only Envoy's route selection reads: not forwarded to inference.
 ROUTING_ONLY = (HEADER_BUCKET, HEADER_ROUTE)
 
@@ -329,7 +333,7 @@ def shadow_cluster_name(endpoint: EndpointRoute, shadow: str) -> str:
 
 
 def _target(target: Target) -> str:
-    return f"{target.model}:{target.version}"
+    return format_target(target.model, target.version)
 
 
 def clusters(table: RoutingTable, options: XdsOptions) -> list[dict[str, Any]]:
@@ -424,7 +428,10 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
             (HEADER_TARGET, _target(target)),
         ]
         if fallback is not None and fallback_target is not None and fallback_target is not target:
-            headers.append((HEADER_FALLBACK, f"{fallback.spec.name}={_target(fallback_target)}"))
+            fallback_value = format_named_target(
+                fallback.spec.name, fallback_target.model, fallback_target.version
+            )
+            headers.append((HEADER_FALLBACK, fallback_value))
         cluster, failover = _variant_cluster(target, fallback_target)
         failovers = failovers or failover
         weighted.append(
@@ -469,11 +476,11 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
     }
     if shadows:
         action["request_mirror_policies"] = [
-            {"cluster_header": f"x-modelhub-mirror-{i}"} for i in range(len(shadows))
+            {"cluster_header": f"{HEADER_MIRROR_PREFIX}{i}"} for i in range(len(shadows))
         ]
     match_headers = [
-        {"name": "x-modelhub-route", "string_match": {"exact": "endpoint"}},
-        {"name": "x-modelhub-model", "string_match": {"exact": endpoint.id}},
+        {"name": HEADER_ROUTE, "string_match": {"exact": "endpoint"}},
+        {"name": HEADER_MODEL, "string_match": {"exact": endpoint.id}},
     ]
     return {
         "name": f"endpoint-{endpoint.id}",
