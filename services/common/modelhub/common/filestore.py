@@ -88,7 +88,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool
         fsync_dir(target.parent)
 
 
-def _lock(fd: int, wait: bool) -> bool | None:
+def flock_exclusive(fd: int, wait: bool) -> bool | None:
     """Take an exclusive flock: True when held, False when another process holds it, None
     when the file system has no locks."""
     try:
@@ -110,7 +110,7 @@ def _create_locked(tmp_dir: Path) -> tuple[Path, BinaryIO]:
         path = tmp_dir / f"{uuid.uuid4().hex}.part"
         handle = open(path, "xb")  # noqa: SIM115 - returned to the caller, who closes it
         try:
-            _lock(handle.fileno(), wait=True)
+            flock_exclusive(handle.fileno(), wait=True)
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                 return path, handle
         except FileNotFoundError:
@@ -234,7 +234,7 @@ class FileStore:
             except FileNotFoundError:
                 continue
             try:
-                held = _lock(fd, wait=False)
+                held = flock_exclusive(fd, wait=False)
                 if held is False:
                     continue
                 if held is None and time.time() - os.fstat(fd).st_mtime < grace_s:

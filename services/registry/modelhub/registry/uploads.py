@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -49,7 +47,7 @@ from modelhub.common.errors import (
     PayloadTooLargeError,
     ResourceExhaustedError,
 )
-from modelhub.common.filestore import atomic_write, fsync_dir
+from modelhub.common.filestore import atomic_write, flock_exclusive, fsync_dir
 
 # The largest chunk one append takes (the API's max_chunk_bytes).
 MAX_CHUNK_BYTES = 8 << 20
@@ -59,7 +57,6 @@ READ_CHUNK_BYTES = 1 << 20
 BUSY_WAIT_S = 5.0
 
 _ID = re.compile(r"[0-9a-f]{32}")
-_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
 _STATE = "state.json"
 _DATA = "data"
 _METADATA = "metadata"
@@ -118,15 +115,7 @@ def _write_synced(path: Path, data: bytes) -> None:
 def _try_lock(fd: int) -> bool:
     """An exclusive flock without waiting: False when another call holds it. A file system
     without locks counts as locked (the in-process guard still applies)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError as exc:
-        if exc.errno in _NO_LOCKS:
-            return True
-        raise
-    return True
+    return flock_exclusive(fd, wait=False) is not False
 
 
 def _state_json(session: UploadSession) -> bytes:
