@@ -13,11 +13,12 @@ from modelhub.api.inference.v1 import inference_pb2 as ipb
 from modelhub.api.registry.v1 import registry_pb2 as pb
 from modelhub.api.router.v1 import router_pb2 as rpb
 from modelhub.api.router.v1 import router_pb2_grpc
-from modelhub.cli.output import Output, model_id, size, table
+from modelhub.cli.output import Output, size, table
 from modelhub.cli.session import Session
 from modelhub.client import ClientError
 from modelhub.common.channels import service_channel
 from modelhub.common.errors import DeadlineExpiredError, FailedPreconditionError
+from modelhub.common.names import bare_id
 
 POLL_S = 0.5
 CALL_TIMEOUT_S = 10.0
@@ -168,7 +169,7 @@ async def _poll(
 async def wait_for_rollout(s: Session, deployment: pb.Deployment) -> list[rpb.Replica]:
     """Poll the router until every inference replica reports every version the deployment
     selects loaded (READY), or --timeout passes (DEADLINE_EXCEEDED, with what is missing)."""
-    model = model_id(deployment.model)
+    model = bare_id(deployment.model)
     versions = deployed_versions(deployment)
     if not versions:
         raise FailedPreconditionError(f"{deployment.name} selects no READY version to wait for")
@@ -196,6 +197,6 @@ async def wait_for_rollout(s: Session, deployment: pb.Deployment) -> list[rpb.Re
 
 
 def rollout_done(deployment: pb.Deployment, replicas: Sequence[rpb.Replica]) -> str:
-    wanted = ", ".join(f"{model_id(deployment.model)}:{v}" for v in deployed_versions(deployment))
+    wanted = ", ".join(f"{bare_id(deployment.model)}:{v}" for v in deployed_versions(deployment))
     where = ", ".join(r.address for r in replicas)
     return f"rolled out: {wanted} loaded on {len(replicas)} replica(s) ({where})"

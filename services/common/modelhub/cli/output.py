@@ -22,8 +22,6 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from modelhub.common.names import bare_id
-
 SAFE_INTEGER = 2**53 - 1
 _INT64_TYPES = {
     FieldDescriptor.TYPE_INT64,
@@ -164,8 +162,3 @@ def ms(seconds: float) -> str:
 
 def percent(fraction: float) -> str:
     return f"{fraction * 100:.1f}%"
-
-
-def model_id(name: str) -> str:
-    """`models/fraud` → `fraud`; a bare `fraud` as it is (the tables' model column)."""
-    return bare_id(name)

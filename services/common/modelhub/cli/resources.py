@@ -17,7 +17,6 @@ from modelhub.cli.output import (
     dumps,
     fields,
     message_dict,
-    model_id,
     now,
     section,
     size,
@@ -27,6 +26,7 @@ from modelhub.cli.output import (
 )
 from modelhub.cli.session import Session
 from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.names import bare_id
 
 STATUS_NAMES = {pb.ModelVersion.READY: "READY", pb.ModelVersion.ARCHIVED: "ARCHIVED"}
 
@@ -154,7 +154,7 @@ def endpoint_text(endpoint: pb.Endpoint) -> str:
         (
             v.name,
             f"{v.weight:g}",
-            model_id(v.model),
+            bare_id(v.model),
             selector_text(v.selector),
             _resolved(v.selector),
             ",".join(v.pool) or "default",
@@ -165,7 +165,7 @@ def endpoint_text(endpoint: pb.Endpoint) -> str:
         (
             s.name,
             f"{s.sample_rate:g}",
-            model_id(s.model),
+            bare_id(s.model),
             selector_text(s.selector),
             _resolved(s.selector),
             ",".join(s.pool) or "default",
@@ -206,7 +206,7 @@ def deployment_text(deployment: pb.Deployment) -> str:
 
 def _variants_cell(endpoint: pb.Endpoint) -> str:
     return " ".join(
-        f"{v.name}={v.weight:g}→{model_id(v.model)}:{v.selector.resolved_version}"
+        f"{v.name}={v.weight:g}→{bare_id(v.model)}:{v.selector.resolved_version}"
         for v in endpoint.variants
     )
 
@@ -304,7 +304,7 @@ async def aliases(s: Session) -> Output:
         return Output.of(alias, f"{alias.name} → version {alias.version}")
     if args.action == "delete":
         await client.delete_alias(args.model, args.alias)
-        name = f"models/{model_id(args.model)}/aliases/{args.alias}"
+        name = f"models/{bare_id(args.model)}/aliases/{args.alias}"
         return Output(f"deleted alias {args.alias} of models/{args.model}", {"deleted": name})
     found = await client.list_aliases(args.model)
     rows = [(a.alias, a.version, when(a.update_time)) for a in found]
@@ -352,7 +352,7 @@ async def deployments(s: Session) -> Output:
     rows = [
         (
             d.name.removeprefix("deployments/"),
-            model_id(d.model),
+            bare_id(d.model),
             ",".join(_resolved(v) for v in d.versions),
             d.instance_count or 1,
             types_pb2.Device.Name(d.device or types_pb2.AUTO),

@@ -26,11 +26,6 @@ Progress = Callable[[int, int], None]
 CHUNK = 1024 * 1024
 
 
-def model_name(model: str) -> str:
-    """`models/{model}` from the model id or the name itself."""
-    return qualified_name(model)
-
-
 class RegistryClient:
     """Registry calls with errors raised as `ClientError`. Use as an async context manager."""
 
@@ -81,7 +76,7 @@ class RegistryClient:
         return await self._call(self.stub.CreateModel(request, **self._kw()))
 
     async def get_model(self, model: str) -> pb.Model:
-        request = pb.GetModelRequest(name=model_name(model))
+        request = pb.GetModelRequest(name=qualified_name(model))
         return await self._call(self.stub.GetModel(request, **self._kw()))
 
     async def list_models(
@@ -101,7 +96,7 @@ class RegistryClient:
                 return models
 
     async def delete_model(self, model: str) -> None:
-        request = pb.DeleteModelRequest(name=model_name(model))
+        request = pb.DeleteModelRequest(name=qualified_name(model))
         await self._call(self.stub.DeleteModel(request, **self._kw()))
 
     # ---------------------------------------------------------------------- versions
@@ -128,7 +123,7 @@ class RegistryClient:
         file = Path(path)
         digest, size = await asyncio.to_thread(file_digest, file)
         header = pb.UploadMetadata(
-            parent=model_name(model),
+            parent=qualified_name(model),
             create_model=create_model,
             description=description,
             author=author,
@@ -168,7 +163,7 @@ class RegistryClient:
         token = ""
         while True:
             request = pb.ListModelVersionsRequest(
-                parent=model_name(model),
+                parent=qualified_name(model),
                 page_size=200,
                 page_token=token,
                 status=status,  # type: ignore[arg-type]
@@ -230,15 +225,15 @@ class RegistryClient:
     # ----------------------------------------------------------------------- aliases
 
     async def set_alias(self, model: str, alias: str, version: int) -> pb.Alias:
-        request = pb.SetAliasRequest(parent=model_name(model), alias=alias, version=version)
+        request = pb.SetAliasRequest(parent=qualified_name(model), alias=alias, version=version)
         return await self._call(self.stub.SetAlias(request, **self._kw()))
 
     async def delete_alias(self, model: str, alias: str) -> None:
-        request = pb.DeleteAliasRequest(name=f"{model_name(model)}/aliases/{alias}")
+        request = pb.DeleteAliasRequest(name=f"{qualified_name(model)}/aliases/{alias}")
         await self._call(self.stub.DeleteAlias(request, **self._kw()))
 
     async def list_aliases(self, model: str) -> list[pb.Alias]:
-        request = pb.ListAliasesRequest(parent=model_name(model))
+        request = pb.ListAliasesRequest(parent=qualified_name(model))
         return list((await self._call(self.stub.ListAliases(request, **self._kw()))).aliases)
 
     # ------------------------------------------------------- deployments and endpoints
