@@ -8,8 +8,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelhub.monitor import exposition
+from modelhub.monitor.clock import ManualClock
 from modelhub.monitor.monitor import Monitor
 from modelhub.monitor.profile import FeatureSample
+from modelhub.monitor.settings import MonitorSettings
+from modelhub.monitor.store import MonitorStore
 
 from .helpers import event
 
@@ -56,3 +59,17 @@ async def test_series_histograms_and_counters(monitor: Monitor) -> None:
     drift = "modelhub_monitor_drift_score"
     psi = value(drift, drift, model="models/fraud", version="1", feature="x", score="psi")
     assert 0.0 <= psi < 0.2
+
+
+async def test_events_without_a_history_are_counted(
+    settings: MonitorSettings, store: MonitorStore, clock: ManualClock
+) -> None:
+    monitor = Monitor(settings.model_copy(update={"max_history_series": 1}), store, clock=clock)
+    monitor.ingest([event(0.01, version=1), event(0.01, version=2), event(0.01, version=2)])
+    registry = CollectorRegistry()
+    exposition.register(registry, monitor)
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    (sample,) = families["modelhub_monitor_history_refused"].samples
+    assert sample.value == monitor.series.histories.refused > 0

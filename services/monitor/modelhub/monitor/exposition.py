@@ -110,6 +110,12 @@ class MonitorCollector(Collector):
             outcomes.add_metric([result], float(n))
         yield outcomes
         yield CounterMetricFamily(
+            "modelhub_monitor_history_refused",
+            "Events of series left out of live time series (QueryTimeSeries): every "
+            "history was taken (MODELHUB_MONITOR_MAX_HISTORY_SERIES).",
+            value=float(self._monitor.series.histories.refused),
+        )
+        yield CounterMetricFamily(
             "modelhub_monitor_shadow_comparisons_dropped",
             "Shadow comparisons not kept (shadow series limit reached).",
             value=float(counters.shadows_dropped),
