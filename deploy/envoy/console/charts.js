@@ -2,6 +2,8 @@
 // intervals (experiment report) and meters (memory). Responsive through the viewBox; every
 // chart has a title and a text summary for screen readers.
 
+import { pct } from "./ui.js";
+
 const NS = "http://www.w3.org/2000/svg";
 export const PALETTE = ["#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626"];
 
@@ -139,9 +141,9 @@ export function histogramPair(labels, baseline, live, { title, width = 320, heig
     const bw = Math.max(1, slot / 2 - 1);
     root.append(
       svg("rect", { x: x0 + 1, y: height - pad.bottom - h(a[i] || 0), width: bw, height: h(a[i] || 0), class: "bar baseline" },
-        svg("title", {}, `${labels[i] ?? i}: baseline ${((a[i] || 0) * 100).toFixed(1)} %`)),
+        svg("title", {}, `${labels[i] ?? i}: baseline ${pct(a[i])}`)),
       svg("rect", { x: x0 + 1 + bw, y: height - pad.bottom - h(b[i] || 0), width: bw, height: h(b[i] || 0), class: "bar live" },
-        svg("title", {}, `${labels[i] ?? i}: live ${((b[i] || 0) * 100).toFixed(1)} %`)),
+        svg("title", {}, `${labels[i] ?? i}: live ${pct(b[i])}`)),
     );
   }
   root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom, class: "grid" }));
@@ -172,11 +174,11 @@ export function intervals(items, { title, width = 480 } = {}) {
       svg("text", { x: pad.left - 8, y: cy + 4, class: "axis", "text-anchor": "end" }, item.name),
       svg("line", { x1: x(item.lower || 0), x2: x(item.upper || 0), y1: cy, y2: cy, stroke: color, "stroke-width": 3 }),
       svg("circle", { cx: x(item.value || 0), cy, r: 5, fill: color }),
-      svg("text", { x: width - 4, y: cy + 4, class: "axis", "text-anchor": "end" }, `${((item.value || 0) * 100).toFixed(1)} %`),
+      svg("text", { x: width - 4, y: cy + 4, class: "axis", "text-anchor": "end" }, pct(item.value)),
     );
   });
   root.append(svg("text", { x: pad.left, y: height - 4, class: "axis" }, "0"));
-  root.append(svg("text", { x: width - pad.right, y: height - 4, class: "axis", "text-anchor": "end" }, `${(top * 100).toFixed(0)} %`));
+  root.append(svg("text", { x: width - pad.right, y: height - 4, class: "axis", "text-anchor": "end" }, pct(top, 0)));
   return root;
 }
 

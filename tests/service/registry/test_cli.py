@@ -338,3 +338,20 @@ async def test_models_list_by_label(registry: RegistryApp, registry_stub: Stub) 
     code, out, err = await _cli(registry.address, "models", "list", "--label", "owner")
     assert code != 0 and out == ""
     assert "label" in err and "key=value" in err
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_delete_names_what_it_deleted_given_an_id_or_a_full_name(
+    registry: RegistryApp, registry_stub: Stub
+) -> None:
+    for model in ("by-id", "by-name"):
+        await registry_stub.CreateModel(rpb.CreateModelRequest(model_id=model))
+    code, out, err = await _cli(registry.address, "models", "delete", "by-id")
+    assert code == 0, err
+    assert out.strip() == "deleted models/by-id"
+    code, out, err = await _cli(registry.address, "--json", "models", "delete", "models/by-name")
+    assert code == 0, err
+    assert json.loads(out) == {"deleted": "models/by-name"}
+    code, out, err = await _cli(registry.address, "models", "list")
+    assert code == 0, err
+    assert "by-id" not in out and "by-name" not in out

@@ -49,7 +49,7 @@ async def list_replicas(s: Session, request: rpb.ListReplicasRequest) -> rpb.Lis
 
 
 def _entry_model(entry: ipb.ModelIndexEntry) -> str:
-    return entry.name.removeprefix("models/")
+    return bare_id(entry.name)
 
 
 def device_text(entry: ipb.ModelIndexEntry) -> str:

@@ -18,6 +18,7 @@ from modelhub.cli.output import Output, fields, ms, percent, section, table, whe
 from modelhub.cli.session import Session
 from modelhub.client import ClientError
 from modelhub.common.channels import service_channel
+from modelhub.common.names import ENDPOINTS, bare_id, qualified_name
 
 T = TypeVar("T")
 
@@ -37,7 +38,7 @@ async def call(reply: Awaitable[T]) -> T:
 
 
 def _version(model: str, version: int) -> str:
-    return f"{model.removeprefix('models/')}:{version}" if model else "-"
+    return f"{bare_id(model)}:{version}" if model else "-"
 
 
 def status_name(code: int) -> str:
@@ -53,9 +54,9 @@ def status_name(code: int) -> str:
 def stats_text(reply: mpb.ListStatsResponse) -> str:
     rows = [
         (
-            st.key.model.removeprefix("models/") or "*",
+            bare_id(st.key.model) or "*",
             st.key.version or "*",
-            st.key.endpoint.removeprefix("endpoints/") or "-",
+            bare_id(st.key.endpoint, ENDPOINTS) or "-",
             st.key.variant or "-",
             st.key.source or "*",
             st.requests,
@@ -81,9 +82,9 @@ def stats_text(reply: mpb.ListStatsResponse) -> str:
 async def stats(s: Session) -> Output:
     args = s.args
     key = mpb.SeriesKey(
-        model=f"models/{args.model}" if args.model else "",
+        model=qualified_name(args.model) if args.model else "",
         version=args.version,
-        endpoint=f"endpoints/{args.endpoint}" if args.endpoint else "",
+        endpoint=qualified_name(args.endpoint, ENDPOINTS) if args.endpoint else "",
         variant=args.variant or "",
     )
     async with monitor_stub(s) as stub:
@@ -150,7 +151,7 @@ def drift_text(report: mpb.DriftReport) -> str:
 async def drift(s: Session) -> Output:
     args = s.args
     request = mpb.GetDriftReportRequest(
-        model=f"models/{args.model}", version=args.version, window_seconds=args.window
+        model=qualified_name(args.model), version=args.version, window_seconds=args.window
     )
     async with monitor_stub(s) as stub:
         report = await call(stub.GetDriftReport(request, metadata=s.metadata))
@@ -205,7 +206,7 @@ def experiment_text(report: mpb.ExperimentReport) -> str:
 
 async def experiment(s: Session) -> Output:
     request = mpb.GetExperimentReportRequest(
-        endpoint=f"endpoints/{s.args.endpoint}", window_seconds=s.args.window
+        endpoint=qualified_name(s.args.endpoint, ENDPOINTS), window_seconds=s.args.window
     )
     async with monitor_stub(s) as stub:
         report = await call(stub.GetExperimentReport(request, metadata=s.metadata))
@@ -242,7 +243,7 @@ def shadows_text(report: mpb.ShadowReport) -> str:
 
 async def shadows(s: Session) -> Output:
     request = mpb.GetShadowReportRequest(
-        endpoint=f"endpoints/{s.args.endpoint}", window_seconds=s.args.window
+        endpoint=qualified_name(s.args.endpoint, ENDPOINTS), window_seconds=s.args.window
     )
     async with monitor_stub(s) as stub:
         report = await call(stub.GetShadowReport(request, metadata=s.metadata))
@@ -317,7 +318,7 @@ def audit_rows(records: list[mpb.AuditRecord]) -> str:
         (
             r.time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
             r.request_id,
-            r.endpoint.removeprefix("endpoints/"),
+            bare_id(r.endpoint, ENDPOINTS),
             r.variant or "-",
             _version(r.model, r.version),
             status_name(r.status_code),

@@ -26,7 +26,13 @@ from modelhub.cli.output import (
 )
 from modelhub.cli.session import Session
 from modelhub.common.errors import InvalidArgumentError
-from modelhub.common.names import bare_id
+from modelhub.common.names import (
+    DEPLOYMENTS,
+    ENDPOINTS,
+    alias_name,
+    bare_id,
+    qualified_name,
+)
 
 STATUS_NAMES = {pb.ModelVersion.READY: "READY", pb.ModelVersion.ARCHIVED: "ARCHIVED"}
 
@@ -224,7 +230,8 @@ async def models(s: Session) -> Output:
         return Output.of(model, model_text(model))
     if args.action == "delete":
         await client.delete_model(args.model)
-        return Output(f"deleted models/{args.model}", {"deleted": f"models/{args.model}"})
+        name = qualified_name(args.model)
+        return Output(f"deleted {name}", {"deleted": name})
     if args.action == "push":
         return await _push(s)
     found = await client.list_models(args.prefix, args.tag_filter, args.label)
@@ -304,8 +311,9 @@ async def aliases(s: Session) -> Output:
         return Output.of(alias, f"{alias.name} → version {alias.version}")
     if args.action == "delete":
         await client.delete_alias(args.model, args.alias)
-        name = f"models/{bare_id(args.model)}/aliases/{args.alias}"
-        return Output(f"deleted alias {args.alias} of models/{args.model}", {"deleted": name})
+        name = alias_name(bare_id(args.model), args.alias)
+        model = qualified_name(args.model)
+        return Output(f"deleted alias {args.alias} of {model}", {"deleted": name})
     found = await client.list_aliases(args.model)
     rows = [(a.alias, a.version, when(a.update_time)) for a in found]
     return Output.of_list(found, table(rows, ["ALIAS", "VERSION", "UPDATED"]))
@@ -316,7 +324,7 @@ async def aliases(s: Session) -> Output:
 
 def _spec_name(given: str | None, spec_name: str, collection: str) -> str:
     """The resource id to apply: the argument, else the file's `name`."""
-    name = given or spec_name.removeprefix(f"{collection}/")
+    name = given or bare_id(spec_name, f"{collection}/")
     if not name:
         raise InvalidArgumentError(
             f"name the {collection[:-1]}: `modelhub {collection} apply NAME FILE` "
@@ -346,12 +354,12 @@ async def deployments(s: Session) -> Output:
         return Output.of(deployment, deployment_text(deployment))
     if args.action == "delete":
         await client.delete_deployment(args.deployment)
-        name = f"deployments/{args.deployment}"
+        name = qualified_name(args.deployment, DEPLOYMENTS)
         return Output(f"deleted {name}", {"deleted": name})
     items = await client.list_deployments()
     rows = [
         (
-            d.name.removeprefix("deployments/"),
+            bare_id(d.name, DEPLOYMENTS),
             bare_id(d.model),
             ",".join(_resolved(v) for v in d.versions),
             d.instance_count or 1,
@@ -380,7 +388,7 @@ async def endpoints(s: Session) -> Output:
         return Output.of(endpoint, endpoint_text(endpoint))
     if args.action == "delete":
         await client.delete_endpoint(args.endpoint)
-        name = f"endpoints/{args.endpoint}"
+        name = qualified_name(args.endpoint, ENDPOINTS)
         return Output(f"deleted {name}", {"deleted": name})
     if args.action == "audit":
         redact = [n.strip() for value in args.redact or [] for n in value.split(",") if n.strip()]
@@ -389,7 +397,7 @@ async def endpoints(s: Session) -> Output:
     items = await client.list_endpoints()
     rows = [
         (
-            e.name.removeprefix("endpoints/"),
+            bare_id(e.name, ENDPOINTS),
             _variants_cell(e),
             " ".join(f"{sh.name}@{sh.sample_rate:g}" for sh in e.shadows) or "-",
             audit_text(e),

@@ -18,7 +18,13 @@ from modelhub.api.registry.v1 import registry_pb2_grpc
 from modelhub.client.errors import ClientError
 from modelhub.common.channels import bearer, service_channel
 from modelhub.common.filestore import file_digest
-from modelhub.common.names import qualified_name
+from modelhub.common.names import (
+    DEPLOYMENTS,
+    ENDPOINTS,
+    deployment_name,
+    endpoint_name,
+    qualified_name,
+)
 from modelhub.common.settings import TlsSettings
 
 T = TypeVar("T")
@@ -243,7 +249,7 @@ class RegistryClient:
         try:
             current = await self._call(
                 self.stub.GetDeployment(
-                    pb.GetDeploymentRequest(name=f"deployments/{deployment_id}"), **self._kw()
+                    pb.GetDeploymentRequest(name=deployment_name(deployment_id)), **self._kw()
                 )
             )
         except ClientError as exc:
@@ -269,7 +275,7 @@ class RegistryClient:
         try:
             current = await self._call(
                 self.stub.GetEndpoint(
-                    pb.GetEndpointRequest(name=f"endpoints/{endpoint_id}"), **self._kw()
+                    pb.GetEndpointRequest(name=endpoint_name(endpoint_id)), **self._kw()
                 )
             )
         except ClientError as exc:
@@ -291,7 +297,7 @@ class RegistryClient:
         )
 
     async def get_deployment(self, deployment: str) -> pb.Deployment:
-        name = deployment if deployment.startswith("deployments/") else f"deployments/{deployment}"
+        name = qualified_name(deployment, DEPLOYMENTS)
         return await self._call(
             self.stub.GetDeployment(pb.GetDeploymentRequest(name=name), **self._kw())
         )
@@ -307,7 +313,7 @@ class RegistryClient:
         return list((await self._call(self.stub.ListEndpoints(request, **self._kw()))).endpoints)
 
     async def get_endpoint(self, endpoint: str) -> pb.Endpoint:
-        name = endpoint if endpoint.startswith("endpoints/") else f"endpoints/{endpoint}"
+        name = qualified_name(endpoint, ENDPOINTS)
         return await self._call(
             self.stub.GetEndpoint(pb.GetEndpointRequest(name=name), **self._kw())
         )
@@ -316,7 +322,7 @@ class RegistryClient:
         self, endpoint: str, sample_rate: float, redact_inputs: Sequence[str] = ()
     ) -> pb.Endpoint:
         """Set an endpoint's audit policy (the payload audit log); rate 0 turns it off."""
-        name = endpoint if endpoint.startswith("endpoints/") else f"endpoints/{endpoint}"
+        name = qualified_name(endpoint, ENDPOINTS)
         update = pb.Endpoint(
             name=name,
             audit=pb.AuditPolicy(sample_rate=sample_rate, redact_inputs=list(redact_inputs)),
@@ -329,13 +335,13 @@ class RegistryClient:
         )
 
     async def delete_endpoint(self, endpoint: str) -> None:
-        name = endpoint if endpoint.startswith("endpoints/") else f"endpoints/{endpoint}"
+        name = qualified_name(endpoint, ENDPOINTS)
         await self._call(
             self.stub.DeleteEndpoint(pb.DeleteEndpointRequest(name=name), **self._kw())
         )
 
     async def delete_deployment(self, deployment: str) -> None:
-        name = deployment if deployment.startswith("deployments/") else f"deployments/{deployment}"
+        name = qualified_name(deployment, DEPLOYMENTS)
         await self._call(
             self.stub.DeleteDeployment(pb.DeleteDeploymentRequest(name=name), **self._kw())
         )
