@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import pytest
 
 from modelhub.common.errors import InvalidArgumentError, UnavailableError
-from modelhub.router.fleet import Fleet, Health, ReplicaIndex, split_address
+from modelhub.router.fleet import Fleet, Health, ReplicaIndex
+from modelhub.router.settings import split_address
 
 
 @dataclass(frozen=True)

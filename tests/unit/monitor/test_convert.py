@@ -8,6 +8,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.monitor.v1 import monitor_pb2 as pb
+from modelhub.common.timestamps import timestamp_of
 from modelhub.monitor import convert
 from modelhub.monitor.profile import CATEGORICAL, NUMERIC
 
@@ -84,11 +85,11 @@ def test_rule_round_trip_and_update_paths() -> None:
 
 
 def test_timestamps() -> None:
-    ts = convert.to_timestamp(1_700_000_000.25)
+    ts = timestamp_of(1_700_000_000.25)
     assert (ts.seconds, ts.nanos) == (1_700_000_000, 250_000_000)
     assert convert.to_epoch(ts) == 1_700_000_000.25
-    assert convert.to_timestamp(0.0).seconds == 0
-    assert convert.to_timestamp(math.nan).seconds == 0
+    assert timestamp_of(0.0).seconds == 0
+    assert timestamp_of(math.nan).seconds == 0
 
 
 def test_batch_conversion_ignores_unknown_fields_at_every_depth() -> None:

@@ -352,6 +352,18 @@ def test_a_pool_shared_by_endpoints_is_one_cluster_and_zero_weights_are_left_out
     assert only["weight"] == TOTAL and headers(only)[xds.HEADER_VARIANT] == "v0"
 
 
+def test_an_ipv6_backend_is_a_socket_address_without_brackets() -> None:
+    pool = ("[fd00::2]:9000", "10.0.0.7:9001")
+    snapshot = xds.snapshot(table(state(endpoint((100, 0), pools=(pool, ()), name="e"))), OPTIONS)
+    (pooled,) = [c for c in snapshot.clusters if c["name"] == xds.pool_cluster_name(pool)]
+    (group,) = pooled["load_assignment"]["endpoints"]
+    addresses = [e["endpoint"]["address"]["socket_address"] for e in group["lb_endpoints"]]
+    assert addresses == [
+        {"address": "fd00::2", "port_value": 9000},
+        {"address": "10.0.0.7", "port_value": 9001},
+    ]
+
+
 def test_at_most_max_shadows_are_mirrored() -> None:
     shadows = tuple(ShadowSpec(f"s{i}", "m", Selector(version=3), 1.0) for i in range(10))
     snapshot = xds.snapshot(table(state(endpoint(shadows=shadows))), OPTIONS)

@@ -15,7 +15,6 @@ import numpy as np
 from google.protobuf import struct_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -27,14 +26,9 @@ from modelhub.common.channels import bearer, service_channel
 from modelhub.common.errors import UnavailableError
 from modelhub.common.events import MAX_OUTPUTS, Event, EventPipeline, Outcome, SendResult
 from modelhub.common.settings import TlsSettings
+from modelhub.common.timestamps import set_timestamp, timestamp_of
 
 # ------------------------------------------------------------------ domain → monitor
-
-
-def _timestamp(epoch_s: float) -> Timestamp:
-    # Split before scaling: epoch seconds × 1e9 exceeds a double's exact integers.
-    seconds = int(epoch_s)
-    return Timestamp(seconds=seconds, nanos=min(round((epoch_s - seconds) * 1e9), 999_999_999))
 
 
 def _add_values(
@@ -57,11 +51,7 @@ def _fill(message: mpb.InferenceEvent, event: Event) -> None:
     every request served, in the sender task."""
     message.request_id = event.request_id
     # Set in place: a separate Timestamp per event costs as much as the rest of the event.
-    epoch_s = event.time
-    seconds = int(epoch_s)
-    time = message.time
-    time.seconds = seconds
-    time.nanos = min(round((epoch_s - seconds) * 1e9), 999_999_999)
+    set_timestamp(message.time, event.time)
     message.model = "models/" + event.model
     message.version = event.version
     message.latency_seconds = _seconds(event.latency_s)
@@ -134,7 +124,7 @@ def outcomes_to_pb(outcomes: Sequence[Outcome]) -> mpb.RecordOutcomesRequest:
     return mpb.RecordOutcomesRequest(
         outcomes=[
             mpb.Outcome(
-                request_id=o.request_id, value=o.value, kind=o.kind, time=_timestamp(o.time)
+                request_id=o.request_id, value=o.value, kind=o.kind, time=timestamp_of(o.time)
             )
             for o in outcomes
         ]
@@ -256,7 +246,7 @@ def audit_record_bytes(record: AuditRecord) -> bytes:
     """A record as a serialized `modelhub.monitor.v1.AuditRecord`."""
     head = mpb.AuditRecord(
         request_id=record.request_id,
-        time=_timestamp(record.time),
+        time=timestamp_of(record.time),
         trace_id=record.trace_id,
         caller=record.caller,
         caller_role=record.caller_role,

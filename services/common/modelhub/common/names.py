@@ -142,7 +142,9 @@ class VersionRef:
         return f"{MODELS}{self.model}@{self.alias}"
 
 
-def _version_number(text: str, field: str) -> int:
+def version_number(text: str, field: str) -> int:
+    """A version number written in decimal (1, 2, 3 …); INVALID_ARGUMENT on `field`
+    otherwise."""
     if not is_decimal(text) or int(text) < 1:
         raise InvalidArgumentError(
             f"version {text[:40]!r} is not valid: versions are numbered 1, 2, 3 …", field=field
@@ -172,7 +174,7 @@ def parse_version_name(name: str, field: str = "name") -> VersionRef:
     if not sep:
         raise _not_a_version_name(name, field)
     check_id(model, "model id", field)
-    return VersionRef(model, version=_version_number(number, field))
+    return VersionRef(model, version=version_number(number, field))
 
 
 def parse_reference(reference: str, field: str = "reference") -> VersionRef:
@@ -189,7 +191,7 @@ def parse_reference(reference: str, field: str = "reference") -> VersionRef:
     if ":" in rest:
         model, _, number = rest.partition(":")
         check_id(model, "model id", field)
-        return VersionRef(model, version=_version_number(number, field))
+        return VersionRef(model, version=version_number(number, field))
     check_id(rest, "model id", field)
     return VersionRef(rest, alias=LATEST)
 

@@ -15,6 +15,7 @@ from modelhub.api.oip import model_config_pb2 as mpb
 from modelhub.common.dtypes import TYPED_CONTENTS_FIELD
 from modelhub.common.errors import InvalidArgumentError, PayloadTooLargeError
 from modelhub.common.registry_view import batching_from_pb, device_from_pb, runtime_from_pb
+from modelhub.common.timestamps import timestamp_of
 from modelhub.inference.codec import (
     BYTES,
     bytes_payload_size,
@@ -292,14 +293,6 @@ def batching_config(policy: BatchingPolicy) -> types_pb2.BatchingConfig:
     )
 
 
-def _timestamp(seconds: float) -> Timestamp | None:
-    if seconds <= 0:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
 def index_entry(entry: IndexEntry) -> ipb.ModelIndexEntry:
     return ipb.ModelIndexEntry(
         name=entry.model,
@@ -310,7 +303,7 @@ def index_entry(entry: IndexEntry) -> ipb.ModelIndexEntry:
         instance_count=entry.instance_count,
         memory_bytes=entry.memory_bytes,
         pinned=entry.pinned,
-        last_used_time=_timestamp(entry.last_used),
+        last_used_time=timestamp_of(entry.last_used) if entry.last_used > 0 else None,
         batching=batching_config(entry.batching) if entry.batching is not None else None,
     )
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
 from modelhub.api.monitor.v1 import monitor_pb2 as pb
@@ -17,7 +16,6 @@ from modelhub.common.telemetry import record_span_in_trace
 from modelhub.monitor import convert
 from modelhub.monitor.audit import AuditLog
 from modelhub.monitor.monitor import IngestResult, Monitor
-from modelhub.monitor.timeseries import Point, TimeSeries
 from modelhub.monitor.windows import check_window
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MonitorService"].full_name
@@ -49,43 +47,6 @@ ROLES: dict[str, Role] = {
     "ListAuditRecords": Role.ADMIN,
     "GetAuditRecord": Role.ADMIN,
 }
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
-def _point_to_proto(point: Point) -> pb.TimeSeriesPoint:
-    message = pb.TimeSeriesPoint(
-        time=_timestamp(point.time),
-        requests=point.requests,
-        errors=point.errors,
-        requests_per_second=point.requests_per_second,
-        errors_per_second=point.errors_per_second,
-    )
-    if point.p50_s is not None and point.p99_s is not None:
-        message.p50_ms = point.p50_s * 1000.0
-        message.p99_ms = point.p99_s * 1000.0
-    return message
-
-
-def timeseries_to_proto(series: TimeSeries) -> pb.TimeSeries:
-    return pb.TimeSeries(
-        series=[
-            pb.Series(
-                variant=line.variant,
-                model=line.model,
-                version=str(line.version) if line.version else "",
-                points=[_point_to_proto(p) for p in line.points],
-            )
-            for line in series.series
-        ],
-        step_seconds=series.step_s,
-        start_time=_timestamp(series.start),
-        end_time=_timestamp(series.end),
-    )
 
 
 _STATS_DEFAULT_WINDOW = 300
@@ -276,7 +237,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
             request.window_seconds,
             request.step_seconds,
         )
-        return timeseries_to_proto(series)
+        return convert.timeseries_to_proto(series)
 
     async def GetShadowReport(
         self, request: pb.GetShadowReportRequest, context: grpc.aio.ServicerContext

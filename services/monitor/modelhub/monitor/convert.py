@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from google.protobuf.message import Message
@@ -12,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from modelhub.api.common.v1 import types_pb2
 from modelhub.api.monitor.v1 import monitor_pb2 as pb
 from modelhub.common.errors import FieldViolation
+from modelhub.common.timestamps import timestamp_of
 from modelhub.monitor.alerts import Alert, AlertEvent, AlertState
 from modelhub.monitor.audit import AuditEntry, AuditIngestResult
 from modelhub.monitor.drift import (
@@ -36,6 +36,7 @@ from modelhub.monitor.rules import UPDATABLE_FIELDS, AlertRule, Comparator
 from modelhub.monitor.series import SeriesKey
 from modelhub.monitor.shadows import ShadowSummary
 from modelhub.monitor.stats import LatencySummary, WindowStats
+from modelhub.monitor.timeseries import Point, TimeSeries
 
 _KIND_TO_PROTO = {
     NUMERIC: types_pb2.FeatureProfile.NUMERIC,
@@ -61,17 +62,6 @@ _STATE_TO_PROTO = {
 
 def to_epoch(ts: Timestamp) -> float:
     return ts.seconds + ts.nanos / 1e9
-
-
-def to_timestamp(t: float) -> Timestamp:
-    ts = Timestamp()
-    if t and math.isfinite(t):
-        seconds = math.floor(t)
-        nanos = round((t - seconds) * 1e9)
-        if nanos >= 1_000_000_000:
-            seconds, nanos = seconds + 1, nanos - 1_000_000_000
-        ts.seconds, ts.nanos = seconds, nanos
-    return ts
 
 
 # ------------------------------------------------------------------ events
@@ -306,7 +296,7 @@ def baseline_to_proto(baseline: Baseline) -> pb.Baseline:
         version=baseline.version,
         profile=profile_to_proto(baseline.profile),
         origin=baseline.origin,
-        update_time=to_timestamp(baseline.update_time),
+        update_time=timestamp_of(baseline.update_time),
     )
 
 
@@ -334,7 +324,7 @@ def drift_config_to_proto(config: DriftConfig) -> pb.DriftConfig:
     return pb.DriftConfig(
         model=config.model,
         thresholds=thresholds_to_proto(config.thresholds),
-        update_time=to_timestamp(config.update_time),
+        update_time=timestamp_of(config.update_time),
     )
 
 
@@ -369,7 +359,7 @@ def drift_report_to_proto(report: DriftReport) -> pb.DriftReport:
         predictions=[_feature_drift_to_proto(f) for f in report.predictions],
         drifted=report.drifted,
         insufficient_data=report.insufficient_data,
-        time=to_timestamp(report.time),
+        time=timestamp_of(report.time),
         baseline_origin=report.baseline_origin,
     )
 
@@ -411,8 +401,8 @@ def rule_to_proto(rule: AlertRule) -> pb.AlertRule:
         for_seconds=rule.for_s,
         webhook_url=rule.webhook_url,
         disabled=rule.disabled,
-        create_time=to_timestamp(rule.create_time),
-        update_time=to_timestamp(rule.update_time),
+        create_time=timestamp_of(rule.create_time),
+        update_time=timestamp_of(rule.update_time),
         etag=rule.etag,
     )
 
@@ -430,8 +420,8 @@ def alert_to_proto(alert: Alert) -> pb.Alert:
         rule=alert.rule,
         state=_STATE_TO_PROTO[alert.state],
         value=alert.value,
-        active_since=to_timestamp(alert.active_since),
-        last_transition_time=to_timestamp(alert.last_transition),
+        active_since=timestamp_of(alert.active_since),
+        last_transition_time=timestamp_of(alert.last_transition),
         display_name=alert.display_name,
         metric=alert.metric,
         threshold=alert.threshold,
@@ -514,6 +504,40 @@ def shadow_report_to_proto(
     )
 
 
+# ------------------------------------------------------------------ time series
+
+
+def _point_to_proto(point: Point) -> pb.TimeSeriesPoint:
+    message = pb.TimeSeriesPoint(
+        time=timestamp_of(point.time),
+        requests=point.requests,
+        errors=point.errors,
+        requests_per_second=point.requests_per_second,
+        errors_per_second=point.errors_per_second,
+    )
+    if point.p50_s is not None and point.p99_s is not None:
+        message.p50_ms = point.p50_s * 1000.0
+        message.p99_ms = point.p99_s * 1000.0
+    return message
+
+
+def timeseries_to_proto(series: TimeSeries) -> pb.TimeSeries:
+    return pb.TimeSeries(
+        series=[
+            pb.Series(
+                variant=line.variant,
+                model=line.model,
+                version=str(line.version) if line.version else "",
+                points=[_point_to_proto(p) for p in line.points],
+            )
+            for line in series.series
+        ],
+        step_seconds=series.step_s,
+        start_time=timestamp_of(series.start),
+        end_time=timestamp_of(series.end),
+    )
+
+
 # ------------------------------------------------------------------- audit log
 
 
@@ -560,7 +584,7 @@ def audit_record_to_proto(entry: AuditEntry, payloads: bool) -> pb.AuditRecord:
     payload in place, no copy of the tensors)."""
     record = pb.AuditRecord.FromString(entry.payload) if payloads else pb.AuditRecord()
     record.request_id = entry.request_id
-    record.time.CopyFrom(to_timestamp(entry.time))
+    record.time.CopyFrom(timestamp_of(entry.time))
     record.trace_id = entry.trace_id
     record.caller = entry.caller
     record.caller_role = entry.caller_role

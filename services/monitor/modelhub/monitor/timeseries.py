@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.names import version_number
 from modelhub.monitor.events import check_endpoint_name, check_model_name
 
 HISTORY_STEP_S = 10
@@ -296,12 +297,7 @@ class Query:
                     "version goes with model: an endpoint's series are its variants",
                     field="version",
                 )
-            if not (version.isascii() and version.isdecimal() and 0 < int(version) < 1 << 62):
-                raise InvalidArgumentError(
-                    f"version must be a version number (1, 2, …), got {version[:64]!r}",
-                    field="version",
-                )
-            number = int(version)
+            number = version_number(version, "version")
         window = window_s or DEFAULT_WINDOW_S
         if not 0 < window <= MAX_WINDOW_S:
             raise InvalidArgumentError(

@@ -11,14 +11,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelhub.api.inference.v1 import inference_pb2 as ipb
 from modelhub.api.router.v1 import router_pb2 as pb
 from modelhub.api.router.v1 import router_pb2_grpc
 from modelhub.common.auth import Role
 from modelhub.router import convert
-from modelhub.router.fleet import Fleet, Health, Replica
+from modelhub.router.fleet import Fleet
 from modelhub.router.outcomes import OutcomeForwarder
 from modelhub.router.routing import Router
 from modelhub.router.xds import ConfigWriter
@@ -35,29 +34,6 @@ ROLES: dict[str, Role] = {
 }
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-
-_HEALTH = {
-    Health.SERVING: pb.SERVING,
-    Health.NOT_SERVING: pb.NOT_SERVING,
-    Health.UNREACHABLE: pb.UNREACHABLE,
-}
-
-
-def replica_to_pb(replica: Replica[ipb.ModelIndexEntry]) -> pb.Replica:
-    observed = Timestamp()
-    observed.FromNanoseconds(int(replica.observe_time * 1e9))
-    index = replica.index
-    return pb.Replica(
-        address=replica.address,
-        health=_HEALTH[replica.health],
-        reason=replica.reason,
-        server_version=index.server_version,
-        devices=list(index.devices),
-        memory_used_bytes=index.memory_used_bytes,
-        memory_budget_bytes=index.memory_budget_bytes,
-        models=list(index.entries),
-        observe_time=observed,
-    )
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -99,7 +75,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         replicas = await self._fleet.replicas(
             request.model, request.version, deadline_s=context.time_remaining()
         )
-        return pb.ListReplicasResponse(replicas=[replica_to_pb(r) for r in replicas])
+        return pb.ListReplicasResponse(replicas=[convert.replica_to_pb(r) for r in replicas])
 
     async def GetRouterStats(
         self, request: pb.GetRouterStatsRequest, context: Context

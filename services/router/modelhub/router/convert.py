@@ -1,4 +1,5 @@
-"""Router domain → `modelhub.router.v1` messages: routing tables, explanations and counters.
+"""Router domain → `modelhub.router.v1` messages: routing tables, explanations, counters and
+the fleet's replicas.
 (The registry's messages become the router's state through the contract's one set of
 conversions, `modelhub.common.registry_view`.)"""
 
@@ -6,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from modelhub.api.inference.v1 import inference_pb2 as ipb
 from modelhub.api.router.v1 import router_pb2 as pb
 from modelhub.common.names import model_name
+from modelhub.common.timestamps import timestamp_of
 from modelhub.router import bucketing
+from modelhub.router.fleet import Health, Replica
 from modelhub.router.routing import Explanation
 from modelhub.router.table import (
     EndpointRoute,
@@ -99,3 +103,27 @@ def explanation_to_pb(explanation: Explanation) -> pb.ExplainRouteResponse:
     if explanation.variant is not None:
         response.variant.CopyFrom(variant_to_pb(explanation.variant))
     return response
+
+
+# ------------------------------------------------------------------- the fleet
+
+_HEALTH = {
+    Health.SERVING: pb.SERVING,
+    Health.NOT_SERVING: pb.NOT_SERVING,
+    Health.UNREACHABLE: pb.UNREACHABLE,
+}
+
+
+def replica_to_pb(replica: Replica[ipb.ModelIndexEntry]) -> pb.Replica:
+    index = replica.index
+    return pb.Replica(
+        address=replica.address,
+        health=_HEALTH[replica.health],
+        reason=replica.reason,
+        server_version=index.server_version,
+        devices=list(index.devices),
+        memory_used_bytes=index.memory_used_bytes,
+        memory_budget_bytes=index.memory_budget_bytes,
+        models=list(index.entries),
+        observe_time=timestamp_of(replica.observe_time),
+    )

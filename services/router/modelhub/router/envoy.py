@@ -36,6 +36,7 @@ import yaml
 from modelhub.common import routing_headers
 from modelhub.common.limits import DEFAULT_MAX_REQUEST_BYTES, REQUEST_ENVELOPE_BYTES
 from modelhub.router import xds
+from modelhub.router.settings import split_address
 from modelhub.router.table import MAX_SHADOWS, empty_table
 
 _MARKER = Path("deploy") / "envoy" / "envoy.yaml.tmpl"
@@ -237,6 +238,12 @@ def _yaml_block(value: object) -> str:
     return yaml.safe_dump(value, sort_keys=False, width=100).rstrip("\n")
 
 
+def _flow_scalar(text: str) -> str:
+    """`text` as a scalar in a YAML flow mapping: an IPv6 address (`::1`) quoted, as YAML
+    would not read it bare."""
+    return json.dumps(text) if ":" in text else text
+
+
 def static_clusters(params: EnvoyParams) -> list[dict[str, object]]:
     """Control-plane clusters and the default inference pool (the router's dynamic clusters
     are built by the same function, `xds.grpc_cluster`)."""
@@ -335,9 +342,11 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
     tracing = ""
     tracing_cluster = ""
     if params.otlp_collector:
-        host, _, port = params.otlp_collector.rpartition(":")
+        host, port = split_address(params.otlp_collector)
         tracing = TRACING
-        tracing_cluster = string.Template(TRACING_CLUSTER).substitute(host=host, port=int(port))
+        tracing_cluster = string.Template(TRACING_CLUSTER).substitute(
+            host=_flow_scalar(host), port=port
+        )
     if params.admin_address not in ("127.0.0.1", "::1"):
         raise ValueError(
             f"Envoy's admin interface must listen on loopback, not {params.admin_address}: "
@@ -380,11 +389,11 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
             continue
         lines.append(line)
     scalars = {
-        "LISTEN_ADDRESS": params.listen_address,
+        "LISTEN_ADDRESS": _flow_scalar(params.listen_address),
         "LISTEN_PORT": str(params.listen_port),
-        "ADMIN_ADDRESS": params.admin_address,
+        "ADMIN_ADDRESS": _flow_scalar(params.admin_address),
         "ADMIN_PORT": str(params.admin_port),
-        "OPS_ADDRESS": params.ops_address,
+        "OPS_ADDRESS": _flow_scalar(params.ops_address),
         "OPS_PORT": str(params.ops_port),
         "MAX_REQUEST_BYTES": str(params.max_request_bytes),
         "DESCRIPTOR": params.descriptor,

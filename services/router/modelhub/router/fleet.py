@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, Protocol, TypeVar
 
 from modelhub.common.errors import InvalidArgumentError, ModelHubError
-from modelhub.common.names import bare_id, is_decimal, is_resource_id
+from modelhub.common.names import bare_id, is_resource_id, version_number
+from modelhub.router.settings import join_address, split_address
 
 
 class IndexEntry(Protocol):
@@ -88,18 +89,6 @@ class ReplicaProbe(Protocol[E]):
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` → (host, port); INVALID_ARGUMENT otherwise."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
-        raise InvalidArgumentError(f"{address!r} is not host:port")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-def join_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -135,11 +124,7 @@ class Filter:
             )
         if version and not model:
             raise InvalidArgumentError("version needs a model", field="version")
-        if version and not is_decimal(version):
-            raise InvalidArgumentError(
-                f"version must be a version number, got {version[:64]!r}", field="version"
-            )
-        return cls(model, str(int(version)) if version else "")
+        return cls(model, str(version_number(version, "version")) if version else "")
 
     def keeps(self, entry: IndexEntry) -> bool:
         return (not self.model or entry.name == self.model) and (

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from modelhub.common.errors import InvalidArgumentError
 from modelhub.common.settings import (
     MONITOR_CLIENT_ALIASES,
     REGISTRY_CLIENT_ALIASES,
@@ -20,6 +21,20 @@ from modelhub.common.settings import (
 def split_addresses(text: str) -> list[str]:
     """`"a:1, b:2"` → `["a:1", "b:2"]` (commas or whitespace separate)."""
     return [part for part in text.replace(",", " ").split() if part]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` → (host, port), the host without brackets (as Envoy's
+    `socket_address` and `getaddrinfo` want it); INVALID_ARGUMENT otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
+        raise InvalidArgumentError(f"{address!r} is not host:port")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def join_address(host: str, port: int) -> str:
+    """(host, port) → `host:port`, an IPv6 host in brackets (`[::1]:50052`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class RouterSettings(ServiceSettings):

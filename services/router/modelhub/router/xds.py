@@ -61,6 +61,7 @@ from modelhub.common.routing_headers import (
 )
 from modelhub.common.settings import TlsSettings
 from modelhub.router import bucketing
+from modelhub.router.settings import split_address
 from modelhub.router.table import MAX_SHADOWS, EndpointRoute, KeySource, RoutingTable, Target
 
 log = logging.getLogger("modelhub.router.xds")
@@ -180,13 +181,9 @@ def grpc_cluster(
     to the hosts over mutual TLS (health checks too)."""
     endpoints = []
     for address in addresses:
-        host, _, port = address.rpartition(":")
+        host, port = split_address(address)
         endpoints.append(
-            {
-                "endpoint": {
-                    "address": {"socket_address": {"address": host, "port_value": int(port)}}
-                }
-            }
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
         )
     protocol: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -738,7 +735,7 @@ CORS = {
         "allow_origin_string_match": [{"safe_regex": {"regex": ".*"}}],
         "allow_methods": "GET, POST, PATCH, DELETE, OPTIONS",
         "allow_headers": "authorization, content-type, x-grpc-web, x-user-id, grpc-timeout, "
-        "traceparent, tracestate, x-modelhub-model",
+        f"traceparent, tracestate, {HEADER_MODEL}",
         "expose_headers": "grpc-status, grpc-message, x-request-id",
         "max_age": "86400",
     }
