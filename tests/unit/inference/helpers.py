@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from modelhub.common.errors import InvalidArtifactError, NotFoundError, RevisionCompactedError
-from modelhub.inference.onnx_schema import read_schema
+from modelhub.common.onnx_schema import read_schema
 from modelhub.inference.runtime import RunFn
 from modelhub.inference.source import (
     DEFAULT_REFERENCE,

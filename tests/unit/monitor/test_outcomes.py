@@ -9,6 +9,7 @@ from modelhub.monitor.events import Outcome
 from modelhub.monitor.monitor import Monitor
 from modelhub.monitor.outcomes import Attribution, RequestIndex
 from modelhub.monitor.series import Series, SeriesKey
+from modelhub.monitor.timeseries import HistoryPool
 
 from .helpers import event
 
@@ -42,7 +43,7 @@ def test_outcomes_after_the_join_window_are_not_attributed(
 
 
 def test_index_forgets_old_ids_and_respects_its_cap() -> None:
-    series = Series(SeriesKey("models/m", 1), 0.01, 256)
+    series = Series(SeriesKey("models/m", 1), 0.01, 256, HistoryPool(1))
     index = RequestIndex(max_requests=100, join_window_s=60.0)
     t = 1_000_000.0
     for i in range(150):
@@ -71,7 +72,7 @@ def test_an_outcome_before_its_event_is_attributed_when_the_event_arrives(
 
 
 def test_pending_outcomes_are_bounded_in_count_and_time() -> None:
-    series = Series(SeriesKey("models/m", 1), 0.01, 256)
+    series = Series(SeriesKey("models/m", 1), 0.01, 256, HistoryPool(1))
     index = RequestIndex(max_requests=100, join_window_s=60.0, max_pending=10, pending_s=5.0)
     t = 1_000_000.0
     for i in range(25):

@@ -8,8 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from modelhub.common.errors import InvalidArgumentError
+from modelhub.common.events import OUTCOME_KINDS
 from modelhub.router.metrics import RouterCollector
-from modelhub.router.outcomes import KINDS, validated
+from modelhub.router.outcomes import validated
 from modelhub.router.xds import ConfigWriter
 
 
@@ -17,7 +18,7 @@ def test_valid_outcome_defaults_to_a_conversion() -> None:
     outcome = validated("r1", 1.0, "")
     assert (outcome.request_id, outcome.value, outcome.kind) == ("r1", 1.0, "conversion")
     assert outcome.time > 0
-    assert all(validated("r1", 0.5, kind).kind == kind for kind in KINDS)
+    assert all(validated("r1", 0.5, kind).kind == kind for kind in OUTCOME_KINDS)
 
 
 @pytest.mark.parametrize(

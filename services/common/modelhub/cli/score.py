@@ -209,7 +209,7 @@ async def run(
     unit="bytes")` makes a progress callback."""
     with inference_unit():
         _require_extra(bool(args.scheduler))
-        from modelhub.inference.onnx_schema import read_schema
+        from modelhub.common.onnx_schema import read_schema
         from modelhub.inference.registry_source import version_info
         from modelhub.scoring.job import ModelArtifact
 

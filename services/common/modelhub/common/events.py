@@ -91,6 +91,10 @@ class Event:
     mirrored_to: tuple[str, ...] = ()
 
 
+# What an outcome reports (`Outcome.kind`); the router and the monitor accept these.
+OUTCOME_KINDS = ("conversion", "reward", "label")
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     request_id: str

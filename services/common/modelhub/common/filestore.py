@@ -13,11 +13,13 @@ crashed writer. On a file system without locks, temp files are judged by age ins
 `atomic_write` replaces a small file whole (state, manifests, ready files) the same way.
 
 The registry's blob store and the inference artifact cache are built on this module; the
-calls are blocking (run them in a worker thread from async code).
+calls are blocking (run them in a worker thread from async code), but for `read_chunks`,
+which streams a file to async code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -26,7 +28,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -52,6 +54,30 @@ def file_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+async def read_chunks(
+    path: str | os.PathLike[str], chunk_size: int, limit: int | None = None
+) -> AsyncGenerator[bytes, None]:
+    """A file's bytes in pieces of at most `chunk_size`, up to `limit` bytes (None: all of
+    them), opened and read in a worker thread. Ends where the file does: a caller that
+    expects `limit` bytes counts what it got. FileNotFoundError (at the first piece) when
+    the file is missing. The file stays open until the iteration ends or the iterator is
+    closed: wrap it in `contextlib.aclosing` when it may be left early."""
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        left = limit
+        while left is None or left > 0:
+            chunk = await asyncio.to_thread(
+                handle.read, chunk_size if left is None else min(chunk_size, left)
+            )
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+    finally:
+        handle.close()
 
 
 def fsync_dir(path: Path) -> None:

@@ -44,32 +44,53 @@ def format_named_target(name: str, model: str, version: int | str) -> str:
     return f"{name}={format_target(model, version)}"
 
 
+def _split_target(value: str) -> tuple[str, str] | None:
+    """`parse_target` without the error: None for a malformed value."""
+    model, sep, version = value.strip().rpartition(":")
+    model = bare_id(model, MODELS)
+    if not sep or not model or not version:
+        return None
+    return model, version
+
+
 def parse_target(value: str, header: str = HEADER_TARGET) -> tuple[str, str]:
     """`{model}:{version}` (or `models/{model}:{version}`) → (model id, version), both
     non-empty; INVALID_ARGUMENT on `header` otherwise. Neither is checked further: the
     version is a reference for the caller to check, the model is looked up."""
-    model, sep, version = value.strip().rpartition(":")
-    model = bare_id(model, MODELS)
-    if not sep or not model or not version:
+    found = _split_target(value)
+    if found is None:
         raise InvalidArgumentError(
             f"header {header} must be `{{model}}:{{version}}`, got {value[:_SHOWN]!r}",
             field=header,
         )
-    return model, version
+    return found
+
+
+def split_named_target(value: str) -> tuple[str, str, str] | None:
+    """`{name}={model}:{version}` → (name, model id, version), the target read as
+    `parse_target` reads it; None when the name or `=` is missing or the target is
+    malformed. For values whose malformed entries are skipped, not refused."""
+    name, sep, target = value.partition("=")
+    name = name.strip()
+    found = _split_target(target) if sep and name else None
+    if found is None:
+        return None
+    return name, *found
 
 
 def parse_named_target(
     value: str, header: str = HEADER_FALLBACK, what: str = "variant"
 ) -> tuple[str, str, str]:
-    """`{name}={model}:{version}` → (name, model id, version), the target checked as
-    `parse_target` checks it; INVALID_ARGUMENT on `header` when the name (`what`: a
-    variant's, a shadow's) or `=` is missing."""
+    """`split_named_target`, with INVALID_ARGUMENT on `header` for a malformed value: the
+    name (`what`: a variant's, a shadow's) or `=` missing, or the target as `parse_target`
+    refuses it."""
+    found = split_named_target(value)
+    if found is not None:
+        return found
     name, sep, target = value.partition("=")
-    name = name.strip()
-    if not sep or not name:
-        raise InvalidArgumentError(
-            f"header {header} must be `{{{what}}}={{model}}:{{version}}`, got {value[:_SHOWN]!r}",
-            field=header,
-        )
-    model, version = parse_target(target, header)
-    return name, model, version
+    if sep and name.strip():
+        parse_target(target, header)  # raises: the target is what is malformed
+    raise InvalidArgumentError(
+        f"header {header} must be `{{{what}}}={{model}}:{{version}}`, got {value[:_SHOWN]!r}",
+        field=header,
+    )

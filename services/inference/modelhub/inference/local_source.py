@@ -16,7 +16,7 @@ from pathlib import Path
 
 from modelhub.common.errors import NotFoundError
 from modelhub.common.names import is_decimal
-from modelhub.inference.onnx_schema import read_schema
+from modelhub.common.onnx_schema import read_schema
 from modelhub.inference.source import (
     DEFAULT_REFERENCE,
     LATEST,

@@ -36,6 +36,7 @@ from modelhub.common.routing_headers import (
     format_named_target,
     parse_named_target,
     parse_target,
+    split_named_target,
 )
 
 # The headers inference reads (the rest of the request's metadata is not looked at).
@@ -113,10 +114,10 @@ def _mirrors(value: str) -> tuple[bool, tuple[str, ...]]:
         return True, ()
     found = []
     for entry in value[: _MAX_HEADER * _MAX_MIRRORS].split(",")[:_MAX_MIRRORS]:
-        try:
-            name, model, version = parse_named_target(entry.strip(), HEADER_MIRRORED, "shadow")
-        except InvalidArgumentError:
+        named = split_named_target(entry.strip())
+        if named is None:
             continue
+        name, model, version = named
         if is_resource_id(name) and is_resource_id(model) and is_decimal(version):
             found.append(format_named_target(name, model, version))
     return True, tuple(found)

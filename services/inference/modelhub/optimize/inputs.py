@@ -12,7 +12,7 @@ import numpy as np
 
 from modelhub.common.dtypes import numpy_dtype
 from modelhub.common.errors import FailedPreconditionError, InvalidArgumentError
-from modelhub.inference.onnx_schema import read_schema
+from modelhub.common.onnx_schema import read_schema
 
 
 @dataclass(frozen=True)

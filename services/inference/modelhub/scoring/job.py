@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhub.common.errors import InternalError, InvalidArgumentError
-from modelhub.inference.onnx_schema import read_schema
+from modelhub.common.onnx_schema import read_schema
 from modelhub.inference.spec import Device, ModelSchema
 from modelhub.scoring.columns import ColumnPlan, build_plan
 from modelhub.scoring.engine import PartitionResult, PartitionTask

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from modelhub.common.errors import FieldViolation, InvalidArgumentError
+from modelhub.common.events import OUTCOME_KINDS
 from modelhub.common.names import ENDPOINTS, MODELS, RESOURCE_ID, id_in
 from modelhub.common.profile import FEATURE_NAME
 from modelhub.common.violations import prefixed, violations_error
@@ -50,7 +51,6 @@ LABEL = FEATURE_NAME
 SOURCES = ("router", "inference", "unknown")
 # Most output values an event may carry for a shadow comparison.
 MAX_OUTPUTS = 1024
-OUTCOME_KINDS = ("conversion", "reward", "label")
 
 Value = float | str
 

@@ -22,9 +22,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from modelhub.common.errors import InvalidArgumentError
 from modelhub.common.names import bare_id, is_decimal, model_name
-from modelhub.common.routing_headers import parse_named_target
+from modelhub.common.routing_headers import split_named_target
 from modelhub.monitor.events import Event, ShadowResult
 
 DEADLINE_EXCEEDED = 4  # gRPC code of a shadow that did not answer within the window
@@ -179,10 +178,10 @@ class ShadowJoiner:
         # Shadows the primary was sent to that never answered: failed comparisons, so a
         # dead shadow shows in the shadow report instead of as silence.
         for expected in primary.mirrored_to:
-            try:
-                name, model, version = parse_named_target(expected, "mirrored_to", "shadow")
-            except InvalidArgumentError:
+            named = split_named_target(expected)
+            if named is None:
                 continue
+            name, model, version = named
             if name in pending.answered or not is_decimal(version):
                 continue
             self.counters.missing += 1

@@ -68,17 +68,15 @@ class Cumulative:
 
 class Series:
     """One series: its fine and coarse time rings, its steps over the hour (a history from
-    `histories`, from its first event, while the pool has one; without a pool, its own)
-    and its cumulative counters."""
+    `histories`, from its first event, while the pool has one) and its cumulative
+    counters."""
 
     __slots__ = ("_histories", "cumulative", "history", "key", "rings")
 
-    def __init__(
-        self, key: SeriesKey, alpha: float, max_bins: int, histories: HistoryPool | None = None
-    ) -> None:
+    def __init__(self, key: SeriesKey, alpha: float, max_bins: int, histories: HistoryPool) -> None:
         self.key = key
         self.rings: WindowedRings[Bucket] = WindowedRings(lambda: Bucket(alpha, max_bins))
-        self._histories = histories if histories is not None else HistoryPool(1)
+        self._histories = histories
         self.history: History | None = None
         self.cumulative = Cumulative()
 

@@ -10,13 +10,12 @@ Unreferenced blobs are removed by the service under the database's blob claims (
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 from collections.abc import AsyncIterator, Iterator
 
 from modelhub.common.errors import NotFoundError, ResourceExhaustedError
-from modelhub.common.filestore import FileStore
+from modelhub.common.filestore import FileStore, read_chunks
 
 # "No space left on device" and "Disk quota exceeded": the operator has to act, the client
 # can only retry later. Every other OSError is a server fault (INTERNAL).
@@ -43,18 +42,13 @@ class BlobStore(FileStore):
 
     async def read_chunks(self, sha256: str, chunk_size: int) -> AsyncIterator[bytes]:
         """Stream a blob's bytes (file reads run in a worker thread)."""
+        path = self.path(sha256)
         try:
-            handle = await asyncio.to_thread(open, self.path(sha256), "rb")
-        except FileNotFoundError:
+            async with contextlib.aclosing(read_chunks(path, chunk_size)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except FileNotFoundError:  # raised by the open, before any piece
             raise NotFoundError(
                 f"artifact sha256:{sha256} is missing from the blob store",
                 reason="ARTIFACT_MISSING",
             ) from None
-        try:
-            while True:
-                chunk = await asyncio.to_thread(handle.read, chunk_size)
-                if not chunk:
-                    return
-                yield chunk
-        finally:
-            handle.close()

@@ -47,7 +47,7 @@ from modelhub.common.errors import (
     PayloadTooLargeError,
     ResourceExhaustedError,
 )
-from modelhub.common.filestore import atomic_write, flock_exclusive, fsync_dir
+from modelhub.common.filestore import atomic_write, flock_exclusive, fsync_dir, read_chunks
 
 # The largest chunk one append takes (the API's max_chunk_bytes).
 MAX_CHUNK_BYTES = 8 << 20
@@ -179,21 +179,18 @@ class UploadSessions:
 
     async def read_chunks(self, session: UploadSession) -> AsyncIterator[bytes]:
         """The session's bytes, in pieces (file reads in a worker thread)."""
-        handle = await asyncio.to_thread(open, self._dir(session.id) / _DATA, "rb")
-        try:
-            left = session.received_bytes
-            while left > 0:
-                chunk = await asyncio.to_thread(handle.read, min(READ_CHUNK_BYTES, left))
-                if not chunk:
-                    raise FailedPreconditionError(
-                        f"upload session {session.name} lost bytes it had acknowledged (its "
-                        "data file is shorter): cancel it and upload again",
-                        reason="UPLOAD_DATA_LOST",
-                    )
+        left = session.received_bytes
+        path = self._dir(session.id) / _DATA
+        async with contextlib.aclosing(read_chunks(path, READ_CHUNK_BYTES, left)) as chunks:
+            async for chunk in chunks:
                 left -= len(chunk)
                 yield chunk
-        finally:
-            handle.close()
+        if left > 0:
+            raise FailedPreconditionError(
+                f"upload session {session.name} lost bytes it had acknowledged (its data "
+                "file is shorter): cancel it and upload again",
+                reason="UPLOAD_DATA_LOST",
+            )
 
     # ------------------------------------------------------------------- writing
 

@@ -14,9 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from modelhub.common.errors import FailedPreconditionError, InvalidArgumentError
-from modelhub.common.events import Outcome
-
-KINDS = ("conversion", "reward", "label")
+from modelhub.common.events import OUTCOME_KINDS, Outcome
 
 
 def validated(request_id: str, value: float, kind: str) -> Outcome:
@@ -26,9 +24,9 @@ def validated(request_id: str, value: float, kind: str) -> Outcome:
     if not math.isfinite(value):
         raise InvalidArgumentError(f"value must be finite, got {value}", field="value")
     kind = kind or "conversion"
-    if kind not in KINDS:
+    if kind not in OUTCOME_KINDS:
         raise InvalidArgumentError(
-            f"kind must be one of {', '.join(KINDS)}; got {kind!r}", field="kind"
+            f"kind must be one of {', '.join(OUTCOME_KINDS)}; got {kind!r}", field="kind"
         )
     return Outcome(request_id, value, kind, time.time())
 
