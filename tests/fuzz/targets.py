@@ -115,7 +115,7 @@ def check_routing(_: None, example: fs.RouteExample) -> Outcome:
 
 
 def check_front_door(stack: FrontDoorStack, example: fs.FrontDoorExample) -> Outcome:
-    """Any bytes as a gRPC body through the real Envoy (Lua routing filter): a clear
+    """Any bytes as a gRPC body through the real Envoy (the routing filter): a clear
     status, and Envoy does not crash; an answered ModelInfer is right."""
     outcome, answer = stack.call(
         f"/inference.GRPCInferenceService/{example.method}",
@@ -319,7 +319,7 @@ TARGETS: tuple[Target, ...] = (
     Target("tensor decoders", fs.infer_examples(), check_decoders),
     Target("ModelInfer (server)", fs.infer_examples(), check_model_infer, "inference"),
     Target("routing headers", fs.route_examples(), check_routing),
-    Target("Envoy Lua routing", fs.front_door_examples(), check_front_door, "front_door"),
+    Target("Envoy routing filter", fs.front_door_examples(), check_front_door, "front_door"),
     Target("resource names", fs.name_examples(), check_names),
     Target("endpoint validation", fs.endpoint_examples(), check_endpoint_validation),
     Target("CreateEndpoint (server)", fs.endpoint_examples(), check_create_endpoint, "registry"),

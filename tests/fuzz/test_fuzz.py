@@ -1,5 +1,5 @@
 """Property-based fuzzing (issue 11): tensor decoders, model names read from request
-bytes (inference's routing headers, Envoy's Lua filter through a real Envoy), resource
+bytes (inference's routing headers, Envoy's routing filter through a real Envoy), resource
 names, endpoint policies and the REST parser. Any input gets a status other than INTERNAL
 (pure functions: only domain errors escape), accepted inputs are answered right, and every
 server is still healthy afterwards.

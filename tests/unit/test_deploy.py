@@ -340,6 +340,28 @@ def test_the_envoy_image_runs_the_envoy_the_configs_are_validated_with() -> None
     _check_bakes_descriptor(Build(DOCKERFILES["envoy"], "runtime"), envoy.COMPOSE.descriptor)
 
 
+def test_the_envoy_image_bakes_the_routing_module_where_the_bootstraps_load_it() -> None:
+    """The routing filter's module is built by the Makefile's own rule (as `make proto`
+    builds it) and copied to the path the compose and Kubernetes bootstraps name."""
+    dockerfile = dockerfiles.read(DOCKERFILES["envoy"])
+    built = envoy.ROUTE_MODULE.relative_to(envoy.ROOT).as_posix()
+    assert envoy.COMPOSE.route_module == envoy.KUBERNETES.route_module
+    copies = [
+        (stage, source)
+        for stage, source, to in dockerfile.stages["runtime"].copies_from()
+        if to == envoy.COMPOSE.route_module
+    ]
+    assert len(copies) == 1
+    ((stage, source),) = copies
+    workdir = dockerfile.stages[stage].args("WORKDIR")[-1]
+    assert source == f"{workdir}/{built}"
+    assert any(command.endswith(f"make {built}") for _, command in dockerfile.runs(stage))
+    makefile = (envoy.ROOT / "Makefile").read_text(encoding="utf-8")
+    assert f"ROUTE_MODULE := {built}" in makefile
+    source_file = envoy.ROUTE_FILTER_SOURCE.relative_to(envoy.ROOT).as_posix()
+    assert f"$(ROUTE_MODULE): {source_file}" in makefile
+
+
 # ------------------------------------------------------------------------------ Envoy
 
 
@@ -400,6 +422,7 @@ def test_the_variants_differ_only_in_addresses_paths_and_tracing() -> None:
     def normalized(params: envoy.EnvoyParams) -> list[str]:
         text = envoy.render(params)
         text = text.replace(params.xds_dir, "<xds>").replace(params.descriptor, "<descriptor>")
+        text = text.replace(params.route_module, "<route module>")
         return text.splitlines()
 
     rendered = {name: normalized(params) for name, params in envoy.VARIANTS.items()}

@@ -1,5 +1,5 @@
 """The routing-header contract (modelhub.common.routing_headers): what the router writes
-is what inference and the monitor read, and the Lua filter spells the same names."""
+is what inference and the monitor read, and Envoy's routing filter spells the same names."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from modelhub.common import routing_headers as rh
 from modelhub.common.errors import InvalidArgumentError
 from modelhub.common.names import ENDPOINTS, bare_id, qualified_name
 
-LUA = Path(__file__).resolve().parents[2] / "deploy" / "envoy" / "modelhub.lua"
+ROUTE_FILTER = (
+    Path(__file__).resolve().parents[2] / "deploy" / "envoy" / "route_filter" / "modelhub_route.c"
+)
 
 
 def test_targets_round_trip() -> None:
@@ -53,8 +55,8 @@ def test_a_long_bad_value_is_cut_in_the_message() -> None:
     assert len(info.value.message) < 400
 
 
-def test_the_lua_filter_spells_the_same_names() -> None:
-    lua = LUA.read_text()
+def test_the_routing_filter_spells_the_same_names() -> None:
+    source = ROUTE_FILTER.read_text()
     for name in (
         rh.HEADER_BUCKET,
         rh.HEADER_MIRRORED,
@@ -63,7 +65,7 @@ def test_the_lua_filter_spells_the_same_names() -> None:
         rh.HEADER_ROUTE,
         rh.HEADER_KEY_HASH,
     ):
-        assert f'"{name}' in lua, name
+        assert f'"{name}' in source, name
 
 
 def test_bare_ids_and_qualified_names() -> None:

@@ -2,8 +2,8 @@
 
 A body larger than the front door's limit (`EnvoyParams.max_request_bytes`; small here so
 that the tests send little) is refused with a clear status — gRPC RESOURCE_EXHAUSTED, REST
-413 `{"error": "…"}` — and the routing filter's message is never held whole: the size guard
-drops it as it arrives and inference never sees it. The ops listener answers /ready and
+413 `{"error": "…"}` — and never held whole: the routing filter refuses a gRPC message from
+its frame prefix, and inference never sees it. The ops listener answers /ready and
 /stats/prometheus and nothing else; the admin interface listens on loopback only."""
 
 from __future__ import annotations
@@ -79,19 +79,20 @@ async def test_an_oversized_grpc_message_is_refused_without_being_held(
         assert "send fewer rows per request" in details
     assert inference_calls(inference) == before  # never forwarded
     stats = door.envoy.stats()
-    # Refused by the guard, not by Envoy's buffer overflowing (which would have held it).
+    # Refused from the frame prefix, not by Envoy's buffer overflowing (which would have
+    # held it).
     assert stats["http.ingress.downstream_rq_too_large"] == "0"
     # The connection stays usable.
     response = await oip.ModelInfer(infer_request("m", version="1"), timeout=10)
     assert output(response).tolist() == [2.0] * FEATURES
 
 
-async def test_a_message_held_for_its_parameters_is_capped_by_the_buffer_limit(
-    registry_api: registry_pb2_grpc.RegistryServiceStub, door: FrontDoor
+async def test_a_message_read_for_its_parameters_is_refused_from_its_prefix(
+    registry_api: registry_pb2_grpc.RegistryServiceStub, door: FrontDoor, inference: InferenceApp
 ) -> None:
     """The model named in the header and the sticky key in the parameters: the routing
-    filter reads the message for the key, which the guard does not look at; Envoy's buffer
-    limit refuses it, answered as RESOURCE_EXHAUSTED (local reply mapper)."""
+    filter reads the message's first fields for the key, and refuses an oversized one from
+    its frame prefix, before holding it or reaching inference."""
     await create_endpoint(
         registry_api,
         "ranker",
@@ -101,13 +102,15 @@ async def test_a_message_held_for_its_parameters_is_capped_by_the_buffer_limit(
     await door.envoy.wait_route("endpoint-ranker")
     request = infer_request("ranker", rows(LARGE_ROWS))
     request.parameters["user"].string_param = "alice"
+    before = inference_calls(inference)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await door.clients.oip.ModelInfer(
             request, metadata=(("x-modelhub-model", "ranker"),), timeout=10
         )
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"front door's limit of {LIMIT} bytes" in (refused.value.details() or "")
-    assert door.envoy.stats()["http.ingress.downstream_rq_too_large"] == "1"
+    assert door.envoy.stats()["http.ingress.downstream_rq_too_large"] == "0"
+    assert inference_calls(inference) == before
 
 
 def _post(address: str, path: str, body: bytes, *, chunked: bool) -> tuple[int, str, bytes]:

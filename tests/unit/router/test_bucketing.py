@@ -1,5 +1,5 @@
-"""Sticky bucketing: the hash is FNV-1a + murmur3's finalizer exactly (Envoy's Lua filter
-computes the same one), buckets are pure and uniform, and the integer ranges honour the
+"""Sticky bucketing: the hash is FNV-1a + murmur3's finalizer exactly (Envoy's routing
+filter computes the same one), buckets are pure and uniform, and the integer ranges honour the
 weights and move only the boundary between the variants that traded weight."""
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from modelhub.router.bucketing import (
     threshold,
 )
 
-LUA = Path(__file__).resolve().parents[3] / "deploy" / "envoy" / "modelhub.lua"
+ROUTE_FILTER = (
+    Path(__file__).resolve().parents[3] / "deploy" / "envoy" / "route_filter" / "modelhub_route.c"
+)
 SALT = "3f9c2a7e"
 KEYS = [f"user-{i}" for i in range(10_000)]
 
@@ -89,7 +91,7 @@ def test_h32_agrees_with_the_reference_on_random_bytes() -> None:
 
 
 def test_bucket_sample_bucket_and_key_hash_are_the_documented_functions() -> None:
-    """The exact byte layouts Envoy's Lua filter hashes: a change here reassigns keys and
+    """The exact byte layouts Envoy's routing filter hashes: a change here reassigns keys and
     breaks agreement with Envoy."""
     rng = random.Random(7)
     for _ in range(200):
@@ -107,17 +109,26 @@ def test_bucket_sample_bucket_and_key_hash_are_the_documented_functions() -> Non
     assert bucket("checkout-salt", "42") == 2675
 
 
-def test_the_lua_filter_uses_the_same_constants_and_layouts() -> None:
+def test_the_routing_filter_uses_the_same_constants_and_layouts() -> None:
     """A cheap drift check of the second implementation (Envoy runs it; the service tests
-    compare its routing with `bucket`)."""
-    lua = LUA.read_text(encoding="utf-8").lower()
-    for literal in ("0x811c9dc5", "16777619", "0x85ebca6b", "0xc2b2ae35"):
-        assert literal in lua
-    shifts = re.findall(r"rshift\(h, (\d+)\)", lua)
+    compare its routing with `bucket` over 10,000 keys)."""
+    source = ROUTE_FILTER.read_text(encoding="utf-8").lower()
+    for literal in ("0x811c9dc5u", "16777619u", "0x85ebca6bu", "0xc2b2ae35u"):
+        assert literal in source
+    shifts = re.findall(r"h \^= h >> (\d+);", source)
     assert shifts == ["16", "13", "16"]
-    assert 'h32(salt .. "\\0" .. key) % total' in lua
-    assert 'h32("shadow\\0" .. salt .. "\\0" .. name .. "\\0" .. key) % total' in lua
-    assert 'h32("event\\0" .. salt .. "\\0" .. key)' in lua
+    # bucket: salt 0 key; event: "event" 0 salt 0 key; shadow: "shadow" 0 salt 0 name 0 key.
+    compact = re.sub(r"\s+", " ", source)
+    assert (
+        "h32_update(&h, salt, salt_length); h32_sep(&h); h32_update(&h, key, key_length); "
+        "bucket = h32_final(&h) % total;" in compact
+    )
+    assert 'h32_update(&h, "event", 5); h32_sep(&h); h32_update(&h, salt, salt_length);' in compact
+    assert (
+        'h32_update(&h, "shadow", 6); h32_sep(&h); h32_update(&h, salt, salt_length); '
+        "h32_sep(&h); h32_update(&h, name, strlen(name)); h32_sep(&h); "
+        "h32_update(&h, key, key_length); sampled = h32_final(&h) % total < threshold;"
+    ) in compact
 
 
 # ---------------------------------------------------------------------------- buckets

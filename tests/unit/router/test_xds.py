@@ -58,8 +58,25 @@ def route(snapshot: xds.Snapshot, endpoint_id: str) -> dict[str, Any]:
     return found
 
 
-def lua(route_: dict[str, Any]) -> dict[str, Any]:
-    metadata: dict[str, Any] = route_["metadata"]["filter_metadata"][xds.LUA_NAMESPACE]
+def raw_meta(route_: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = route_["metadata"]["filter_metadata"][xds.ROUTE_NAMESPACE]
+    return metadata
+
+
+def meta(route_: dict[str, Any]) -> dict[str, Any]:
+    """The routing filter's metadata, its string lists read as the filter reads them:
+    shadows `name cluster threshold target`, unresolved ranges `lower upper reason`."""
+    metadata = dict(raw_meta(route_))
+    if "shadows" in metadata:
+        metadata["shadows"] = [
+            [name, cluster, int(threshold), target]
+            for name, cluster, threshold, target in (s.split(" ") for s in metadata["shadows"])
+        ]
+    if "unresolved" in metadata:
+        metadata["unresolved"] = [
+            [int(lower), int(upper), reason]
+            for lower, upper, reason in (u.split(" ", 2) for u in metadata["unresolved"])
+        ]
     return metadata
 
 
@@ -161,10 +178,10 @@ def test_envoy_picks_the_variant_the_ranges_pick(
 ) -> None:
     """For every bucket, the weighted cluster Envoy picks carries the variant that
     `EndpointRoute.pick` (and so `ExplainRoute`) names; unresolved ranges are refused by
-    the Lua filter before Envoy picks."""
+    the routing filter before Envoy picks."""
     for endpoint_route in routing_table.endpoints.values():
         entries = weighted(route(snap, endpoint_route.id))
-        unresolved = lua(route(snap, endpoint_route.id)).get("unresolved", [])
+        unresolved = meta(route(snap, endpoint_route.id)).get("unresolved", [])
         fallback = endpoint_route.fallback
         for u in range(0, TOTAL, 7):
             variant = endpoint_route.pick(u)
@@ -209,18 +226,19 @@ def test_sticky_endpoint_with_fallback_canary_and_shadow(snap: xds.Snapshot) -> 
     assert "unavailable" in action["retry_policy"]["retry_on"].split(",")
     # One mirror per sampled, resolved shadow: `ghost` resolves to nothing, `off` is at 0.
     assert action["request_mirror_policies"] == [{"cluster_header": "x-modelhub-mirror-0"}]
-    assert lua(checkout) == {
+    assert meta(checkout) == {
         "endpoint": "endpoints/checkout",
         "salt": "checkout-salt",
         "total": TOTAL,
         "key_header": "x-user-id",
         "shadows": [["next", "shadow/checkout/next", 1000, "ranker:5"]],
     }
+    assert raw_meta(checkout)["shadows"] == ["next shadow/checkout/next 1000 ranker:5"]
 
 
 def test_shadow_cluster_turns_the_copy_into_the_shadows_request(snap: xds.Snapshot) -> None:
     clusters = all_clusters(snap)
-    (name,) = [s[1] for s in lua(route(snap, "checkout"))["shadows"]]
+    (name,) = [s[1] for s in meta(route(snap, "checkout"))["shadows"]]
     shadow = clusters[name]
     assert hosts(shadow) == SHADOW_POOL
     removed, added = mutations(shadow)
@@ -239,15 +257,15 @@ def test_shadow_without_a_pool_mirrors_to_the_default_pool() -> None:
     spec = endpoint(shadows=(ShadowSpec("s", "m", Selector(version=3), 0.5),))
     snapshot = xds.snapshot(table(state(spec)), OPTIONS)
     (shadow,) = [
-        c for c in snapshot.clusters if c["name"] == lua(route(snapshot, "e"))["shadows"][0][1]
+        c for c in snapshot.clusters if c["name"] == meta(route(snapshot, "e"))["shadows"][0][1]
     ]
     assert hosts(shadow) == DEFAULT_POOL
-    assert lua(route(snapshot, "e"))["shadows"][0][2] == 5000
+    assert meta(route(snapshot, "e"))["shadows"][0][2] == 5000
 
 
 def test_parameter_keyed_endpoint_with_unresolved_variant_and_own_pool(snap: xds.Snapshot) -> None:
     search = route(snap, "search")
-    metadata = lua(search)
+    metadata = meta(search)
     assert metadata["key_parameter"] == "user" and "key_header" not in metadata
     assert metadata["salt"] == "search-salt" and "shadows" not in metadata
     ((lower, upper, message),) = metadata["unresolved"]
@@ -269,7 +287,7 @@ def test_parameter_keyed_endpoint_with_unresolved_variant_and_own_pool(snap: xds
 
 def test_unkeyed_endpoint(snap: xds.Snapshot) -> None:
     opened = route(snap, "open")
-    assert lua(opened) == {"endpoint": "endpoints/open", "salt": "", "total": TOTAL}
+    assert meta(opened) == {"endpoint": "endpoints/open", "salt": "", "total": TOTAL}
     (only,) = weighted(opened)
     assert only["weight"] == TOTAL
     assert headers(only)[xds.HEADER_TARGET] == "ranker:5"
@@ -277,7 +295,7 @@ def test_unkeyed_endpoint(snap: xds.Snapshot) -> None:
 
 def test_unresolved_variant_with_a_fallback_is_served_by_the_fallback(snap: xds.Snapshot) -> None:
     rescued = route(snap, "rescued")
-    assert "unresolved" not in lua(rescued)
+    assert "unresolved" not in meta(rescued)
     main, missing = weighted(rescued)
     assert (main["weight"], missing["weight"]) == (7000, 3000)
     expected = {
@@ -301,7 +319,9 @@ def test_every_named_cluster_exists(snap: xds.Snapshot) -> None:
                 assert entry["name"] in clusters, entry["name"]
         else:
             assert action["cluster"] in clusters
-    mirrored = [s[1] for r in routes_of(snap) if "metadata" in r for s in lua(r).get("shadows", [])]
+    mirrored = [
+        s[1] for r in routes_of(snap) if "metadata" in r for s in meta(r).get("shadows", [])
+    ]
     assert mirrored and set(mirrored) <= snap.cluster_names()
     for cluster in snap.clusters:
         for member in aggregated(cluster) or []:
@@ -368,7 +388,7 @@ def test_at_most_max_shadows_are_mirrored() -> None:
     shadows = tuple(ShadowSpec(f"s{i}", "m", Selector(version=3), 1.0) for i in range(10))
     snapshot = xds.snapshot(table(state(endpoint(shadows=shadows))), OPTIONS)
     r = route(snapshot, "e")
-    assert len(lua(r)["shadows"]) == xds.MAX_SHADOWS
+    assert len(meta(r)["shadows"]) == xds.MAX_SHADOWS
     assert r["route"]["request_mirror_policies"] == [
         {"cluster_header": f"x-modelhub-mirror-{i}"} for i in range(xds.MAX_SHADOWS)
     ]
@@ -448,7 +468,7 @@ def named_clusters(writer: xds.ConfigWriter) -> set[str]:
         for entry in r.get("route", {}).get("weighted_clusters", {}).get("clusters", []):
             names.add(entry["name"])
         if "metadata" in r:
-            names |= {s[1] for s in lua(r).get("shadows", [])}
+            names |= {s[1] for s in meta(r).get("shadows", [])}
     return names - set(STATIC)
 
 
@@ -657,12 +677,13 @@ def test_a_restarted_writer_keeps_the_clusters_the_routes_on_disk_name(tmp_path:
         assert named <= on_disk
 
 
-# ------------------------------------------------------------ agreement with the Lua
+# ------------------------------------------------------------ agreement with the filter
 
 
-def test_the_lua_filter_reads_the_metadata_the_routes_carry(snap: xds.Snapshot) -> None:
-    source = envoy.LUA.read_text(encoding="utf-8")
-    keys = {key for r in routes_of(snap) if "metadata" in r for key in lua(r)}
+def test_the_routing_filter_reads_the_metadata_the_routes_carry(snap: xds.Snapshot) -> None:
+    source = envoy.ROUTE_FILTER_SOURCE.read_text(encoding="utf-8")
+    assert f'#define NAMESPACE "{xds.ROUTE_NAMESPACE}"' in source
+    keys = {key for r in routes_of(snap) if "metadata" in r for key in meta(r)}
     assert keys == {
         "endpoint",
         "salt",
@@ -673,18 +694,18 @@ def test_the_lua_filter_reads_the_metadata_the_routes_carry(snap: xds.Snapshot) 
         "unresolved",
     }
     for key in keys:
-        assert f'meta:get("{key}")' in source, key
+        assert f'"{key}"' in source, key
 
 
 def test_envoy_strips_every_header_it_sets_for_inference() -> None:
     """A client cannot choose its variant, target, fallback or bucket: the bootstrap's
-    header_mutation filter (before the Lua filter) removes client-sent copies of every
+    header_mutation filter (before the routing filter) removes client-sent copies of every
     header the routes and shadow clusters set."""
     rendered = yaml.safe_load(envoy.render(envoy.LOCAL))
     hcm = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     filters = [f["name"] for f in hcm["typed_config"]["http_filters"]]
     mutation = filters.index("envoy.filters.http.header_mutation")
-    assert mutation < filters.index("envoy.filters.http.lua")
+    assert mutation < filters.index("modelhub.route")
     config = hcm["typed_config"]["http_filters"][mutation]["typed_config"]
     stripped = {m["remove"] for m in config["mutations"]["request_mutations"]}
     assert "x-modelhub-model" not in stripped  # a client may name the model
@@ -707,8 +728,8 @@ def test_shadow_clusters_of_different_endpoints_never_share_a_name() -> None:
         return endpoint(name=endpoint_id, shadows=(spec,))
 
     snapshot = xds.snapshot(table(state(with_shadow("a-b", "c"), with_shadow("a", "b-c"))), OPTIONS)
-    first = lua(route(snapshot, "a-b"))["shadows"][0][1]
-    second = lua(route(snapshot, "a"))["shadows"][0][1]
+    first = meta(route(snapshot, "a-b"))["shadows"][0][1]
+    second = meta(route(snapshot, "a"))["shadows"][0][1]
     assert first != second
 
 

@@ -1,12 +1,13 @@
 """The routing headers: the contract between Envoy (configured by the router's xDS and its
-Lua filter, deploy/envoy/modelhub.lua), inference and the monitor (docs/data-plane.md).
+routing filter, deploy/envoy/route_filter/modelhub_route.c), inference and the monitor
+(docs/data-plane.md).
 
 Envoy adds to each routed request which endpoint and variant it is for and the version to
 run (`x-modelhub-target: {model}:{version}`), the endpoint's fallback
 (`x-modelhub-fallback: {variant}={model}:{version}`, served on Envoy's retry), whether it
 is a shadow copy, and on a mirrored primary the shadows it was sent to
 (`x-modelhub-mirrored: {shadow}={model}:{version},…`, the monitor's `mirrored_to`). The
-Lua filter spells these names too: change none of them alone.
+routing filter spells these names too: change none of them alone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ HEADER_BUCKET = "x-modelhub-bucket"
 HEADER_ROUTE = "x-modelhub-route"
 HEADER_MODEL = "x-modelhub-model"
 HEADER_KEY_HASH = "x-modelhub-key-hash"
-# `x-modelhub-mirror-{i}`: the cluster of the i-th sampled shadow (the Lua filter's).
+# `x-modelhub-mirror-{i}`: the cluster of the i-th sampled shadow (the routing filter's).
 HEADER_MIRROR_PREFIX = "x-modelhub-mirror-"
 # Envoy's own: the attempt number of a request (2 and more on a retry).
 HEADER_ATTEMPT = "x-envoy-attempt-count"

@@ -3,8 +3,9 @@ ranges turn the bucket into a variant.
 
 `bucket(salt, key)` is `h32(salt + NUL + key) % TOTAL`, an integer in [0, TOTAL), where
 `h32` is 32-bit FNV-1a followed by murmur3's finalizer. The same function runs in Envoy's
-Lua filter (deploy/envoy/modelhub.lua), which routes every request; this module computes
-it for `ExplainRoute`, the routing table and the tests that check both agree. Nothing is
+routing filter (deploy/envoy/route_filter/modelhub_route.c), which routes every request;
+this module computes it for `ExplainRoute`, the routing table and the tests that check both
+agree. Nothing is
 stored per key: the same key gets the same variant on every Envoy replica and after
 restarts. (Before Envoy routed, the bucket was BLAKE2b-based: the switch reassigned every
 key once.)
@@ -48,7 +49,8 @@ _MASK = 0xFFFFFFFF
 
 def h32(data: bytes) -> int:
     """FNV-1a (32-bit) of `data`, then murmur3's fmix32: uniform enough for bucketing and
-    cheap in Lua (deploy/envoy/modelhub.lua implements it too)."""
+    cheap anywhere (Envoy's routing filter, deploy/envoy/route_filter/modelhub_route.c,
+    implements it too)."""
     h = 0x811C9DC5
     for b in data:
         h = ((h ^ b) * 16777619) & _MASK

@@ -43,7 +43,7 @@ _MARKER = Path("deploy") / "envoy" / "envoy.yaml.tmpl"
 
 
 def checkout_root() -> Path:
-    """The source checkout whose deploy/envoy/ holds the bootstrap template and the Lua
+    """The source checkout whose deploy/envoy/ holds the bootstrap template and the
     filters: $MODELHUB_CHECKOUT, else the nearest folder holding them above the working
     directory or above this module (an editable install). An installed wheel carries no
     template: `seed` works anywhere, `render` and `validate` need a checkout."""
@@ -59,9 +59,11 @@ def checkout_root() -> Path:
 
 ROOT = checkout_root()
 TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml.tmpl"
-LUA = ROOT / "deploy" / "envoy" / "modelhub.lua"
 LUA_REST_ERRORS = ROOT / "deploy" / "envoy" / "rest_errors.lua"
-LUA_SIZE_GUARD = ROOT / "deploy" / "envoy" / "size_guard.lua"
+# The routing filter, an Envoy dynamic module: its source, and where `make proto` builds it
+# (the Envoy image builds it into /etc/envoy/).
+ROUTE_FILTER_SOURCE = ROOT / "deploy" / "envoy" / "route_filter" / "modelhub_route.c"
+ROUTE_MODULE = ROOT / "build" / "envoy" / "libmodelhub_route.so"
 DESCRIPTOR = ROOT / "deploy" / "envoy" / "modelhub.pb"
 # The web console (and openapi.json beside it): served by Envoy from these files.
 CONSOLE_DIR = ROOT / "deploy" / "envoy" / "console"
@@ -101,7 +103,8 @@ TRACING_CLUSTER = """\
 # The most one request may make Envoy hold: the largest message an inference server with
 # default settings accepts (its tensor limit plus the envelope), and headroom for the gRPC
 # frame and for REST's JSON around binary tensors. Envoy refuses larger bodies before
-# holding them (deploy/envoy/size_guard.lua, the listener's buffer limits).
+# holding them (the routing filter's module, deploy/envoy/route_filter/modelhub_route.c; the
+# listener's buffer limits).
 MAX_REQUEST_BYTES = DEFAULT_MAX_REQUEST_BYTES + REQUEST_ENVELOPE_BYTES + (64 << 10)
 
 
@@ -144,10 +147,8 @@ class EnvoyParams:
     access_log: str = "errors"
     # The most bytes one request body may have (see MAX_REQUEST_BYTES).
     max_request_bytes: int = MAX_REQUEST_BYTES
-    # Refuse oversized messages the routing filter would hold before holding them
-    # (deploy/envoy/size_guard.lua). Off: the buffer limits still refuse them, after Envoy
-    # held up to max_request_bytes of each.
-    size_guard: bool = True
+    # The routing filter's shared object as Envoy sees it (`make proto` builds it).
+    route_module: str = str(ROUTE_MODULE)
     # TLS on the front door: PEM certificate (chain) and key; empty: plaintext.
     tls_cert_file: str = ""
     tls_key_file: str = ""
@@ -163,6 +164,7 @@ COMPOSE = EnvoyParams(
     listen_address="0.0.0.0",
     ops_address="0.0.0.0",
     descriptor="/etc/envoy/modelhub.pb",
+    route_module="/etc/envoy/libmodelhub_route.so",
     xds_dir="/var/run/modelhub/xds",
     console_dir="/etc/envoy/console",
     router=["router:50053"],
@@ -184,7 +186,7 @@ VARIANTS = {"local": LOCAL, "compose": COMPOSE, "k8s": KUBERNETES}
 
 
 # Request headers only Envoy sets (docs/data-plane.md): a client's copies are removed
-# before the Lua filter runs. `x-modelhub-model` (and `x-modelhub-version` with it) stay:
+# before the routing filter runs. `x-modelhub-model` (and `x-modelhub-version` with it) stay:
 # a client may name the model in the header.
 INTERNAL_HEADERS = (
     routing_headers.HEADER_ENDPOINT,
@@ -353,24 +355,9 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
             "probes and scrapes use the ops listener"
         )
     tls = ingress_tls(params)
-    # The guard's Lua source as a literal block, its limit defined on the line before it.
-    guard_source = [
-        f"local LIMIT = {params.max_request_bytes}  -- EnvoyParams.max_request_bytes",
-        *LUA_SIZE_GUARD.read_text(encoding="utf-8").rstrip("\n").splitlines(),
-    ]
-    guard = [
-        "- name: modelhub.size_guard",
-        "  typed_config:",
-        '    "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua',
-        "    default_source_code:",
-        "      inline_string: |",
-        *(f"        {line}" if line else "" for line in guard_source),
-    ]
     blocks = {
         "STATIC_CLUSTERS": _yaml_block(static_clusters(params)),
-        "LUA_SOURCE": LUA.read_text(encoding="utf-8").rstrip("\n"),
         "LUA_REST_ERRORS": LUA_REST_ERRORS.read_text(encoding="utf-8").rstrip("\n"),
-        "SIZE_GUARD_FILTER": "\n".join(guard) if params.size_guard else "",
         "INGRESS_TLS": _yaml_block(tls) if tls else "",
         "LOCAL_REPLY_MAPPERS": _yaml_block(local_reply_mappers(params)),
         "STRIP_HEADERS": _yaml_block([{"remove": header} for header in INTERNAL_HEADERS]),
@@ -396,6 +383,7 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
         "OPS_ADDRESS": _flow_scalar(params.ops_address),
         "OPS_PORT": str(params.ops_port),
         "MAX_REQUEST_BYTES": str(params.max_request_bytes),
+        "ROUTE_MODULE": params.route_module,
         "DESCRIPTOR": params.descriptor,
         "XDS_DIR": params.xds_dir,
         "RATE_LIMIT_PER_SECOND": str(params.rate_limit_per_second),
@@ -406,7 +394,7 @@ def render(params: EnvoyParams, template: str | None = None) -> str:
         f"# `python -m modelhub.router.envoy render --variant {params.variant}`.\n"
         "# Do not edit: change the template (a test fails when a rendered copy drifts from it).\n"
     )
-    # `$$` in the Lua source would be unescaped by the template: the source has none.
+    # `$$` in the Lua source would be unescaped by the template: rest_errors.lua has none.
     return header + string.Template("\n".join(lines) + "\n").safe_substitute(scalars)
 
 
@@ -512,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         # The container paths exist only inside the container: validate against ours.
         params = replace(params, descriptor=str(DESCRIPTOR))
     if args.variant != "local":
-        params = replace(params, console_dir=str(CONSOLE_DIR))
+        params = replace(params, console_dir=str(CONSOLE_DIR), route_module=str(ROUTE_MODULE))
     if args.variant != "local" and not args.xds_dir:
         params = replace(params, xds_dir=str(ROOT / "build" / f"xds-{args.variant}"))
     seed(params)

@@ -7,17 +7,19 @@ renames them into place, clusters first (a route naming a cluster Envoy does not
 answers 503), and prunes clusters no route names any more only after the routes that
 used them were replaced.
 
-What Envoy does with them (see docs/data-plane.md and deploy/envoy/modelhub.lua):
+What Envoy does with them (see docs/data-plane.md and the routing filter,
+deploy/envoy/route_filter/modelhub_route.c):
 
-* Every Open Inference Protocol call passes the Lua filter, which reads the model name
-  from the message (or the `x-modelhub-model` header), sets `x-modelhub-model` and
+* Every Open Inference Protocol call passes the routing filter, which reads the model name
+  from the message's first bytes (or the `x-modelhub-model` header), sets `x-modelhub-model` and
   `x-modelhub-route` (`endpoint` for a bare name without a version or `endpoints/x`,
   `model` otherwise) and re-selects the route.
 * An endpoint's route matches those two headers. Its metadata (namespace
-  `envoy.filters.http.lua`) holds the salt, where the sticky key comes from, the bucket
-  total, the shadows (name, cluster, sampling threshold) and the bucket ranges of variants
-  that resolve to nothing; the filter computes the bucket into `x-modelhub-bucket` and
-  Envoy's weighted clusters, keyed by that header, pick the variant. Each weighted cluster
+  `modelhub.route`) holds the salt, where the sticky key comes from, the bucket total, the
+  shadows (`"{name} {cluster} {threshold} {target}"` each) and the bucket ranges of variants
+  that resolve to nothing (`"{lower} {upper} {reason}"` each); the filter computes the
+  bucket into `x-modelhub-bucket` and Envoy's weighted clusters, keyed by that header, pick
+  the variant. Each weighted cluster
   adds the variant's headers (`x-modelhub-endpoint`, `-variant`, `-target`, `-fallback`).
 * Mirrors: one `request_mirror_policies` entry per shadow, naming the cluster through the
   header `x-modelhub-mirror-N` that the filter sets only for sampled keys. Every shadow has
@@ -69,7 +71,8 @@ log = logging.getLogger("modelhub.router.xds")
 ROUTE_CONFIG = "modelhub"
 CLUSTERS_FILE = "clusters.yaml"
 ROUTES_FILE = "routes.yaml"
-LUA_NAMESPACE = "envoy.filters.http.lua"
+# The routing filter reads an endpoint route's metadata from this namespace.
+ROUTE_NAMESPACE = "modelhub.route"
 OIP_PREFIX = "/inference.GRPCInferenceService/"
 # REST (the transcoder maps /v2 paths to these services; docs/rest.md).
 REST_PREFIX = "/modelhub.rest.v1.InferenceRest/"
@@ -399,7 +402,7 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
     fallback = endpoint.fallback
     fallback_target = fallback.target if fallback is not None else None
     weighted: list[dict[str, Any]] = []
-    unresolved: list[list[Any]] = []
+    unresolved: list[str] = []
     failovers = False
     for variant, weight in zip(endpoint.variants, endpoint.ranges.weights, strict=True):
         if weight <= 0:
@@ -408,15 +411,11 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
         if target is None and fallback_target is not None:
             target, name = fallback_target, fallback.spec.name if fallback else name
         if target is None:
-            unresolved.append(
-                [
-                    variant.range.lower,
-                    variant.range.upper,
-                    f"variant {variant.spec.name!r} of {endpoint.name} resolves to no READY "
-                    f"version of models/{variant.spec.model} "
-                    f"({variant.spec.selector.describe()})",
-                ]
+            reason = (
+                f"variant {variant.spec.name!r} of {endpoint.name} resolves to no READY "
+                f"version of models/{variant.spec.model} ({variant.spec.selector.describe()})"
             )
+            unresolved.append(f"{variant.range.lower} {variant.range.upper} {reason}")
             weighted.append({"name": DEFAULT_CLUSTER, "weight": weight})
             continue
         headers = [
@@ -444,13 +443,10 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
                 ],
             }
         )
+    # One string each (the filter reads lists of strings): name, cluster, threshold, target.
     shadows = [
-        [
-            s.spec.name,
-            shadow_cluster_name(endpoint, s.spec.name),
-            bucketing.threshold(s.spec.sample_rate),
-            _target(s.target),
-        ]
+        f"{s.spec.name} {shadow_cluster_name(endpoint, s.spec.name)} "
+        f"{bucketing.threshold(s.spec.sample_rate)} {_target(s.target)}"
         for s in endpoint.shadows[:MAX_SHADOWS]
         if s.target is not None and s.spec.sample_rate > 0
     ]
@@ -482,7 +478,7 @@ def endpoint_route(endpoint: EndpointRoute, options: XdsOptions) -> dict[str, An
     return {
         "name": f"endpoint-{endpoint.id}",
         "match": {"prefix": OIP_PREFIX, "headers": match_headers},
-        "metadata": {"filter_metadata": {LUA_NAMESPACE: metadata}},
+        "metadata": {"filter_metadata": {ROUTE_NAMESPACE: metadata}},
         "route": action,
         "request_headers_to_remove": list(ROUTING_ONLY),
     }
