@@ -10,9 +10,10 @@ and drives closed-loop load with bench/loadgen.py (pinned to the client CPUs; it
 every answer, and on an endpoint that the answer names its variant in the response
 parameter `modelhub.variant` and carries that variant's outputs) along these paths:
 
-1. `direct`: client → inference (model `mlp`, version 1);
-2. `bare hop`: client → Envoy with only the router filter, a static cluster → inference —
-   what any extra proxy process in the path costs on this machine;
+1. `direct`: client → inference, requests naming model `mlp` versions 1 and 2 in turn
+   (loadgen --alternate);
+2. `bare hop`: the same requests through an Envoy with only the router filter and a static
+   cluster → inference — what any extra proxy process in the path costs on this machine;
 3. `front door`: client → ModelHub's Envoy (rendered from deploy/envoy/envoy.yaml.tmpl,
    routes written by the router) → inference, on endpoint `mlp-ab`: variants `champion`
    (v1) and `challenger` (v2) 50/50, sticky by header `x-user-id` (10,000 distinct keys);
@@ -22,8 +23,10 @@ parameter `modelhub.variant` and carries that variant's outputs) along these pat
    through a second inference server (no monitor address), router, front door and bare hop,
    also pinned to the server CPUs.
 
-Every path sends the same requests with the same `x-user-id` header, so the client does
-the same work on each. Each run measures req/s and latency (loadgen), and the CPU seconds
+Every path sends the same inputs with the same `x-user-id` header, so the client does the
+same work on each, and inference runs both versions half the time on every path (the
+front door's two variants are two models to batch: with one version on the other paths,
+the comparison would measure the second version, not the front door). Each run measures req/s and latency (loadgen), and the CPU seconds
 (utime + stime) of Envoy, the router, inference and the monitor over the measured window,
 divided by the requests answered in it. Paths are interleaved across --repeat runs (the
 order rotates) and medians are reported, in one markdown table, followed by the targets:
@@ -386,6 +389,8 @@ class BenchPath:
     # Processes behind it (reported for reference).
     back: list[Service]
     events: bool
+    # Versions the requests name in turn (loadgen --alternate), each with its model file.
+    alternate: dict[str, Path] = field(default_factory=dict)
     runs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -401,6 +406,8 @@ def run_load(
     ]  # fmt: skip
     for name, file in path.variants.items():
         command += ["--variant", f"{name}={file}"]
+    for version, file in path.alternate.items():
+        command += ["--alternate", f"{version}={file}"]
     for service in path.front + path.back:
         command += ["--cpu-pid", f"{service.name}={service.pid}"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -480,9 +487,13 @@ def start_stack(
     asyncio.run(wait_routed(front.address, ENDPOINT))
     back = [inference, monitor] if events else [inference]
     tag = "" if events else ", events off"
+    # Direct and through the bare hop, requests name the endpoint's versions in turn: the
+    # front door's two variants make inference run both versions (two batch queues), and
+    # every path gives inference the same work.
+    alternate = {str(VARIANTS[name]): file for name, file in shared.variant_files.items()}
     paths = [
-        BenchPath(f"direct{tag}", inference.address, MODEL, "1", {}, [], back, events),
-        BenchPath(f"bare hop{tag}", hop.address, MODEL, "1", {}, [hop], back, events),
+        BenchPath(f"direct{tag}", inference.address, MODEL, "", {}, [], back, events, alternate),
+        BenchPath(f"bare hop{tag}", hop.address, MODEL, "", {}, [hop], back, events, alternate),
         BenchPath(
             f"front door{tag}",
             front.address,

@@ -14,7 +14,10 @@ For an endpoint with several variants, `--variant NAME=FILE` (once per variant) 
 variant's model: every answer must then carry the response parameter `modelhub.variant`
 naming one of them, and its outputs must be that variant's (answers are counted per
 variant). `--key-header H --keys N` sends header `H: k<i>` with N distinct keys in turn
-(a sticky key). `--cpu-pid NAME=PID` reports the CPU seconds (utime + stime) those
+(a sticky key). `--alternate VERSION=FILE` (once per version) sends the pool's requests
+to those versions in turn (request i to the (i mod n)-th), each checked against its own
+version's outputs: the same mix of versions an endpoint with n equal variants sends to
+inference, without the front door. `--cpu-pid NAME=PID` reports the CPU seconds (utime + stime) those
 processes used during the measured window, as `cpu_s`.
 
     python bench/loadgen.py --target 127.0.0.1:50052 --model-file mlp.onnx --model mlp \
@@ -77,22 +80,30 @@ def make_pool(
     rows: int,
     size: int,
     variants: dict[str, str] | None = None,
+    alternate: dict[str, str] | None = None,
 ) -> Pool:
+    """`alternate` (version → ONNX file): request i names the (i mod n)-th version and is
+    checked against that version's outputs."""
     session = ort.InferenceSession(model_file, providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
     out = session.get_outputs()[0]
     row_shape = [int(d) for d in inp.shape[1:]]
+    versions = [
+        (v, ort.InferenceSession(f, providers=["CPUExecutionProvider"]))
+        for v, f in (alternate or {}).items()
+    ] or [(version, session)]
     rng = np.random.default_rng(7)
     requests, inputs, expected = [], [], []
     for i in range(size):
         x = rng.standard_normal((rows, *row_shape)).astype(np.float32)
-        request = pb.ModelInferRequest(model_name=model, model_version=version, id=f"r{i}")
+        version_i, session_i = versions[i % len(versions)]
+        request = pb.ModelInferRequest(model_name=model, model_version=version_i, id=f"r{i}")
         request.inputs.add(name=inp.name, datatype=NUMPY_TO_OIP[x.dtype], shape=x.shape)
         request.raw_input_contents.append(x.tobytes())
         request.outputs.add(name=out.name)
         requests.append(request.SerializeToString())
         inputs.append(x)
-        expected.append(session.run([out.name], {inp.name: x})[0])
+        expected.append(session_i.run([out.name], {inp.name: x})[0])
     by_variant: dict[str, list[np.ndarray]] = {}
     for name, path in (variants or {}).items():
         variant = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -268,7 +279,10 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     variants = _pairs(args.variant, "--variant")
-    pool = make_pool(args.model_file, args.model, args.version, args.rows, args.pool, variants)
+    alternate = _pairs(args.alternate, "--alternate")
+    pool = make_pool(
+        args.model_file, args.model, args.version, args.rows, args.pool, variants, alternate
+    )
     window = CpuWindow({k: int(v) for k, v in _pairs(args.cpu_pid, "--cpu-pid").items()})
     options = [("grpc.max_receive_message_length", 64 << 20)]
     channels = [
@@ -333,6 +347,13 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=FILE",
         help="an endpoint variant and its ONNX file: answers must name a variant "
         "(response parameter modelhub.variant) and carry its outputs",
+    )
+    parser.add_argument(
+        "--alternate",
+        action="append",
+        default=[],
+        metavar="VERSION=FILE",
+        help="send the requests to these versions in turn, each checked against its file",
     )
     parser.add_argument("--key-header", default="", help="send a sticky key in this header")
     parser.add_argument("--keys", type=int, default=10_000, help="distinct sticky keys")
