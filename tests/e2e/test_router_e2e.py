@@ -3,7 +3,7 @@ Envoy (routing by the configuration the router writes), with tritonclient (an un
 Open Inference Protocol client) talking to Envoy.
 
 Shows a 50/50 sticky split (each user's variant is the one `hash(salt, user)` gives,
-computed here, in another process, while Envoy's Lua filter computed it there), a shadow
+computed here, in another process, while Envoy's routing filter computed it there), a shadow
 comparison joined at the monitor from the events of both inference servers, and outcomes
 attributed per variant at the monitor. tritonclient runs in a subprocess: its protobuf
 symbols collide with ModelHub's generated `inference` package in one process.

@@ -1,4 +1,4 @@
-"""Stickiness in the proxy: Envoy's Lua bucket filter and the router's ExplainRoute compute
+"""Stickiness in the proxy: Envoy's routing filter and the router's ExplainRoute compute
 the same function. 10,000 keys go through Envoy (real inference behind it, the variant
 read from each answer) and through ExplainRoute, and agree; a second Envoy replica, with
 its own router and configuration directory, and an Envoy restarted afresh give every key

@@ -392,7 +392,7 @@ def test_at_most_max_shadows_are_mirrored() -> None:
     assert r["route"]["request_mirror_policies"] == [
         {"cluster_header": f"x-modelhub-mirror-{i}"} for i in range(xds.MAX_SHADOWS)
     ]
-    # Envoy drops client-sent copies of exactly these headers before the Lua filter runs.
+    # Envoy drops client-sent copies of exactly these headers before the routing filter runs.
     mirrors = {h for h in envoy.INTERNAL_HEADERS if h.startswith("x-modelhub-mirror-")}
     assert mirrors == {f"x-modelhub-mirror-{i}" for i in range(xds.MAX_SHADOWS)}
 
