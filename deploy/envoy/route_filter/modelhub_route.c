@@ -89,7 +89,10 @@ extern const void* envoy_dynamic_module_callback_get_most_specific_route_config(
 #define MAX_NAME 512
 /* The most bytes of a message held to read the fields before its tensors. */
 #define MAX_PREFIX (64 * 1024)
-#define MAX_VALUE 1024 /* a sticky key, a salt, a header value copied out */
+#define MAX_VALUE 1024 /* a salt, a header name copied out */
+/* A sticky key: any header value Envoy accepts (its request headers total at most 60 KiB
+ * by default) or request parameter (within MAX_PREFIX). */
+#define MAX_KEY (MAX_PREFIX + 1)
 #define MAX_SHADOWS 8
 
 static const char ABI_VERSION[] = "v0.2.0";
@@ -425,7 +428,9 @@ static bool compressed(mh_envoy e, char* encoding, size_t cap) {
 
 /* The endpoint's bucket, unresolved ranges and mirrors. false: answered with an error. */
 static bool route_endpoint(mh_envoy e, filter* f, const scanned* found) {
-  char salt[MAX_VALUE] = "", key[MAX_VALUE] = "", key_name[256] = "";
+  static __thread char key[MAX_KEY];
+  char salt[MAX_VALUE] = "", key_name[256] = "";
+  key[0] = '\0';
   double total_value = 0;
   if (!envoy_dynamic_module_callback_http_get_metadata_number(e, SOURCE_ROUTE, cstr(NAMESPACE),
                                                               cstr("total"), &total_value) ||
@@ -436,9 +441,9 @@ static bool route_endpoint(mh_envoy e, filter* f, const scanned* found) {
   route_string(e, "salt", salt, sizeof salt);
   bool keyed = false;
   if (route_string(e, "key_header", key_name, sizeof key_name)) {
-    keyed = copy_out(header(e, key_name), key, sizeof key);
+    keyed = copy_out(header(e, key_name), key, MAX_KEY);
   } else if (found != NULL && route_string(e, "key_parameter", key_name, sizeof key_name)) {
-    keyed = parameter(found, key_name, key, sizeof key);
+    keyed = parameter(found, key_name, key, MAX_KEY);
   }
   if (keyed && key[0] == '\0') keyed = false;
   size_t salt_length = strlen(salt), key_length = strlen(key);
@@ -593,7 +598,13 @@ static int on_headers(mh_envoy e, filter* f, bool end_of_stream) {
   }
   f->stream = strcmp(f->method, "ModelStreamInfer") == 0;
   char name[MAX_NAME + 1];
-  if (copy_out(header(e, "x-modelhub-model"), name, sizeof name)) {
+  mh_buf named = header(e, "x-modelhub-model");
+  if (named.ptr != NULL && named.length > MAX_NAME) {
+    grpc_error(e, 3, "the x-modelhub-model header is longer than 512 bytes: no model or "
+                     "endpoint is named so");
+    return HEADERS_STOP;
+  }
+  if (copy_out(named, name, sizeof name)) {
     bool has_version = header(e, "x-modelhub-version").ptr != NULL;
     switch (route_by_name(e, f, name, strlen(name), has_version, NULL)) {
       case ROUTE_NEEDS_BODY:

@@ -178,6 +178,13 @@ async def test_errors_a_client_can_act_on(
         await raw(b"\x0a\x05fr", timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid ModelInferRequest" in (caught.value.details() or "")
+    # A name in the header longer than any name: refused by Envoy's routing filter.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await clients.oip.ModelInfer(
+            infer_request("e"), metadata=(("x-modelhub-model", "e" * 600),), timeout=5
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "x-modelhub-model header is longer than 512 bytes" in (caught.value.details() or "")
     # An inference error passes through with its code and message (wrong input shape).
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await clients.oip.ModelInfer(infer_request("e", np.ones((1, 3))))

@@ -108,3 +108,20 @@ async def test_same_variant_on_two_envoy_replicas_and_after_restart(
     finally:
         await clients.close()
         await restarted.stop()
+
+
+async def test_long_keys_stick_like_short_ones(
+    registry_api: Stub, front_doors: FrontDoorFactory
+) -> None:
+    """Keys of several kilobytes (a token, a serialized session) are hashed whole by Envoy's
+    routing filter, as ExplainRoute hashes them: same variant, and both variants occur.
+    (Up to 4 KB: inference's gRPC server refuses request metadata over 8 KiB in all.)"""
+    await create_endpoint(
+        registry_api, "ab", [variant("a", 1, 50), variant("b", 2, 50)], sticky_key=by_user()
+    )
+    door = await front_doors()
+    await wait_for(lambda: door.clients.variant("ab", "probe"))
+    keys = [f"{i}-" + "k" * (1000 * (1 + i % 4)) for i in range(40)]
+    served = await variants_of(door.clients, "ab", keys)
+    assert served == await explained(door, keys)
+    assert set(served.values()) == {"a", "b"}
