@@ -290,13 +290,14 @@ function editor(endpoint, { name, signal, loadRoute }) {
       clear(status).append(el("div", { class: "alert success", role: "status", id: "saved" },
         `Saved (etag ${updated.etag}). Waiting for the router to route by it…`));
       await waitForRoute(name, variants.map((v) => v.name), expected, signal);
-      clear(status).append(el("div", { class: "alert success", role: "status", id: "saved", dataset: { routed: "true" } },
-        "Saved: the router's table shows the new ranges, which is what Envoy routes by."));
       const fresh = await registry.getEndpoint(name, signal);
       Object.assign(endpoint, fresh);
       saved.splice(0, saved.length, ...weights);
       renderPreview();
       await loadRoute();
+      // Said once the table below shows the new ranges (not before it is redrawn).
+      clear(status).append(el("div", { class: "alert success", role: "status", id: "saved", dataset: { routed: "true" } },
+        "Saved: the router's table shows the new ranges, which is what Envoy routes by."));
     } catch (error) {
       if (error?.name === "AbortError") return;
       clear(status).append(errorBox(error));
