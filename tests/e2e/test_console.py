@@ -294,7 +294,11 @@ def test_upload_with_progress_promote_roll_back_and_archive(
     # Paste a token with the keyboard only.
     browser.find("#token-button").send_keys(Keys.ENTER)
     browser.wait("#token-input").send_keys(ADMIN_TOKEN, Keys.ENTER)
-    browser.until(lambda: browser.find("#auth-state").text == "Token set", 10, "no token")
+    browser.until(  # the header is redrawn with the token: the element may be between copies
+        lambda: (state := browser.find("#auth-state")) is not None and state.text == "Token set",
+        10,
+        "no token",
+    )
     browser.wait(PAGES["model"][1])
 
     artifact = demo.classifier(3)
