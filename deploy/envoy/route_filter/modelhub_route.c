@@ -89,6 +89,7 @@ extern const void* envoy_dynamic_module_callback_get_most_specific_route_config(
 #define MAX_NAME 512
 /* The most bytes of a message held to read the fields before its tensors. */
 #define MAX_PREFIX (64 * 1024)
+#define FIRST_WINDOW 4096 /* the first copy of a message's leading bytes */
 #define MAX_VALUE 1024 /* a salt, a header name copied out */
 /* A sticky key: any header value Envoy accepts (its request headers total at most 60 KiB
  * by default) or request parameter (within MAX_PREFIX). */
@@ -394,14 +395,15 @@ static bool parameter(const scanned* s, const char* name, char* out, size_t cap)
 
 enum phase { IDLE, NEED_NAME, NEED_KEY };
 
+/* A filter configuration, and the first member of every per-stream filter: a stream of the
+ * `size_guard` role is its configuration itself (it keeps no state: nothing to allocate). */
 typedef struct {
   uint64_t limit;
   bool guard; /* the `size_guard` role: only the Content-Length check */
 } config;
 
 typedef struct {
-  uint64_t limit;
-  bool guard;
+  config role;
   enum phase phase;
   bool stream; /* ModelStreamInfer: routed by its headers, never mirrored */
   char method[32];
@@ -572,18 +574,17 @@ static enum routed route_by_name(mh_envoy e, filter* f, const char* name, size_t
 }
 
 /* The `size_guard` role: a declared body over the limit is refused before it is held. */
-static int guard_headers(mh_envoy e, filter* f) {
+static int guard_headers(mh_envoy e, const config* c) {
   mh_buf length = header(e, "content-length");
   char digits[32];
   if (!copy_out(length, digits, sizeof digits)) return HEADERS_CONTINUE;
   unsigned long long size = strtoull(digits, NULL, 10);
-  if (size <= f->limit) return HEADERS_CONTINUE;
-  refuse_too_large(e, starts_with(header(e, "content-type"), "application/grpc"), size, f->limit);
+  if (size <= c->limit) return HEADERS_CONTINUE;
+  refuse_too_large(e, starts_with(header(e, "content-type"), "application/grpc"), size, c->limit);
   return HEADERS_STOP;
 }
 
 static int on_headers(mh_envoy e, filter* f, bool end_of_stream) {
-  if (f->guard) return guard_headers(e, f);
   mh_buf path = header(e, ":path");
   size_t prefix;
   if (starts_with(path, OIP)) {
@@ -666,7 +667,9 @@ static int on_body(mh_envoy e, filter* f, bool end_of_stream) {
   if (f->phase == IDLE) return DATA_CONTINUE;
   static __thread uint8_t data[MAX_PREFIX + 5];
   size_t total = 0;
-  size_t have = body_prefix(e, data, sizeof data, &total);
+  /* The leading fields are small: copy a first window, all of MAX_PREFIX only if they go
+   * on past it. */
+  size_t have = body_prefix(e, data, FIRST_WINDOW, &total);
   if (have < 5) {
     if (!end_of_stream) return DATA_STOP_AND_BUFFER;
     f->phase = IDLE;
@@ -684,9 +687,9 @@ static int on_body(mh_envoy e, filter* f, bool end_of_stream) {
   }
   uint64_t declared = ((uint64_t)data[1] << 24) | ((uint64_t)data[2] << 16) |
                       ((uint64_t)data[3] << 8) | (uint64_t)data[4];
-  if (declared > f->limit) {
+  if (declared > f->role.limit) {
     f->phase = IDLE;
-    refuse_too_large(e, true, declared, f->limit);
+    refuse_too_large(e, true, declared, f->role.limit);
     return DATA_STOP_NO_BUFFER;
   }
   scanned s;
@@ -694,6 +697,10 @@ static int on_body(mh_envoy e, filter* f, bool end_of_stream) {
   s.data = data;
   s.size = have;
   enum scan_result result = scan_fields(&s, 5, 5 + declared, have);
+  if (result == SCAN_MORE && have == FIRST_WINDOW && total > have) {
+    s.size = have = body_prefix(e, data, sizeof data, &total);
+    result = scan_fields(&s, 5, 5 + declared, have);
+  }
   if (result == SCAN_MORE) {
     if (!end_of_stream && have < sizeof data) return DATA_STOP_AND_BUFFER;
     f->phase = IDLE;
@@ -771,27 +778,31 @@ void envoy_dynamic_module_on_http_filter_per_route_config_destroy(const void* c)
 
 const void* envoy_dynamic_module_on_http_filter_new(const void* c, mh_envoy e) {
   (void)e;
+  const config* role = c;
+  if (role->guard) return role;
   filter* f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
-  f->limit = ((const config*)c)->limit;
-  f->guard = ((const config*)c)->guard;
+  f->role = *role;
   return f;
 }
 
 int envoy_dynamic_module_on_http_filter_request_headers(mh_envoy e, const void* f,
                                                         bool end_of_stream) {
+  const config* role = f;
+  if (role->guard) return guard_headers(e, role);
   return on_headers(e, (filter*)f, end_of_stream);
 }
 
 int envoy_dynamic_module_on_http_filter_request_body(mh_envoy e, const void* f,
                                                      bool end_of_stream) {
+  if (((const config*)f)->guard) return DATA_CONTINUE;
   return on_body(e, (filter*)f, end_of_stream);
 }
 
 int envoy_dynamic_module_on_http_filter_request_trailers(mh_envoy e, const void* f) {
   /* The message ended without end of stream on its data (trailers follow): read what is
    * held as on the last data frame. */
-  if (((filter*)f)->phase == IDLE) return 0;                  /* Continue */
+  if (((const config*)f)->guard || ((const filter*)f)->phase == IDLE) return 0; /* Continue */
   return on_body(e, (filter*)f, true) == DATA_CONTINUE ? 0 : 1; /* else StopIteration */
 }
 
@@ -814,7 +825,9 @@ void envoy_dynamic_module_on_http_filter_stream_complete(mh_envoy e, const void*
   (void)e, (void)f;
 }
 
-void envoy_dynamic_module_on_http_filter_destroy(const void* f) { free((void*)f); }
+void envoy_dynamic_module_on_http_filter_destroy(const void* f) {
+  if (!((const config*)f)->guard) free((void*)f); /* a guard's stream is its configuration */
+}
 
 int envoy_dynamic_module_on_http_filter_local_reply(mh_envoy e, const void* f, uint32_t code,
                                                     mh_buf details, bool reset_imminent) {
