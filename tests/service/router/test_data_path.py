@@ -95,6 +95,14 @@ async def test_key_from_a_request_parameter(
         assert variant_name == await clients.variant_of("endpoints/ranker", str(user))
         served.add(variant_name)
     assert served == {"a", "b"}
+    # Leading fields past the filter's first 4 KiB window are read too (a large parameter).
+    for user in ("u1", "u2", "u3", "u4"):
+        request = infer_request("ranker")
+        request.parameters["context"].string_param = "c" * 20_000
+        request.parameters["user"].string_param = user
+        response = await clients.oip.ModelInfer(request)
+        expected = await clients.variant_of("endpoints/ranker", user)
+        assert params(response)["modelhub.variant"] == expected
 
 
 async def test_requests_without_key_are_random(
